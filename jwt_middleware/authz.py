@@ -1,0 +1,73 @@
+"""Per-route authorization: scope checks for Starlette endpoints (and FastAPI path operations
+that take a ``Request``). Unauthenticated → 401; authenticated without the scope → 403 with
+``error="insufficient_scope"`` and the needed ``scope`` in the challenge (RFC 6750 §3.1)."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from starlette.requests import HTTPConnection
+
+from .errors import InsufficientScope, MissingToken
+
+__all__ = ["check_scopes", "requires_scopes"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def check_scopes(conn: HTTPConnection, scopes: Iterable[str] = (), *, any_of: bool = False) -> None:
+    """Raise MissingToken/InsufficientScope unless the request's token grants ``scopes``.
+
+    With ``any_of=True`` one of them suffices; otherwise all are needed. No scopes: any valid
+    token passes (useful on routes of an app that runs the middleware in anonymous mode).
+    """
+    if "auth" not in conn.scope or "user" not in conn.scope:
+        raise RuntimeError("JWTMiddleware is not installed in front of this route")
+    if not conn.user.is_authenticated:
+        raise MissingToken()
+    required = tuple(scopes)
+    if not required:
+        return
+    granted = conn.auth.scopes
+    ok = any(s in granted for s in required) if any_of else all(s in granted for s in required)
+    if not ok:
+        raise InsufficientScope(required, any_of=any_of)
+
+
+def requires_scopes(*scopes: str, any_of: bool = False) -> Callable[[F], F]:
+    """Decorate a Starlette endpoint (sync or async; HTTP or WebSocket) to require scopes.
+
+    The refusal is raised as an ``AuthError`` that ``JWTMiddleware`` turns into the RFC 6750
+    response (or a WebSocket close), so every refusal in the app looks the same.
+    """
+    for scope in scopes:
+        if not isinstance(scope, str) or not scope or " " in scope:
+            raise ValueError(f"a scope is a non-empty string without spaces, got {scope!r}")
+
+    def decorator(func: F) -> F:
+        def connection(args: tuple[Any, ...], kwargs: dict[str, Any]) -> HTTPConnection:
+            for value in (*args, *kwargs.values()):
+                if isinstance(value, HTTPConnection):
+                    return value
+            raise TypeError(f"{func.__qualname__} needs a Request or WebSocket argument")
+
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_endpoint(*args: Any, **kwargs: Any) -> Any:
+                check_scopes(connection(args, kwargs), scopes, any_of=any_of)
+                return await func(*args, **kwargs)
+
+            return async_endpoint  # type: ignore[return-value]
+
+        @functools.wraps(func)
+        def endpoint(*args: Any, **kwargs: Any) -> Any:
+            check_scopes(connection(args, kwargs), scopes, any_of=any_of)
+            return func(*args, **kwargs)
+
+        return endpoint  # type: ignore[return-value]
+
+    return decorator

@@ -1,0 +1,186 @@
+"""Errors raised by jwt_middleware, and how each becomes an HTTP answer.
+
+    JWTMiddlewareError
+     ├── ConfigurationError          bad settings; raised at construction, never per request
+     └── AuthError                   a request is refused; carries a stable ``reason`` code
+          ├── InvalidRequest          400  error="invalid_request"   (RFC 6750 §3.1)
+          ├── MissingToken            401  no error code              (RFC 6750 §3.1)
+          ├── InvalidToken            401  error="invalid_token"
+          ├── InsufficientScope       403  error="insufficient_scope"
+          └── KeysUnavailable         503  Retry-After; no usable key could be fetched
+
+``reason`` is for logs, metrics and the error hook. The client only sees the generic RFC 6750
+code unless ``expose_error_details`` is set, because telling an attacker *which* check failed
+helps them tune a forgery.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import ClassVar
+
+__all__ = [
+    "AuthError",
+    "ConfigurationError",
+    "InsufficientScope",
+    "InvalidRequest",
+    "InvalidToken",
+    "JWTMiddlewareError",
+    "KeysUnavailable",
+    "MissingToken",
+    "Reason",
+]
+
+
+class Reason:
+    """Stable reason codes. They are part of the public API: logs and dashboards key on them."""
+
+    # request shape
+    TOKEN_MISSING = "token_missing"
+    MULTIPLE_TOKENS = "multiple_tokens"
+    MALFORMED_AUTHORIZATION = "malformed_authorization"
+    MALFORMED_COOKIE = "malformed_cookie"
+    # token shape
+    TOKEN_TOO_LARGE = "token_too_large"
+    MALFORMED_TOKEN = "malformed_token"
+    MALFORMED_HEADER = "malformed_header"
+    MALFORMED_PAYLOAD = "malformed_payload"
+    ALG_NOT_ALLOWED = "alg_not_allowed"
+    CRIT_UNSUPPORTED = "crit_unsupported"
+    UNSUPPORTED_HEADER = "unsupported_header"
+    TYP_MISMATCH = "typ_mismatch"
+    # claims
+    ISSUER_MISMATCH = "issuer_mismatch"
+    AUDIENCE_MISMATCH = "audience_mismatch"
+    EXPIRED = "token_expired"
+    NOT_YET_VALID = "token_not_yet_valid"
+    ISSUED_IN_FUTURE = "issued_in_future"
+    LIFETIME_TOO_LONG = "lifetime_too_long"
+    CLAIM_MISSING = "claim_missing"
+    CLAIM_INVALID = "claim_invalid"
+    VALIDATOR_REJECTED = "validator_rejected"
+    VALIDATOR_FAILED = "validator_failed"
+    # keys and signature
+    KID_UNKNOWN = "kid_unknown"
+    KID_AMBIGUOUS = "kid_ambiguous"
+    KEY_ALG_MISMATCH = "key_alg_mismatch"
+    SIGNATURE_INVALID = "signature_invalid"
+    KEYS_UNAVAILABLE = "keys_unavailable"
+    # authorization
+    INSUFFICIENT_SCOPE = "insufficient_scope"
+
+
+class JWTMiddlewareError(Exception):
+    """Base class of every error this package raises."""
+
+
+class ConfigurationError(JWTMiddlewareError, ValueError):
+    """The settings are wrong. The message says how to fix them."""
+
+
+class AuthError(JWTMiddlewareError):
+    """A request was refused. ``reason`` is a :class:`Reason` code; ``detail`` is for logs only.
+
+    ``detail`` never contains the token; it may contain attacker-chosen header values, which the
+    logger escapes with ``%r``.
+    """
+
+    status_code: ClassVar[int] = 401
+    error: ClassVar[str | None] = None
+    public_description: ClassVar[str] = "Authentication required."
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(reason if not detail else f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+    def www_authenticate(self, realm: str, *, expose: bool = False) -> str:
+        """The RFC 6750 §3 challenge for this error."""
+        params = [f'realm="{_quote(realm)}"']
+        if self.error is not None:
+            params.append(f'error="{self.error}"')
+            params.append(f'error_description="{_quote(self.description(expose))}"')
+        return "Bearer " + ", ".join(params)
+
+    def description(self, expose: bool = False) -> str:
+        return f"{self.public_description} ({self.reason})" if expose else self.public_description
+
+    def body(self, *, expose: bool = False) -> bytes:
+        payload: dict[str, str] = {"error": self.error or "unauthorized"}
+        payload["error_description"] = self.description(expose)
+        if expose:
+            payload["reason"] = self.reason
+        return json.dumps(payload, separators=(",", ":")).encode()
+
+    def headers(self, realm: str, *, expose: bool = False) -> list[tuple[bytes, bytes]]:
+        return [
+            (b"content-type", b"application/json"),
+            (b"www-authenticate", self.www_authenticate(realm, expose=expose).encode("latin-1")),
+            (b"cache-control", b"no-store"),
+        ]
+
+
+class InvalidRequest(AuthError):
+    status_code = 400
+    error = "invalid_request"
+    public_description = "The request is malformed."
+
+
+class MissingToken(AuthError):
+    status_code = 401
+    error = None
+    public_description = "An access token is required."
+
+    def __init__(self, reason: str = Reason.TOKEN_MISSING, detail: str = "") -> None:
+        super().__init__(reason, detail)
+
+
+class InvalidToken(AuthError):
+    status_code = 401
+    error = "invalid_token"
+    public_description = "The access token is invalid."
+
+
+class InsufficientScope(AuthError):
+    status_code = 403
+    error = "insufficient_scope"
+    public_description = "The access token does not grant the required scope."
+
+    def __init__(self, required: Sequence[str], *, any_of: bool = False) -> None:
+        self.required = tuple(required)
+        self.any_of = any_of
+        kind = "any of" if any_of else "all of"
+        super().__init__(Reason.INSUFFICIENT_SCOPE, f"needs {kind}: {' '.join(self.required)}")
+
+    def www_authenticate(self, realm: str, *, expose: bool = False) -> str:
+        # The required scopes are not secret: RFC 6750 §3 expects them in the challenge.
+        return super().www_authenticate(realm, expose=expose) + (
+            f', scope="{_quote(" ".join(self.required))}"'
+        )
+
+
+class KeysUnavailable(AuthError):
+    """No usable key could be had because the key server is unreachable or broken."""
+
+    status_code = 503
+    error = "temporarily_unavailable"
+    public_description = "The token cannot be verified right now; try again later."
+
+    def __init__(self, detail: str = "", *, retry_after: float = 30.0) -> None:
+        super().__init__(Reason.KEYS_UNAVAILABLE, detail)
+        self.retry_after = max(1, int(retry_after + 0.999))
+
+    def headers(self, realm: str, *, expose: bool = False) -> list[tuple[bytes, bytes]]:
+        # Not a challenge: the credentials may be fine, the server cannot check them yet.
+        return [
+            (b"content-type", b"application/json"),
+            (b"retry-after", str(self.retry_after).encode()),
+            (b"cache-control", b"no-store"),
+        ]
+
+
+def _quote(value: str) -> str:
+    """Make a value safe inside an RFC 7230 quoted-string (and within latin-1)."""
+    cleaned = "".join(ch if 0x20 <= ord(ch) < 0x7F else "?" for ch in value)
+    return cleaned.replace("\\", "\\\\").replace('"', '\\"')

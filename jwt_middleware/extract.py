@@ -1,0 +1,81 @@
+"""Finding the token in a request: the ``Authorization: Bearer`` header (RFC 6750 §2.1) and/or
+one named cookie. Pure functions over raw header pairs, so ASGI and WSGI share them.
+
+Never the query string (RFC 6750 §2.3, RFC 9700 §2.5): URLs end up in logs and Referer headers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from .errors import InvalidRequest, Reason
+
+__all__ = ["COOKIE", "HEADER", "extract_token"]
+
+HEADER = "header"
+COOKIE = "cookie"
+
+# b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+_BEARER = re.compile(rb"[Bb][Ee][Aa][Rr][Ee][Rr] +([A-Za-z0-9\-._~+/]+=*)")
+
+
+def bearer_token(value: bytes) -> str | None:
+    """The token of one Authorization header value; None for another scheme (e.g. Basic)."""
+    match = _BEARER.fullmatch(value.strip(b" \t"))
+    if match is not None:
+        return match.group(1).decode("ascii")
+    scheme = value.lstrip(b" \t")[:7].lower()
+    if scheme == b"bearer" or (scheme[:6] == b"bearer" and scheme[6:7] in (b" ", b"\t")):
+        raise InvalidRequest(Reason.MALFORMED_AUTHORIZATION, "malformed Bearer credentials")
+    return None
+
+
+def cookie_values(cookie_headers: Iterable[bytes], name: bytes) -> list[str]:
+    """Every non-empty value of cookie ``name`` across all Cookie headers (RFC 6265 §5.4)."""
+    found: list[str] = []
+    for header in cookie_headers:
+        for pair in header.split(b";"):
+            key, sep, value = pair.strip(b" \t").partition(b"=")
+            if not sep or key.rstrip(b" \t") != name:
+                continue
+            value = value.strip(b" \t")
+            if len(value) >= 2 and value[:1] == value[-1:] == b'"':
+                value = value[1:-1]
+            if value:
+                found.append(value.decode("latin-1"))
+    return found
+
+
+def extract_token(
+    headers: Iterable[tuple[bytes, bytes]], *, header: bool = True, cookie: bytes | None = None
+) -> tuple[str, str] | None:
+    """``(token, location)`` from ASGI-style lower-case header pairs, or None when absent.
+
+    Raises InvalidRequest (400) for ambiguity: several Authorization headers, the token in more
+    than one place (RFC 6750 §2), or several cookies of the configured name (a sibling
+    subdomain can plant a second one: "cookie tossing").
+    """
+    authorizations: list[bytes] = []
+    cookies: list[bytes] = []
+    for name, value in headers:
+        if name == b"authorization":
+            authorizations.append(value)
+        elif name == b"cookie":
+            cookies.append(value)
+    from_header = None
+    if header and authorizations:
+        if len(authorizations) > 1:
+            raise InvalidRequest(Reason.MULTIPLE_TOKENS, "several Authorization headers")
+        from_header = bearer_token(authorizations[0])
+    if cookie is not None and cookies:
+        values = cookie_values(cookies, cookie)
+        if len(values) > 1:
+            raise InvalidRequest(Reason.MALFORMED_COOKIE, "the token cookie appears more than once")
+        if values:
+            if from_header is not None:
+                raise InvalidRequest(Reason.MULTIPLE_TOKENS, "token in both header and cookie")
+            return values[0], COOKIE
+    if from_header is not None:
+        return from_header, HEADER
+    return None

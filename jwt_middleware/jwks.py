@@ -1,0 +1,401 @@
+"""The remote JWKS cache: one policy (sans-I/O), two transports (async for ASGI, sync for WSGI).
+
+Policy, in the order it is applied (``now`` from the injected clock):
+
+* **fresh** (``now < fresh_until``) and the ``kid`` is known → use the keys; no I/O.
+* **expired but within the stale bound** and the ``kid`` is known → use the keys, and refresh in
+  the background (at most once per cooldown). A key server outage never blocks requests whose
+  key we already hold (stale-if-error).
+* **unknown kid** → fetch now and wait, but at most once per ``cooldown`` window: a flood of
+  tokens with random kids costs the key server one request per window, not one per token.
+  Inside the window the answer is "kid unknown" (401), or 503 when the last fetch failed (the
+  key may well exist; we just cannot see it).
+* **no keys, or past the stale bound** → fetch and wait (same cooldown); 503 when that fails.
+* Concurrent requests that need a fetch share one (single-flight).
+
+Fresh for ``Cache-Control: max-age`` when the server sends it, clamped to
+``[cooldown, jwks_max_age]``; otherwise ``jwks_max_age``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import httpx
+
+from .errors import KeysUnavailable
+from .jws import loads_strict
+from .keys import KeyError_, KeySet
+from .settings import Settings, check_key_url
+
+__all__ = ["AsyncJWKS", "FetchError", "JWKSPolicy", "Plan", "SyncJWKS"]
+
+logger = logging.getLogger("jwt_middleware")
+
+_MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d{1,10})\"?\s*(?:,|$)", re.IGNORECASE)
+_NO_CACHE = re.compile(r"(?:^|,)\s*(?:no-cache|no-store)\s*(?:,|$)", re.IGNORECASE)
+_ACCEPT = "application/jwk-set+json, application/json"
+
+
+class FetchError(Exception):
+    """The key server did not give us a usable document. The message is safe to log."""
+
+
+class Plan(Enum):
+    USE = "use"  # answer from the keys held now
+    USE_AND_REFRESH = "use_and_refresh"  # answer now; refresh in the background
+    FETCH = "fetch"  # fetch (or join the fetch in flight) and wait for it
+    UNAVAILABLE = "unavailable"  # no usable keys, and not allowed to fetch yet
+
+
+@dataclass
+class JWKSPolicy:
+    """The cache's state and decisions. No I/O: transports call :meth:`plan` and report back."""
+
+    max_age: float
+    cooldown: float
+    max_stale: float
+    keyset: KeySet | None = None
+    fresh_until: float = float("-inf")
+    stale_until: float = float("-inf")
+    last_attempt: float | None = None
+    last_error: str | None = None
+    in_flight: bool = False
+    fetches: int = 0
+
+    def plan(self, kid: str | None, now: float) -> Plan:
+        keyset = self.keyset
+        usable = keyset is not None and now < self.stale_until
+        if usable and (kid is None or kid in keyset):  # type: ignore[operator]
+            if now < self.fresh_until:
+                return Plan.USE
+            return Plan.USE_AND_REFRESH if self.may_fetch(now) else Plan.USE
+        if self.in_flight or self.may_fetch(now):
+            return Plan.FETCH
+        if usable and self.last_error is None:
+            return Plan.USE  # the kid is unknown to a key server that answered recently
+        return Plan.UNAVAILABLE
+
+    def may_fetch(self, now: float) -> bool:
+        return not self.in_flight and (
+            self.last_attempt is None or now - self.last_attempt >= self.cooldown
+        )
+
+    def begin(self, now: float) -> None:
+        self.in_flight = True
+        self.last_attempt = now
+        self.fetches += 1
+
+    def succeeded(self, keyset: KeySet, now: float, max_age: float | None) -> None:
+        ttl = self.max_age if max_age is None else min(max(max_age, self.cooldown), self.max_age)
+        self.keyset = keyset
+        self.fresh_until = now + ttl
+        self.stale_until = now + ttl + self.max_stale
+        self.last_error = None
+        self.in_flight = False
+
+    def failed(self, error: str) -> None:
+        self.last_error = error
+        self.in_flight = False
+
+    def unavailable(self, now: float) -> KeysUnavailable:
+        wait = (
+            self.cooldown if self.last_attempt is None else self.last_attempt + self.cooldown - now
+        )
+        return KeysUnavailable(self.last_error or "no keys fetched yet", retry_after=max(wait, 1.0))
+
+    def usable_keyset(self, kid: str | None, now: float) -> KeySet:
+        """The keys to answer from after any fetch; raises KeysUnavailable when there are none."""
+        keyset = self.keyset
+        if keyset is None or now >= self.stale_until:
+            raise self.unavailable(now)
+        if kid is not None and kid not in keyset and self.last_error is not None:
+            # We could not refresh, so "unknown kid" may just mean "not seen yet".
+            raise self.unavailable(now)
+        return keyset
+
+
+# -- document handling shared by both transports ----------------------------------------------
+
+
+def _parse_max_age(cache_control: str | None) -> float | None:
+    if not cache_control:
+        return None
+    if _NO_CACHE.search(cache_control):
+        return 0.0
+    match = _MAX_AGE.search(cache_control)
+    return float(match.group(1)) if match else None
+
+
+def _check_response(response: httpx.Response, url: str, max_bytes: int) -> None:
+    if response.status_code != 200:
+        # Redirects are not followed: a key URL that moves is a configuration change, not
+        # something an attacker who controls a redirect should be able to make for us.
+        raise FetchError(f"{url} answered HTTP {response.status_code}")
+    length = response.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > max_bytes):
+        raise FetchError(f"{url} sent a body over {max_bytes} bytes")
+
+
+def _read_capped(chunks: Iterator[bytes] | list[bytes], url: str, max_bytes: int) -> bytes:
+    body = b"".join(chunks)
+    if len(body) > max_bytes:
+        raise FetchError(f"{url} sent a body over {max_bytes} bytes")
+    return body
+
+
+def _decode_json(body: bytes, url: str) -> Any:
+    try:
+        return loads_strict(body)
+    except (ValueError, RecursionError):
+        raise FetchError(f"{url} did not send valid JSON") from None
+
+
+def _keyset_from(document: Any, url: str) -> KeySet:
+    try:
+        keyset, problems = KeySet.from_jwks(document, allow_symmetric=False, source=url)
+    except KeyError_ as exc:
+        raise FetchError(str(exc)) from None
+    for problem in problems:
+        logger.warning("jwt_middleware: ignoring a key from %s: %s", url, problem)
+    if not keyset.keys:
+        raise FetchError(f"{url} holds no usable signing key")
+    return keyset
+
+
+def _jwks_uri_from(document: Any, url: str, issuer: str) -> str:
+    if not isinstance(document, dict):
+        raise FetchError(f"{url} is not an OpenID configuration document")
+    # OIDC Discovery §4.3: the issuer in the document must be exactly the one we trust, or a
+    # document served elsewhere could point us at someone else's keys.
+    if document.get("issuer") != issuer:
+        raise FetchError(
+            f"{url} names issuer {str(document.get('issuer'))[:100]!r}, not {issuer!r}"
+        )
+    jwks_uri = document.get("jwks_uri")
+    if not isinstance(jwks_uri, str):
+        raise FetchError(f"{url} has no jwks_uri")
+    try:
+        check_key_url(jwks_uri, "jwks_uri")
+    except ValueError as exc:
+        raise FetchError(str(exc)) from None
+    return jwks_uri
+
+
+def discovery_url(issuer: str) -> str:
+    return issuer.rstrip("/") + "/.well-known/openid-configuration"
+
+
+class _Remote:
+    """What both transports share: settings, the policy, the jwks_uri once discovered."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.clock: Callable[[], float] = settings.clock
+        self.policy = JWKSPolicy(
+            max_age=settings.jwks_max_age,
+            cooldown=settings.jwks_cooldown,
+            max_stale=settings.jwks_max_stale,
+        )
+        self.jwks_uri: str | None = settings.jwks_url
+        self.issuer = settings.discovery_issuer
+        self.timeout = httpx.Timeout(settings.jwks_timeout)
+        self.max_bytes = settings.jwks_max_bytes
+
+    def _record(self, result: tuple[KeySet, float | None] | FetchError) -> None:
+        now = self.clock()
+        if isinstance(result, FetchError):
+            logger.warning("jwt_middleware: JWKS fetch failed: %s", result)
+            self.policy.failed(str(result))
+        else:
+            keyset, max_age = result
+            logger.info("jwt_middleware: fetched %d keys: %s", len(keyset), keyset.kids[:20])
+            self.policy.succeeded(keyset, now, max_age)
+
+    def _target(self) -> tuple[str, bool]:
+        if self.jwks_uri is not None:
+            return self.jwks_uri, False
+        assert self.issuer is not None
+        return discovery_url(self.issuer), True
+
+
+class AsyncJWKS(_Remote):
+    """Remote keys for the ASGI side: ``httpx.AsyncClient``, never blocking the event loop."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self._client: httpx.AsyncClient | None = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
+        self._flight: asyncio.Future[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def keyset_for(self, kid: str | None) -> KeySet:
+        """Keys to look ``kid`` up in, fetching first when the policy says so."""
+        policy = self.policy
+        now = self.clock()
+        plan = policy.plan(kid, now)
+        if plan is Plan.USE:
+            return policy.usable_keyset(kid, now)
+        if plan is Plan.USE_AND_REFRESH:
+            task = asyncio.get_running_loop().create_task(self.refresh())
+            self._background.add(task)  # keep a reference until done (asyncio holds weak ones)
+            task.add_done_callback(self._background.discard)
+            return policy.usable_keyset(kid, now)
+        if plan is Plan.FETCH:
+            await self.refresh()
+        return policy.usable_keyset(kid, self.clock())
+
+    async def refresh(self) -> None:
+        """Fetch now, or join the fetch in flight. Never raises: failures go to the policy."""
+        if self._flight is not None:
+            # shield: one waiter being cancelled (client gone) must not cancel everyone's fetch
+            await asyncio.shield(self._flight)
+            return
+        if not self.policy.may_fetch(self.clock()):
+            return
+        self.policy.begin(self.clock())
+        flight: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._flight = flight
+        try:
+            try:
+                result: tuple[KeySet, float | None] | FetchError = await asyncio.wait_for(
+                    self._fetch(), timeout=self.settings.jwks_timeout * 2
+                )
+            except asyncio.TimeoutError:
+                result = FetchError("key server too slow (total time limit)")
+            self._record(result)
+        finally:
+            if self.policy.in_flight:  # cancelled before recording
+                self.policy.failed("fetch cancelled")
+            self._flight = None
+            flight.set_result(None)
+
+    async def aclose(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def _http(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._client_loop is not loop:
+            # A client's pooled connections belong to the loop that opened them.
+            self._client = httpx.AsyncClient(timeout=self.timeout, follow_redirects=False)
+            self._client_loop = loop
+        return self._client
+
+    async def _fetch(self) -> tuple[KeySet, float | None] | FetchError:
+        try:
+            url, is_discovery = self._target()
+            if is_discovery:
+                document, _ = await self._get(url)
+                assert self.issuer is not None
+                self.jwks_uri = _jwks_uri_from(document, url, self.issuer)
+                url = self.jwks_uri
+            document, max_age = await self._get(url)
+            return _keyset_from(document, url), max_age
+        except FetchError as exc:
+            return exc
+
+    async def _get(self, url: str) -> tuple[Any, float | None]:
+        try:
+            async with self._http().stream("GET", url, headers={"accept": _ACCEPT}) as response:
+                _check_response(response, url, self.max_bytes)
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > self.max_bytes:
+                        raise FetchError(f"{url} sent a body over {self.max_bytes} bytes")
+                    chunks.append(chunk)
+                body = _read_capped(chunks, url, self.max_bytes)
+                max_age = _parse_max_age(response.headers.get("cache-control"))
+        except httpx.HTTPError as exc:
+            raise FetchError(f"{url} unreachable: {type(exc).__name__}") from None
+        return _decode_json(body, url), max_age
+
+
+class SyncJWKS(_Remote):
+    """Remote keys for the WSGI side (``httpx.Client``): thread-safe, single-flight."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self._client = httpx.Client(timeout=self.timeout, follow_redirects=False)
+        self._lock = threading.Lock()
+        self._done = threading.Condition(self._lock)
+
+    def keyset_for(self, kid: str | None) -> KeySet:
+        policy = self.policy
+        now = self.clock()
+        plan = policy.plan(kid, now)
+        if plan is Plan.USE:
+            return policy.usable_keyset(kid, now)
+        if plan is Plan.USE_AND_REFRESH:
+            threading.Thread(target=self.refresh, name="jwks-refresh", daemon=True).start()
+            return policy.usable_keyset(kid, now)
+        if plan is Plan.FETCH:
+            self.refresh()
+        return policy.usable_keyset(kid, self.clock())
+
+    def refresh(self) -> None:
+        with self._lock:
+            if self.policy.in_flight:
+                while self.policy.in_flight:
+                    self._done.wait()
+                return
+            if not self.policy.may_fetch(self.clock()):
+                return
+            self.policy.begin(self.clock())
+        result: tuple[KeySet, float | None] | FetchError = FetchError("fetch aborted")
+        try:
+            result = self._fetch()
+        finally:
+            with self._lock:
+                self._record(result)
+                self._done.notify_all()
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _fetch(self) -> tuple[KeySet, float | None] | FetchError:
+        try:
+            url, is_discovery = self._target()
+            if is_discovery:
+                document, _ = self._get(url)
+                assert self.issuer is not None
+                self.jwks_uri = _jwks_uri_from(document, url, self.issuer)
+                url = self.jwks_uri
+            document, max_age = self._get(url)
+            return _keyset_from(document, url), max_age
+        except FetchError as exc:
+            return exc
+
+    def _get(self, url: str) -> tuple[Any, float | None]:
+        deadline = time.monotonic() + self.settings.jwks_timeout * 2
+        try:
+            with self._client.stream("GET", url, headers={"accept": _ACCEPT}) as response:
+                _check_response(response, url, self.max_bytes)
+                chunks: list[bytes] = []
+                size = 0
+                for chunk in response.iter_bytes():
+                    size += len(chunk)
+                    if size > self.max_bytes:
+                        raise FetchError(f"{url} sent a body over {self.max_bytes} bytes")
+                    if time.monotonic() > deadline:
+                        # A server dripping bytes never trips the per-read timeout.
+                        raise FetchError("key server too slow (total time limit)")
+                    chunks.append(chunk)
+                body = _read_capped(chunks, url, self.max_bytes)
+                max_age = _parse_max_age(response.headers.get("cache-control"))
+        except httpx.HTTPError as exc:
+            raise FetchError(f"{url} unreachable: {type(exc).__name__}") from None
+        return _decode_json(body, url), max_age

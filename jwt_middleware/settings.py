@@ -1,0 +1,243 @@
+"""One frozen settings object, validated when constructed: mistakes fail at startup, with a
+message that says how to fix them, never on the first request."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import time
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import AuthError, ConfigurationError
+from .keys import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, Key, KeyError_, KeySet
+
+__all__ = ["DEFAULT_ALGORITHMS", "Settings", "Validator", "check_key_url"]
+
+DEFAULT_ALGORITHMS = ("RS256", "ES256", "PS256", "EdDSA")
+
+#: A custom check on verified claims. Return False (or raise ``InvalidToken``) to refuse the
+#: token; ``None``/True accepts. May be ``async`` on the ASGI side.
+Validator = Callable[[Mapping[str, Any]], "bool | Awaitable[bool | None] | None"]
+
+_COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything the verifier and the middlewares need. Every field is keyword-only.
+
+    ``issuer`` and ``audience`` are required: a token minted by the same identity provider for
+    another API must not open this one (RFC 8725 §3.9). Waive them only with
+    ``allow_any_issuer`` / ``allow_any_audience``.
+    """
+
+    # -- who we trust --------------------------------------------------------------------------
+    issuer: str | Sequence[str] | None = None
+    audience: str | Sequence[str] | None = None
+    allow_any_issuer: bool = False
+    allow_any_audience: bool = False
+    # -- where keys come from (any combination) --------------------------------------------
+    jwks_url: str | None = None
+    discovery: bool | None = None
+    """OIDC discovery from ``{issuer}/.well-known/openid-configuration``. ``None`` (default):
+    used when no other key source is given."""
+    jwks: Mapping[str, Any] | None = None
+    keys: Sequence[Key] = ()
+    # -- token rules -------------------------------------------------------------------------
+    algorithms: Sequence[str] = DEFAULT_ALGORITHMS
+    leeway: float = 60.0
+    require_exp: bool = True
+    required_claims: Sequence[str] = ()
+    typ: str | None = None
+    max_lifetime: float | None = None
+    max_token_bytes: int = 8192
+    validators: Sequence[Validator] = ()
+    scope_claims: Sequence[str] = ("scope", "scp")
+    # -- remote key cache ----------------------------------------------------------------------
+    jwks_max_age: float = 600.0
+    jwks_cooldown: float = 30.0
+    jwks_timeout: float = 5.0
+    jwks_max_bytes: int = 50 * 1024
+    jwks_max_stale: float = 24 * 3600.0
+    # -- requests ------------------------------------------------------------------------------
+    header: bool = True
+    cookie: str | None = None
+    public_paths: Collection[str] = ()
+    anonymous: bool = False
+    realm: str = "api"
+    expose_error_details: bool = False
+    on_error: Callable[[AuthError], None] | None = None
+    warm_up: bool = True
+    clock: Callable[[], float] = field(default=time.time, repr=False)
+
+    # derived, filled in __post_init__
+    issuers: frozenset[str] = field(init=False, repr=False)
+    audiences: frozenset[str] = field(init=False, repr=False)
+    static_keys: KeySet = field(init=False, repr=False)
+    discovery_issuer: str | None = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        put = object.__setattr__
+        put(self, "issuers", _names("issuer", self.issuer, self.allow_any_issuer))
+        put(self, "audiences", _names("audience", self.audience, self.allow_any_audience))
+        put(self, "algorithms", tuple(self.algorithms))
+        put(self, "public_paths", frozenset(self.public_paths))
+        put(self, "required_claims", tuple(self.required_claims))
+        put(self, "scope_claims", tuple(self.scope_claims))
+        put(self, "validators", tuple(self.validators))
+        put(self, "keys", tuple(self.keys))
+        self._check_algorithms()
+        self._check_numbers()
+        self._check_requests()
+        put(self, "static_keys", self._static_keys())
+        put(self, "discovery_issuer", self._discovery())
+        if self.jwks_url is not None:
+            check_key_url(self.jwks_url, "jwks_url")
+        symmetric = any(k.kty == "oct" for k in self.static_keys.keys)
+        hs_allowed = sorted(a for a in self.algorithms if a in HMAC_ALGORITHMS)
+        if hs_allowed and not symmetric:
+            raise ConfigurationError(
+                f"algorithms include {', '.join(hs_allowed)} but no HMAC secret is configured "
+                "(remote JWKS never supply secrets): add keys=[Key.from_secret(...)] or remove them"
+            )
+        if symmetric and not hs_allowed:
+            raise ConfigurationError(
+                "an HMAC secret is configured but no HS* algorithm is allowed: "
+                "add e.g. algorithms=[..., 'HS256']"
+            )
+
+    @property
+    def remote(self) -> bool:
+        return self.jwks_url is not None or self.discovery_issuer is not None
+
+    def _check_algorithms(self) -> None:
+        if not self.algorithms:
+            raise ConfigurationError("algorithms must not be empty")
+        for alg in self.algorithms:
+            if not isinstance(alg, str):
+                raise ConfigurationError(f"algorithm names are strings, got {alg!r}")
+            if alg.lower() == "none":
+                raise ConfigurationError("'none' is never accepted (RFC 8725 §3.1)")
+            if alg not in ASYMMETRIC_ALGORITHMS and alg not in HMAC_ALGORITHMS:
+                supported = ", ".join(sorted(ASYMMETRIC_ALGORITHMS | HMAC_ALGORITHMS.keys()))
+                raise ConfigurationError(f"unsupported algorithm {alg!r}; supported: {supported}")
+
+    def _check_numbers(self) -> None:
+        positive = {
+            "jwks_max_age": self.jwks_max_age,
+            "jwks_cooldown": self.jwks_cooldown,
+            "jwks_timeout": self.jwks_timeout,
+            "jwks_max_bytes": self.jwks_max_bytes,
+            "max_token_bytes": self.max_token_bytes,
+        }
+        if self.max_lifetime is not None:
+            positive["max_lifetime"] = self.max_lifetime
+        for name, value in positive.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ConfigurationError(f"{name} must be a positive number, got {value!r}")
+        for name, value in {"leeway": self.leeway, "jwks_max_stale": self.jwks_max_stale}.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ConfigurationError(f"{name} must be a number >= 0, got {value!r}")
+        if self.jwks_cooldown > self.jwks_max_age:
+            raise ConfigurationError("jwks_cooldown must not exceed jwks_max_age")
+
+    def _check_requests(self) -> None:
+        if not self.header and self.cookie is None:
+            raise ConfigurationError("no token location: keep header=True or set cookie='name'")
+        if self.cookie is not None and not _COOKIE_NAME.fullmatch(self.cookie):
+            raise ConfigurationError(f"cookie {self.cookie!r} is not a valid cookie name")
+        for path in self.public_paths:
+            if not isinstance(path, str) or not path.startswith("/"):
+                raise ConfigurationError(f"public path {path!r} must be a string starting with '/'")
+        for claim in (*self.required_claims, *self.scope_claims):
+            if not isinstance(claim, str) or not claim:
+                raise ConfigurationError(f"claim names are non-empty strings, got {claim!r}")
+        for validator in self.validators:
+            if not callable(validator):
+                raise ConfigurationError(f"validators must be callables, got {validator!r}")
+        if self.on_error is not None and not callable(self.on_error):
+            raise ConfigurationError("on_error must be a callable")
+        if self.typ is not None and (not isinstance(self.typ, str) or not self.typ.strip()):
+            raise ConfigurationError("typ must be a non-empty string such as 'at+jwt'")
+
+    def _static_keys(self) -> KeySet:
+        for key in self.keys:
+            if not isinstance(key, Key):
+                raise ConfigurationError(
+                    f"keys must be Key objects (Key.from_pem / Key.from_secret / Key.from_jwk), "
+                    f"got {type(key).__name__}"
+                )
+        keys = list(self.keys)
+        if self.jwks is not None:
+            try:
+                keyset, problems = KeySet.from_jwks(self.jwks, allow_symmetric=True, source="jwks")
+            except KeyError_ as exc:
+                raise ConfigurationError(str(exc)) from None
+            if problems:
+                raise ConfigurationError("unusable keys in jwks: " + "; ".join(problems))
+            keys.extend(keyset.keys)
+        kids = [k.kid for k in keys if k.kid is not None]
+        dupes = sorted({k for k in kids if kids.count(k) > 1})
+        if dupes:
+            raise ConfigurationError(f"kid used by more than one configured key: {dupes}")
+        return KeySet(keys)
+
+    def _discovery(self) -> str | None:
+        wanted = self.discovery
+        if wanted is None:
+            wanted = self.jwks_url is None and self.jwks is None and not self.keys
+        if not wanted:
+            return None
+        if len(self.issuers) != 1:
+            raise ConfigurationError(
+                "OIDC discovery needs exactly one issuer; set jwks_url (or keys/jwks) instead"
+            )
+        (issuer,) = self.issuers
+        check_key_url(issuer, "issuer (for discovery)")
+        return issuer
+
+
+def _names(what: str, value: str | Sequence[str] | None, waived: bool) -> frozenset[str]:
+    if value is None:
+        if waived:
+            return frozenset()
+        raise ConfigurationError(
+            f"{what} is required: pass {what}='...' (or a list). To accept any {what} — which "
+            f"lets in tokens meant for other services — pass allow_any_{what}=True."
+        )
+    if waived:
+        raise ConfigurationError(f"{what} is set and allow_any_{what}=True; choose one")
+    values = [value] if isinstance(value, str) else list(value)
+    if not values or not all(isinstance(v, str) and v for v in values):
+        raise ConfigurationError(f"{what} must be a non-empty string or a list of them")
+    return frozenset(values)
+
+
+_LOOPBACK_NAMES = {"localhost"}
+
+
+def check_key_url(url: str, what: str) -> None:
+    """Key URLs must be https, except on loopback: keys sent over plain http can be swapped."""
+    if not isinstance(url, str):
+        raise ConfigurationError(f"{what} must be a URL string")
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.scheme == "https" and host:
+        return
+    if parts.scheme == "http" and host and _is_loopback(host):
+        return
+    raise ConfigurationError(
+        f"{what} {url!r} must be an https:// URL (plain http is allowed for loopback hosts only)"
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,234 @@
+"""The verifier: a token string in, verified claims out, or an :class:`AuthError`.
+
+Order matters (RFC 8725 §3): size → structure → header (alg allow-list, crit, typ) → payload
+JSON → issuer, time claims, audience, required claims → key lookup by kid → signature →
+custom validators. Everything before the key lookup is cheap and needs no key, so junk costs
+neither a key fetch nor a public-key operation. Nothing from the token is *trusted* until the
+signature holds: the early checks only refuse, they never grant.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import AuthError, ConfigurationError, InvalidToken, Reason
+from .jwks import AsyncJWKS, SyncJWKS
+from .jws import HeaderRules, ParsedToken, loads_strict, parse
+from .keys import Key, KeySet
+from .settings import Settings
+
+__all__ = ["AsyncVerifier", "SyncVerifier", "VerifiedToken"]
+
+logger = logging.getLogger("jwt_middleware")
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedToken:
+    """A token whose signature and claims were verified."""
+
+    claims: Mapping[str, Any]
+    header: Mapping[str, Any]
+    scopes: tuple[str, ...]
+
+    @property
+    def subject(self) -> str | None:
+        sub = self.claims.get("sub")
+        return sub if isinstance(sub, str) else None
+
+
+class _Core:
+    """Everything that does not depend on how keys are fetched."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.rules = HeaderRules(settings.algorithms, settings.typ)
+        self.static = settings.static_keys
+        self._merged: tuple[KeySet | None, KeySet] = (None, self.static)
+
+    def precheck(self, token: str, now: float) -> tuple[ParsedToken, dict[str, Any]]:
+        settings = self.settings
+        if len(token) > settings.max_token_bytes:
+            raise InvalidToken(Reason.TOKEN_TOO_LARGE, f"{len(token)} bytes")
+        parsed = parse(token, self.rules)
+        try:
+            claims = loads_strict(parsed.payload)
+        except (ValueError, RecursionError):
+            raise InvalidToken(Reason.MALFORMED_PAYLOAD, "payload is not JSON") from None
+        if not isinstance(claims, dict):
+            raise InvalidToken(Reason.MALFORMED_PAYLOAD, "payload is not a JSON object")
+        self.check_claims(claims, now)
+        return parsed, claims
+
+    def check_claims(self, claims: dict[str, Any], now: float) -> None:
+        s = self.settings
+        leeway = s.leeway
+        if s.issuers:
+            iss = claims.get("iss")
+            if iss not in s.issuers or not isinstance(iss, str):
+                raise InvalidToken(Reason.ISSUER_MISMATCH, f"iss {str(iss)[:100]!r}")
+        exp = _numeric_date(claims, "exp", required=s.require_exp)
+        if exp is not None and now >= exp + leeway:
+            raise InvalidToken(Reason.EXPIRED, f"expired {now - exp:.0f}s ago")
+        nbf = _numeric_date(claims, "nbf")
+        if nbf is not None and now + leeway < nbf:
+            raise InvalidToken(Reason.NOT_YET_VALID, f"valid in {nbf - now:.0f}s")
+        iat = _numeric_date(claims, "iat", required=s.max_lifetime is not None)
+        if iat is not None and now + leeway < iat:
+            raise InvalidToken(Reason.ISSUED_IN_FUTURE, f"issued {iat - now:.0f}s ahead")
+        if s.max_lifetime is not None:
+            if exp is None or iat is None or exp - iat > s.max_lifetime:
+                raise InvalidToken(Reason.LIFETIME_TOO_LONG, f"lifetime over {s.max_lifetime}s")
+        if s.audiences:
+            aud = claims.get("aud")
+            if isinstance(aud, str):
+                ok = aud in s.audiences
+            elif isinstance(aud, list) and aud and all(isinstance(a, str) for a in aud):
+                ok = not s.audiences.isdisjoint(aud)
+            else:
+                raise InvalidToken(Reason.AUDIENCE_MISMATCH, "aud missing or malformed")
+            if not ok:
+                raise InvalidToken(Reason.AUDIENCE_MISMATCH, "aud does not name this service")
+        for name in s.required_claims:
+            if claims.get(name) is None:
+                raise InvalidToken(Reason.CLAIM_MISSING, f"claim {name!r} missing")
+        sub = claims.get("sub")
+        if sub is not None and not isinstance(sub, str):
+            raise InvalidToken(Reason.CLAIM_INVALID, "sub is not a string")
+
+    def keys_with(self, remote: KeySet) -> KeySet:
+        """Static keys plus the remote set, built once per remote set (for kid-less tokens)."""
+        cached_remote, merged = self._merged
+        if cached_remote is not remote:
+            merged = self.static.merged(remote)
+            self._merged = (remote, merged)
+        return merged
+
+    def finish(self, parsed: ParsedToken, claims: dict[str, Any], key: Key) -> VerifiedToken:
+        header = parsed.header
+        if not key.verify(header.alg, parsed.signing_input, parsed.signature):
+            raise InvalidToken(Reason.SIGNATURE_INVALID, f"kid {str(header.kid)[:64]!r}")
+        return VerifiedToken(claims, header.fields, self.scopes(claims))
+
+    def scopes(self, claims: Mapping[str, Any]) -> tuple[str, ...]:
+        found: dict[str, None] = {}  # ordered and deduplicated
+        for name in self.settings.scope_claims:
+            value = claims.get(name)
+            if value is None:
+                continue
+            if isinstance(value, str):
+                found.update(dict.fromkeys(value.split()))
+            elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+                found.update(dict.fromkeys(value))
+            else:
+                # A scope claim we cannot read is refused rather than read as "no scopes":
+                # the issuer meant *something* by it.
+                raise InvalidToken(Reason.CLAIM_INVALID, f"{name} is neither a string nor a list")
+        return tuple(found)
+
+    def rejected_by_validator(self, exc: Exception) -> AuthError:
+        if isinstance(exc, AuthError):
+            return exc
+        # A validator that crashes on a hostile token must refuse it, not answer 500.
+        logger.error("jwt_middleware: a custom validator raised", exc_info=exc)
+        return InvalidToken(Reason.VALIDATOR_FAILED, type(exc).__name__)
+
+
+class AsyncVerifier:
+    """Verifies tokens on the event loop; remote keys are fetched with ``httpx.AsyncClient``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._core = _Core(settings)
+        self.remote = AsyncJWKS(settings) if settings.remote else None
+
+    async def verify(self, token: str) -> VerifiedToken:
+        core = self._core
+        parsed, claims = core.precheck(token, self.settings.clock())
+        key = await self._key(parsed.header.kid, parsed.header.alg)
+        verified = core.finish(parsed, claims, key)
+        for validator in self.settings.validators:
+            try:
+                outcome = validator(verified.claims)
+                if inspect.isawaitable(outcome):
+                    outcome = await outcome
+            except Exception as exc:  # see rejected_by_validator
+                raise core.rejected_by_validator(exc) from None
+            if outcome is False:
+                raise InvalidToken(Reason.VALIDATOR_REJECTED, getattr(validator, "__name__", ""))
+        return verified
+
+    async def _key(self, kid: str | None, alg: str) -> Key:
+        core = self._core
+        if self.remote is None or (kid is not None and kid in core.static):
+            return core.static.find(kid, alg)
+        remote = await self.remote.keyset_for(kid)
+        return (core.keys_with(remote) if kid is None else remote).find(kid, alg)
+
+    async def warm_up(self) -> None:
+        """Fetch the remote keys now, so the first request does not wait for them."""
+        if self.remote is not None:
+            await self.remote.refresh()
+
+    async def aclose(self) -> None:
+        if self.remote is not None:
+            await self.remote.aclose()
+
+
+class SyncVerifier:
+    """Verifies tokens in a thread; remote keys are fetched with ``httpx.Client``."""
+
+    def __init__(self, settings: Settings) -> None:
+        for validator in settings.validators:
+            if inspect.iscoroutinefunction(validator):
+                raise ConfigurationError(f"async validator {validator!r} cannot run under WSGI")
+        self.settings = settings
+        self._core = _Core(settings)
+        self.remote = SyncJWKS(settings) if settings.remote else None
+
+    def verify(self, token: str) -> VerifiedToken:
+        core = self._core
+        parsed, claims = core.precheck(token, self.settings.clock())
+        key = self._key(parsed.header.kid, parsed.header.alg)
+        verified = core.finish(parsed, claims, key)
+        for validator in self.settings.validators:
+            try:
+                outcome = validator(verified.claims)
+            except Exception as exc:  # see rejected_by_validator
+                raise core.rejected_by_validator(exc) from None
+            if outcome is False:
+                raise InvalidToken(Reason.VALIDATOR_REJECTED, getattr(validator, "__name__", ""))
+        return verified
+
+    def _key(self, kid: str | None, alg: str) -> Key:
+        core = self._core
+        if self.remote is None or (kid is not None and kid in core.static):
+            return core.static.find(kid, alg)
+        remote = self.remote.keyset_for(kid)
+        return (core.keys_with(remote) if kid is None else remote).find(kid, alg)
+
+    def warm_up(self) -> None:
+        if self.remote is not None:
+            self.remote.refresh()
+
+    def close(self) -> None:
+        if self.remote is not None:
+            self.remote.close()
+
+
+def _numeric_date(claims: Mapping[str, Any], name: str, *, required: bool = False) -> float | None:
+    value = claims.get(name)
+    if value is None:
+        if required:
+            raise InvalidToken(Reason.CLAIM_MISSING, f"{name} missing")
+        return None
+    # bool is an int in Python; "exp": true must not read as 1970-01-01T00:00:01Z.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidToken(Reason.CLAIM_INVALID, f"{name} is not a number")
+    if not math.isfinite(value) or value < 0 or value > 1e11:
+        raise InvalidToken(Reason.CLAIM_INVALID, f"{name} is out of range")
+    return float(value)
