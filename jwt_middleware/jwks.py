@@ -24,7 +24,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -145,13 +145,6 @@ def _check_response(response: httpx.Response, url: str, max_bytes: int) -> None:
         raise FetchError(f"{url} sent a body over {max_bytes} bytes")
 
 
-def _read_capped(chunks: Iterator[bytes] | list[bytes], url: str, max_bytes: int) -> bytes:
-    body = b"".join(chunks)
-    if len(body) > max_bytes:
-        raise FetchError(f"{url} sent a body over {max_bytes} bytes")
-    return body
-
-
 def _decode_json(body: bytes, url: str) -> Any:
     try:
         return loads_strict(body)
@@ -235,7 +228,7 @@ class AsyncJWKS(_Remote):
         self._client: httpx.AsyncClient | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
         self._flight: asyncio.Future[None] | None = None
-        self._background: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def keyset_for(self, kid: str | None) -> KeySet:
         """Keys to look ``kid`` up in, fetching first when the policy says so."""
@@ -245,9 +238,7 @@ class AsyncJWKS(_Remote):
         if plan is Plan.USE:
             return policy.usable_keyset(kid, now)
         if plan is Plan.USE_AND_REFRESH:
-            task = asyncio.get_running_loop().create_task(self.refresh())
-            self._background.add(task)  # keep a reference until done (asyncio holds weak ones)
-            task.add_done_callback(self._background.discard)
+            self._start()
             return policy.usable_keyset(kid, now)
         if plan is Plan.FETCH:
             await self.refresh()
@@ -255,31 +246,38 @@ class AsyncJWKS(_Remote):
 
     async def refresh(self) -> None:
         """Fetch now, or join the fetch in flight. Never raises: failures go to the policy."""
-        if self._flight is not None:
-            # shield: one waiter being cancelled (client gone) must not cancel everyone's fetch
-            await asyncio.shield(self._flight)
-            return
-        if not self.policy.may_fetch(self.clock()):
-            return
+        if self._flight is None:
+            if not self.policy.may_fetch(self.clock()):
+                return
+            self._start()
+        assert self._flight is not None
+        # The fetch runs in its own task and the waiters are shielded from it: a client that
+        # disconnects cancels its own wait, never the fetch everyone else is waiting for.
+        await asyncio.shield(self._flight)
+
+    def _start(self) -> None:
+        loop = asyncio.get_running_loop()
         self.policy.begin(self.clock())
-        flight: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        flight: asyncio.Future[None] = loop.create_future()
         self._flight = flight
+        task = loop.create_task(self._run(flight))
+        self._tasks.add(task)  # asyncio keeps only weak references to tasks
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, flight: asyncio.Future[None]) -> None:
+        result: tuple[KeySet, float | None] | FetchError = FetchError("fetch cancelled")
         try:
-            try:
-                result: tuple[KeySet, float | None] | FetchError = await asyncio.wait_for(
-                    self._fetch(), timeout=self.settings.jwks_timeout * 2
-                )
-            except asyncio.TimeoutError:
-                result = FetchError("key server too slow (total time limit)")
-            self._record(result)
+            result = await asyncio.wait_for(self._fetch(), timeout=self.settings.jwks_timeout * 2)
+        except asyncio.TimeoutError:
+            result = FetchError("key server too slow (total time limit)")
         finally:
-            if self.policy.in_flight:  # cancelled before recording
-                self.policy.failed("fetch cancelled")
+            self._record(result)
             self._flight = None
-            flight.set_result(None)
+            if not flight.done():
+                flight.set_result(None)
 
     async def aclose(self) -> None:
-        for task in list(self._background):
+        for task in list(self._tasks):
             task.cancel()
         if self._client is not None:
             await self._client.aclose()
@@ -317,7 +315,7 @@ class AsyncJWKS(_Remote):
                     if size > self.max_bytes:
                         raise FetchError(f"{url} sent a body over {self.max_bytes} bytes")
                     chunks.append(chunk)
-                body = _read_capped(chunks, url, self.max_bytes)
+                body = b"".join(chunks)
                 max_age = _parse_max_age(response.headers.get("cache-control"))
         except httpx.HTTPError as exc:
             raise FetchError(f"{url} unreachable: {type(exc).__name__}") from None
@@ -340,21 +338,30 @@ class SyncJWKS(_Remote):
         if plan is Plan.USE:
             return policy.usable_keyset(kid, now)
         if plan is Plan.USE_AND_REFRESH:
-            threading.Thread(target=self.refresh, name="jwks-refresh", daemon=True).start()
+            self.refresh(wait=False)
             return policy.usable_keyset(kid, now)
         if plan is Plan.FETCH:
             self.refresh()
         return policy.usable_keyset(kid, self.clock())
 
-    def refresh(self) -> None:
+    def refresh(self, *, wait: bool = True) -> None:
+        """Fetch now, or join the fetch in flight (``wait=False``: start it in the background)."""
         with self._lock:
-            if self.policy.in_flight:
+            starting = not self.policy.in_flight and self.policy.may_fetch(self.clock())
+            if starting:
+                self.policy.begin(self.clock())
+            elif wait:
                 while self.policy.in_flight:
                     self._done.wait()
                 return
-            if not self.policy.may_fetch(self.clock()):
-                return
-            self.policy.begin(self.clock())
+        if not starting:
+            return
+        if wait:
+            self._run()
+        else:
+            threading.Thread(target=self._run, name="jwks-refresh", daemon=True).start()
+
+    def _run(self) -> None:
         result: tuple[KeySet, float | None] | FetchError = FetchError("fetch aborted")
         try:
             result = self._fetch()
@@ -394,7 +401,7 @@ class SyncJWKS(_Remote):
                         # A server dripping bytes never trips the per-read timeout.
                         raise FetchError("key server too slow (total time limit)")
                     chunks.append(chunk)
-                body = _read_capped(chunks, url, self.max_bytes)
+                body = b"".join(chunks)
                 max_age = _parse_max_age(response.headers.get("cache-control"))
         except httpx.HTTPError as exc:
             raise FetchError(f"{url} unreachable: {type(exc).__name__}") from None

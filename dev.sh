@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The project's two entry points. Each makes (or reuses) its own virtual environment.
+#   bash dev.sh demo    run the demo: a local token issuer + the FastAPI example on 127.0.0.1
+#   bash dev.sh test    run the whole test suite (lint and type checks included)
+#   bash dev.sh bench   run the benchmarks (not part of the tests)
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+
+venv() {  # venv DIR EXTRA: create DIR and install the package with EXTRA, once per pyproject change
+  local dir=$1 extra=$2 stamp
+  stamp=$(cat pyproject.toml | sha256sum | cut -c1-16)
+  if [ ! -x "$dir/bin/python" ]; then
+    "$PY" -m venv "$dir"
+  fi
+  if [ "$(cat "$dir/.stamp" 2>/dev/null)" != "$stamp-$extra" ]; then
+    "$dir/bin/python" -m pip install -q --upgrade pip
+    "$dir/bin/python" -m pip install -q -e ".[$extra]"
+    echo "$stamp-$extra" > "$dir/.stamp"
+  fi
+}
+
+case "${1:-}" in
+  demo)
+    shift
+    venv .venv-demo demo
+    exec .venv-demo/bin/python examples/demo.py "$@"
+    ;;
+  test)
+    shift
+    venv .venv-test test
+    .venv-test/bin/ruff check jwt_middleware examples tests
+    .venv-test/bin/mypy
+    exec .venv-test/bin/python -m pytest "$@"
+    ;;
+  bench)
+    shift
+    venv .venv-test test
+    exec .venv-test/bin/python bench/run.py "$@"
+    ;;
+  *)
+    echo "usage: bash dev.sh demo|test|bench [args]" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,32 @@
+"""FastAPI protected by jwt_middleware.
+
+    JWT_ISSUER=... JWT_AUDIENCE=... uvicorn --app-dir examples fastapi_app:app
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Depends, FastAPI
+from settings_from_env import settings_from_env
+
+from jwt_middleware import JWTMiddleware, VerifiedToken
+from jwt_middleware.fastapi import RequireScopes
+
+app = FastAPI(title="jwt_middleware example (FastAPI)")
+app.add_middleware(JWTMiddleware, settings=settings_from_env())
+
+
+@app.get("/health")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@app.get("/me")
+async def me(token: VerifiedToken = Depends(RequireScopes())) -> dict[str, Any]:
+    return {"sub": token.subject, "iss": token.claims.get("iss"), "claims": dict(token.claims)}
+
+
+@app.get("/admin")
+async def admin(token: VerifiedToken = Depends(RequireScopes("admin"))) -> dict[str, Any]:
+    return {"sub": token.subject, "admin": True}

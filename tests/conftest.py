@@ -1,0 +1,61 @@
+"""Shared fixtures: a real key server on loopback, a settable clock, and settings builders."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from jwt_middleware import Settings
+from jwt_middleware.testing import LocalIssuer
+
+VECTORS = __import__("pathlib").Path(__file__).resolve().parents[1].parent / "shared" / "vectors"
+
+
+class FakeClock:
+    """A clock tests move by hand: expiry, cooldowns and staleness without sleeping."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def issuer() -> Iterator[LocalIssuer]:
+    """A real OIDC issuer + JWKS server on 127.0.0.1 (RS256 by default)."""
+    with LocalIssuer() as local:
+        yield local
+
+
+@pytest.fixture
+def make_settings(issuer: LocalIssuer):
+    """Settings trusting ``issuer`` through its JWKS URL; keyword arguments override."""
+
+    def build(**overrides: Any) -> Settings:
+        options: dict[str, Any] = {
+            "issuer": issuer.issuer,
+            "audience": issuer.audience,
+            "jwks_url": issuer.jwks_url,
+        }
+        options.update(overrides)
+        return Settings(**options)
+
+    return build
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
