@@ -28,7 +28,9 @@ AUDIENCE = "api://demo"
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--port", type=int, default=8000, help="API port (default 8000; 0 = any)")
     parser.add_argument("--app", default="fastapi_app", choices=["fastapi_app", "starlette_app"])
     parser.add_argument("--check", action="store_true", help="run the requests, then exit")
@@ -91,7 +93,8 @@ def main() -> int:
         thread.join(timeout=10)
         issuer.stop()
     if args.check:
-        print("demo check:", "all answers as expected" if not failures else f"{failures} unexpected")
+        verdict = f"{failures} unexpected" if failures else "all answers as expected"
+        print("demo check:", verdict)
     return 1 if failures else 0
 
 

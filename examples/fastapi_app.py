@@ -1,11 +1,11 @@
 """FastAPI protected by jwt_middleware.
 
-    JWT_ISSUER=... JWT_AUDIENCE=... uvicorn --app-dir examples fastapi_app:app
+JWT_ISSUER=... JWT_AUDIENCE=... uvicorn --app-dir examples fastapi_app:app
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI
 from settings_from_env import settings_from_env
@@ -23,10 +23,10 @@ async def health() -> dict[str, str]:
 
 
 @app.get("/me")
-async def me(token: VerifiedToken = Depends(RequireScopes())) -> dict[str, Any]:
+async def me(token: Annotated[VerifiedToken, Depends(RequireScopes())]) -> dict[str, Any]:
     return {"sub": token.subject, "iss": token.claims.get("iss"), "claims": dict(token.claims)}
 
 
 @app.get("/admin")
-async def admin(token: VerifiedToken = Depends(RequireScopes("admin"))) -> dict[str, Any]:
+async def admin(token: Annotated[VerifiedToken, Depends(RequireScopes("admin"))]) -> dict[str, Any]:
     return {"sub": token.subject, "admin": True}

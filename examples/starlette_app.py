@@ -1,6 +1,6 @@
 """Starlette protected by jwt_middleware.
 
-    JWT_ISSUER=... JWT_AUDIENCE=... uvicorn --app-dir examples starlette_app:app
+JWT_ISSUER=... JWT_AUDIENCE=... uvicorn --app-dir examples starlette_app:app
 """
 
 from __future__ import annotations

@@ -7,21 +7,18 @@ contextvars pass through untouched.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from starlette.authentication import AuthCredentials, UnauthenticatedUser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import AuthError, ConfigurationError, KeysUnavailable, MissingToken
-from .extract import extract_token
+from .errors import AuthError, ConfigurationError, KeysUnavailable
+from .gate import Gate
 from .identity import JWTCredentials, JWTUser
 from .settings import Settings
 from .verify import AsyncVerifier
 
 __all__ = ["JWTMiddleware"]
-
-logger = logging.getLogger("jwt_middleware")
 
 # RFC 6455 §7.4.1: 1008 policy violation; 1013 try again later.
 _WS_POLICY_VIOLATION = 1008
@@ -46,10 +43,7 @@ class JWTMiddleware:
         self.app = app
         self.settings = settings if settings is not None else Settings(**options)
         self.verifier = AsyncVerifier(self.settings)
-        s = self.settings
-        self._public = frozenset(p for p in s.public_paths if not p.endswith("*"))
-        self._public_prefixes = tuple(p[:-1] for p in s.public_paths if p.endswith("*"))
-        self._cookie = s.cookie.encode("ascii") if s.cookie is not None else None
+        self.gate = Gate(self.settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -59,16 +53,11 @@ class JWTMiddleware:
         if kind not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        if self._passes_unchecked(scope):
-            _anonymous(scope)
-            await self.app(scope, receive, send)
-            return
-        s = self.settings
+        gate = self.gate
         try:
-            found = extract_token(scope["headers"], header=s.header, cookie=self._cookie)
-            if found is None:
-                if not s.anonymous:
-                    raise MissingToken()
+            if gate.unchecked(scope.get("method"), scope["path"], scope["headers"]):
+                _anonymous(scope)
+            elif (found := gate.token(scope["headers"])) is None:
                 _anonymous(scope)
             else:
                 token, location = found
@@ -83,41 +72,13 @@ class JWTMiddleware:
         except AuthError as exc:
             await self._refuse(exc, scope, send)
 
-    def _passes_unchecked(self, scope: Scope) -> bool:
-        path = scope["path"]
-        if path in self._public or (
-            self._public_prefixes and path.startswith(self._public_prefixes)
-        ):
-            return True
-        if scope["type"] == "http" and scope["method"] == "OPTIONS":
-            # CORS preflight carries no credentials by design (Fetch standard); let CORS answer.
-            return any(name == b"access-control-request-method" for name, _ in scope["headers"])
-        return False
-
     async def _refuse(self, exc: AuthError, scope: Scope, send: Send) -> None:
         s = self.settings
-        level = logging.WARNING if isinstance(exc, KeysUnavailable) else logging.INFO
-        if isinstance(exc, MissingToken):
-            level = logging.DEBUG
-        # exc.detail never holds the token; attacker-chosen fragments are shown with %r.
-        logger.log(
-            level,
-            "jwt_middleware: refused %s %r: %s %s",
-            scope["type"],
-            scope["path"][:200],
-            exc.reason,
-            exc.detail,
-        )
-        if s.on_error is not None:
-            try:
-                s.on_error(exc)
-            except Exception:
-                logger.exception("jwt_middleware: the on_error hook raised")
+        self.gate.report(exc, scope["type"], scope["path"])
         if scope["type"] == "websocket":
             code = _WS_TRY_AGAIN_LATER if isinstance(exc, KeysUnavailable) else _WS_POLICY_VIOLATION
-            await send(
-                {"type": "websocket.close", "code": code, "reason": exc.error or "unauthorized"}
-            )
+            reason = exc.error or "unauthorized"
+            await send({"type": "websocket.close", "code": code, "reason": reason})
             return
         body = exc.body(expose=s.expose_error_details)
         headers = exc.headers(s.realm, expose=s.expose_error_details)

@@ -13,7 +13,7 @@ from starlette.requests import HTTPConnection
 
 from .errors import InsufficientScope, MissingToken
 
-__all__ = ["check_scopes", "requires_scopes"]
+__all__ = ["check_scopes", "requires_scopes", "scopes_granted"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -29,12 +29,15 @@ def check_scopes(conn: HTTPConnection, scopes: Iterable[str] = (), *, any_of: bo
     if not conn.user.is_authenticated:
         raise MissingToken()
     required = tuple(scopes)
-    if not required:
-        return
-    granted = conn.auth.scopes
-    ok = any(s in granted for s in required) if any_of else all(s in granted for s in required)
-    if not ok:
+    if required and not scopes_granted(conn.auth.scopes, required, any_of=any_of):
         raise InsufficientScope(required, any_of=any_of)
+
+
+def scopes_granted(
+    granted: Iterable[str], required: Iterable[str], *, any_of: bool = False
+) -> bool:
+    have = set(granted)
+    return any(s in have for s in required) if any_of else all(s in have for s in required)
 
 
 def requires_scopes(*scopes: str, any_of: bool = False) -> Callable[[F], F]:

@@ -4,10 +4,12 @@ bearer security scheme in the OpenAPI document so the docs' Authorize button wor
     from jwt_middleware.fastapi import RequireScopes
 
     @app.get("/admin")
-    def admin(token: VerifiedToken = Depends(RequireScopes("admin"))): ...
+    def admin(token: Annotated[VerifiedToken, Depends(RequireScopes("admin"))]): ...
 """
 
 from __future__ import annotations
+
+from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -40,7 +42,7 @@ class RequireScopes:
     async def __call__(
         self,
         request: Request,
-        _declared: HTTPAuthorizationCredentials | None = Depends(bearer_scheme),  # noqa: B008
+        _declared: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
     ) -> VerifiedToken:
         # async on purpose: FastAPI would run a plain function in a worker thread.
         check_scopes(request, self.scopes, any_of=self.any_of)

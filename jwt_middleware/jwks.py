@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import threading
 import time
@@ -277,8 +278,10 @@ class AsyncJWKS(_Remote):
                 flight.set_result(None)
 
     async def aclose(self) -> None:
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -327,9 +330,17 @@ class SyncJWKS(_Remote):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
+        self._pid = -1
+        self._forked()
+
+    def _forked(self) -> None:
+        # gunicorn --preload builds the app before forking workers: a child must not share the
+        # parent's sockets, nor inherit a lock or an "in flight" mark whose thread it lacks.
+        self._pid = os.getpid()
         self._client = httpx.Client(timeout=self.timeout, follow_redirects=False)
         self._lock = threading.Lock()
         self._done = threading.Condition(self._lock)
+        self.policy.in_flight = False
 
     def keyset_for(self, kid: str | None) -> KeySet:
         policy = self.policy
@@ -346,6 +357,8 @@ class SyncJWKS(_Remote):
 
     def refresh(self, *, wait: bool = True) -> None:
         """Fetch now, or join the fetch in flight (``wait=False``: start it in the background)."""
+        if os.getpid() != self._pid:
+            self._forked()
         with self._lock:
             starting = not self.policy.in_flight and self.policy.may_fetch(self.clock())
             if starting:

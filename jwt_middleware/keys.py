@@ -274,14 +274,15 @@ class KeySet:
     ) -> tuple[KeySet, list[str]]:
         """Parse a JWKS document. Unusable keys are skipped; their problems are returned.
 
-        Raises KeyError_ when the document itself is unusable (not a JWKS, or mixing symmetric
-        and asymmetric keys, which means secrets are published next to public keys).
+        Raises KeyError_ when the document itself is unusable: not a JWKS, or — where secrets are
+        allowed at all — mixing symmetric and asymmetric keys, a sign of secrets kept where
+        public keys are published.
         """
         if not isinstance(document, Mapping) or not isinstance(document.get("keys"), list):
             raise KeyError_(f"{source} is not a JWK Set (a JSON object with a 'keys' array)")
         entries: Sequence[Any] = document["keys"]
         ktys = {e.get("kty") for e in entries if isinstance(e, Mapping)}
-        if "oct" in ktys and len(ktys) > 1:
+        if allow_symmetric and "oct" in ktys and len(ktys) > 1:
             raise KeyError_(f"{source} mixes symmetric and asymmetric keys")
         keys: list[Key] = []
         problems: list[str] = []

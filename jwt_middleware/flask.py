@@ -1,0 +1,127 @@
+"""Flask integration: per-view decorators, the current token, and an ``init_app`` extension.
+
+    from jwt_middleware.flask import JWT, current_token, require_scopes, require_token
+
+    jwt = JWT(app)                       # reads JWT_ISSUER, JWT_AUDIENCE, … from app.config
+
+    @app.get("/admin")
+    @require_scopes("admin")
+    def admin(): return {"sub": current_token().subject}
+
+Refusals raised in views are ``werkzeug`` HTTP exceptions (:class:`AuthHTTPException`, a
+subclass per status: 401/403), rendered as the same JSON + ``WWW-Authenticate`` as the
+middleware's own answers. Override them the Flask way: ``@app.errorhandler(AuthHTTPException)``
+or ``@app.errorhandler(403)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from flask import Flask, request
+from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response
+
+from .authz import scopes_granted
+from .errors import AuthError, ConfigurationError, InsufficientScope, MissingToken
+from .settings import Settings
+from .verify import VerifiedToken
+from .wsgi import ENVIRON_SETTINGS, JWTWSGIMiddleware, get_token
+
+__all__ = ["JWT", "AuthHTTPException", "current_token", "require_scopes", "require_token"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class AuthHTTPException(HTTPException):
+    """A refusal raised in a Flask view, carrying the :class:`AuthError` as ``.error``."""
+
+    def __init__(self, error: AuthError, settings: Settings) -> None:
+        self.error = error
+        self.settings = settings
+        self.code = error.status_code
+        super().__init__(description=error.public_description)
+
+    def get_response(self, environ: Any = None, scope: Any = None) -> Response:
+        expose = self.settings.expose_error_details
+        response = Response(self.error.body(expose=expose), status=self.error.status_code)
+        for name, value in self.error.headers(self.settings.realm, expose=expose):
+            response.headers[name.decode("latin-1")] = value.decode("latin-1")
+        return response
+
+
+def current_token() -> VerifiedToken | None:
+    """The current request's verified token (None when unauthenticated)."""
+    return get_token(request.environ)
+
+
+def require_scopes(*scopes: str, any_of: bool = False) -> Callable[[F], F]:
+    """The view needs a valid token granting ``scopes`` (all of them, or one with ``any_of``).
+    Without a token: 401; without the scopes: 403 ``insufficient_scope``."""
+    for scope in scopes:
+        if not isinstance(scope, str) or not scope or " " in scope:
+            raise ValueError(f"a scope is a non-empty string without spaces, got {scope!r}")
+
+    def decorator(view: F) -> F:
+        @functools.wraps(view)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            environ = request.environ
+            token = get_token(environ)
+            settings: Settings = environ[ENVIRON_SETTINGS]
+            if token is None:
+                raise AuthHTTPException(MissingToken(), settings)
+            if scopes and not scopes_granted(token.scopes, scopes, any_of=any_of):
+                raise AuthHTTPException(InsufficientScope(scopes, any_of=any_of), settings)
+            return view(*args, **kwargs)
+
+        return guarded  # type: ignore[return-value]
+
+    return decorator
+
+
+#: The view needs a valid token (for apps that run the middleware with ``anonymous=True``).
+require_token: Callable[[F], F] = require_scopes()
+
+_FIELDS = {f.name for f in dataclasses.fields(Settings) if f.init}
+
+
+class JWT:
+    """Flask extension: wraps ``app.wsgi_app`` in :class:`JWTWSGIMiddleware`.
+
+    Settings come from ``app.config`` keys ``JWT_<FIELD>`` (``JWT_ISSUER``, ``JWT_AUDIENCE``,
+    ``JWT_JWKS_URL``, ``JWT_PUBLIC_PATHS``, …; any :class:`Settings` field), overridden by
+    keyword arguments. A ``JWT_*`` key that names no setting is an error, not ignored.
+    """
+
+    def __init__(
+        self, app: Flask | None = None, *, config_prefix: str = "JWT_", **options: Any
+    ) -> None:
+        self.config_prefix = config_prefix
+        self.options = options
+        self.middleware: JWTWSGIMiddleware | None = None
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        settings = Settings(
+            **{**settings_from_config(app.config, self.config_prefix), **self.options}
+        )
+        self.middleware = JWTWSGIMiddleware(app.wsgi_app, settings=settings)
+        app.wsgi_app = self.middleware  # type: ignore[method-assign]
+        app.extensions["jwt_middleware"] = self
+
+
+def settings_from_config(config: Mapping[str, Any], prefix: str = "JWT_") -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for key, value in config.items():
+        if not key.startswith(prefix):
+            continue
+        name = key[len(prefix) :].lower()
+        if name not in _FIELDS:
+            known = ", ".join(sorted(prefix + f.upper() for f in _FIELDS))
+            raise ConfigurationError(f"{key} is not a jwt_middleware setting; known: {known}")
+        options[name] = value
+    return options

@@ -1,0 +1,774 @@
+"""A real token issuer on loopback, for tests and demos.
+
+:class:`LocalIssuer` holds signing keys, mints tokens, and serves OIDC discovery and a JWKS over
+real HTTP on ``127.0.0.1``. It can rotate keys and make its key server misbehave on demand
+(refuse connections, hang, answer with errors, garbage, huge or truncated bodies, redirects), so
+tests exercise the same network paths a real identity provider would.
+
+Example::
+
+    with LocalIssuer(audience="api://orders") as issuer:
+        token = issuer.mint(subject="alice", scope="orders:read")
+        ...  # point the middleware at issuer.issuer / issuer.jwks_url
+        issuer.set_fault("status", status=503)
+
+This module is for tests and local demos only. The ``/token`` endpoint hands a valid token to
+anyone who can reach the port.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import errno
+import json
+import secrets
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from socketserver import TCPServer
+from typing import Any, Final, cast
+from urllib.parse import parse_qs, urlsplit
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from jwt.algorithms import Algorithm, get_default_algorithms
+
+__all__ = [
+    "FAULT_MODES",
+    "OMIT",
+    "LocalIssuer",
+    "SigningKey",
+    "generate_key",
+]
+
+JWKS_PATH: Final = "/.well-known/jwks.json"
+DISCOVERY_PATH: Final = "/.well-known/openid-configuration"
+TOKEN_PATH: Final = "/token"
+# Redirect faults point here by default: a different URL on the same server that answers with
+# the normal, fault-free document, so a client that wrongly follows redirects visibly succeeds.
+MOVED_PREFIX: Final = "/moved"
+
+
+class _Omit(enum.Enum):
+    OMIT = "OMIT"
+
+
+class _Default(enum.Enum):
+    DEFAULT = "DEFAULT"
+
+
+OMIT: Final = _Omit.OMIT
+"""Give this as a claim (or header) value to remove a claim (or header) that is set by default."""
+
+_DEFAULT: Final = _Default.DEFAULT
+
+_RSA_ALGS: Final = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
+_EC_CURVES: Final[dict[str, ec.EllipticCurve]] = {
+    "ES256": ec.SECP256R1(),
+    "ES384": ec.SECP384R1(),
+    "ES512": ec.SECP521R1(),
+}
+_HMAC_SIZES: Final = {"HS256": 32, "HS384": 48, "HS512": 64}
+SUPPORTED_ALGORITHMS: Final = frozenset(
+    {*_RSA_ALGS, *_EC_CURVES, *_HMAC_SIZES, "EdDSA"},
+)
+_EC_CRV_NAMES: Final = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
+_TIME_CLAIMS: Final = ("exp", "iat", "nbf")
+_ALGORITHMS: Final[dict[str, Algorithm]] = get_default_algorithms()
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _uint(value: int, length: int | None = None) -> bytes:
+    size = length if length is not None else max(1, (value.bit_length() + 7) // 8)
+    return value.to_bytes(size, "big")
+
+
+def _numeric(value: float) -> float:
+    """A NumericDate as an int when it is whole, as IdPs write them (``"exp":1700000000``)."""
+    return int(value) if float(value).is_integer() else value
+
+
+def _strip_omitted(values: dict[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in values.items() if value is not OMIT}
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """A private signing key with its JWS ``kid`` and ``alg``.
+
+    ``private_key`` is a ``cryptography`` private key object, or ``bytes`` for ``HS*``. The key
+    type is not checked against ``alg``, so a test can publish a JWK whose ``alg`` does not match
+    its ``kty`` on purpose; signing with such a key raises.
+    """
+
+    kid: str
+    alg: str
+    private_key: Any = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if self.alg not in SUPPORTED_ALGORITHMS:
+            raise ValueError(f"unsupported algorithm {self.alg!r}")
+
+    @property
+    def is_symmetric(self) -> bool:
+        """True for ``HS*`` keys, which are never published."""
+        return self.alg in _HMAC_SIZES
+
+    def public_key(self) -> Any:
+        """The ``cryptography`` public key object. ``HS*`` keys have none: raises ValueError."""
+        if self.is_symmetric or isinstance(self.private_key, bytes | str):
+            raise ValueError("a symmetric key has no public part")
+        return self.private_key.public_key()
+
+    def public_jwk(self) -> dict[str, Any]:
+        """The RFC 7517 public JWK with ``kid``, ``alg`` and ``use: "sig"``; no private members."""
+        public = self.public_key()
+        jwk: dict[str, Any]
+        if isinstance(public, rsa.RSAPublicKey):
+            numbers = public.public_numbers()
+            jwk = {"kty": "RSA", "n": _b64url(_uint(numbers.n)), "e": _b64url(_uint(numbers.e))}
+        elif isinstance(public, ec.EllipticCurvePublicKey):
+            size = (public.curve.key_size + 7) // 8
+            point = public.public_numbers()
+            jwk = {
+                "kty": "EC",
+                "crv": _EC_CRV_NAMES[public.curve.name],
+                "x": _b64url(_uint(point.x, size)),
+                "y": _b64url(_uint(point.y, size)),
+            }
+        elif isinstance(public, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+            raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+            crv = "Ed25519" if isinstance(public, ed25519.Ed25519PublicKey) else "Ed448"
+            jwk = {"kty": "OKP", "crv": crv, "x": _b64url(raw)}
+        else:
+            raise ValueError(f"cannot express {type(public).__name__} as a JWK")
+        jwk.update({"kid": self.kid, "alg": self.alg, "use": "sig"})
+        return jwk
+
+    def public_pem(self) -> str:
+        """The public key as a SubjectPublicKeyInfo PEM. ``HS*`` keys: raises ValueError."""
+        pem: bytes = self.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return pem.decode("ascii")
+
+    def sign(
+        self,
+        claims: Mapping[str, Any],
+        headers: Mapping[str, Any] | None = None,
+        *,
+        kid: str | _Default | None = _DEFAULT,
+    ) -> str:
+        """Sign ``claims`` as a compact JWS with this key and its algorithm.
+
+        The header is ``{"alg": self.alg, "typ": "JWT", "kid": kid}`` (``kid`` defaults to
+        ``self.kid``; ``kid=None`` leaves it out), then ``headers`` adds or overrides parameters;
+        a value of :data:`OMIT` removes one. Overriding ``"alg"`` changes only what the header
+        claims, never how the token is signed, and header values are not validated, so tests can
+        build tokens that lie. ``datetime`` values of ``exp``/``iat``/``nbf`` become NumericDates.
+        """
+        header: dict[str, Any] = {"alg": self.alg, "typ": "JWT"}
+        chosen_kid = self.kid if kid is _DEFAULT else kid
+        if chosen_kid is not None:
+            header["kid"] = chosen_kid
+        header.update(headers or {})
+        payload = dict(claims)
+        for name in _TIME_CLAIMS:
+            if isinstance(payload.get(name), datetime):
+                payload[name] = int(payload[name].timestamp())
+        segments = [
+            _b64url(json.dumps(_strip_omitted(part), separators=(",", ":")).encode())
+            for part in (header, payload)
+        ]
+        signing_input = ".".join(segments).encode("ascii")
+        algorithm = _ALGORITHMS[self.alg]
+        signature = algorithm.sign(signing_input, algorithm.prepare_key(self.private_key))
+        return f"{signing_input.decode('ascii')}.{_b64url(signature)}"
+
+
+def generate_key(alg: str = "RS256", *, kid: str | None = None, rsa_bits: int = 2048) -> SigningKey:
+    """A new random key for ``alg`` (RS*/PS*: RSA ``rsa_bits``; ES256/384/512: P-256/384/521;
+    EdDSA: Ed25519; HS256/384/512: 32/48/64 random bytes). ``kid`` defaults to a random id."""
+    private_key: Any
+    if alg in _RSA_ALGS:
+        private_key = rsa.generate_private_key(public_exponent=65537, key_size=rsa_bits)
+    elif alg in _EC_CURVES:
+        private_key = ec.generate_private_key(_EC_CURVES[alg])
+    elif alg == "EdDSA":
+        private_key = ed25519.Ed25519PrivateKey.generate()
+    elif alg in _HMAC_SIZES:
+        private_key = secrets.token_bytes(_HMAC_SIZES[alg])
+    else:
+        raise ValueError(f"unsupported algorithm {alg!r}")
+    return SigningKey(
+        kid=kid if kid is not None else secrets.token_urlsafe(8), alg=alg, private_key=private_key
+    )
+
+
+FAULT_MODES: Final[dict[str | None, frozenset[str]]] = {
+    None: frozenset(),
+    "down": frozenset(),
+    "slow": frozenset({"delay"}),
+    "status": frozenset({"status"}),
+    "garbage": frozenset(),
+    "wrong_shape": frozenset({"body"}),
+    "huge": frozenset({"size"}),
+    "redirect": frozenset({"status", "location"}),
+    "rotate_each": frozenset(),
+    "truncated": frozenset(),
+}
+"""Fault modes accepted by :meth:`LocalIssuer.set_fault`, each with the parameters it takes."""
+
+_FAULT_TARGETS: Final = {"jwks": JWKS_PATH, "discovery": DISCOVERY_PATH}
+
+
+@dataclass(frozen=True)
+class _Fault:
+    mode: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    paths: frozenset[str] = frozenset({JWKS_PATH})
+
+
+class _Server(ThreadingHTTPServer):
+    """One listening socket. "down" closes it; recovery binds a new one on the same port."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 64
+
+    def __init__(self, address: tuple[str, int], issuer: LocalIssuer) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        self.issuer = issuer
+        # Set when this listener goes away, so handlers sleeping in a "slow" fault wake up.
+        self.closing = threading.Event()
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind does a reverse DNS lookup (getfqdn), which can stall.
+        TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def drop_connections(self) -> None:
+        """Cut open (keep-alive or in-flight) connections, as a dying server would."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Clients hanging up, timing out or being cut by "down" are expected, not bugs.
+        if isinstance(sys.exc_info()[1], OSError):
+            return
+        super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "LocalIssuer/1"
+    # Idle keep-alive connections are dropped after this, so handler threads do not pile up.
+    timeout = 30
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # quiet: the request line of /token and the like is nobody's business
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except OSError:
+            self.close_connection = True
+
+    def do_GET(self) -> None:
+        server = cast(_Server, self.server)
+        server.issuer._serve(self, server)
+
+    def _method_not_allowed(self) -> None:
+        self.close_connection = True  # any request body is left unread
+        self.send_response(405)
+        self.send_header("Allow", "GET")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = _method_not_allowed
+
+    def send_body(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str = "application/json",
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class LocalIssuer:
+    """Signing keys, OIDC discovery and a JWKS served over real HTTP on 127.0.0.1, token minting,
+    key rotation, and key-server faults on demand.
+
+    Endpoints (GET only):
+
+    * ``/.well-known/openid-configuration``: discovery (``issuer``, ``jwks_uri``, ...)
+    * ``/.well-known/jwks.json``: the public JWKs of the published asymmetric keys
+    * ``/token?sub=...&scope=...``: a freshly minted access token. **For local demos only**:
+      it gives a valid token to anyone who can reach the port.
+    * ``/moved/<path>``: the fault-free document of ``<path>``; default target of ``redirect``.
+
+    All state changes are thread-safe and take effect for the next request.
+    """
+
+    def __init__(
+        self,
+        *,
+        algorithm: str = "RS256",
+        issuer: str | None = None,
+        audience: str = "api://default",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        cache_control: str | None = None,
+    ) -> None:
+        self.algorithm = algorithm
+        self.audience = audience
+        self.host = host
+        self._configured_issuer = issuer
+        self._port = port
+        self._lock = threading.RLock()  # keys, fault, counters
+        self._lifecycle = threading.RLock()  # start/stop/down/recover
+        self._current = generate_key(algorithm)
+        self._published: list[SigningKey] = [self._current]
+        self._fault = _Fault()
+        self._cache_control = cache_control
+        self._jwks_requests = 0
+        self._discovery_requests = 0
+        self._request_log: list[tuple[str, float]] = []
+        self._running = False
+        self._bound = False
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> LocalIssuer:
+        """Start listening (idempotent); returns ``self``. Honors a ``down`` fault set earlier."""
+        with self._lifecycle:
+            if self._running:
+                return self
+            self._listen()
+            self._running = True
+            if self.fault == "down":
+                self._close_listener()
+            return self
+
+    def stop(self) -> None:
+        """Stop listening and cut open connections (idempotent). ``start()`` reuses the port."""
+        with self._lifecycle:
+            self._running = False
+            self._close_listener()
+
+    def __enter__(self) -> LocalIssuer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _listen(self) -> None:
+        # Rebinding the same port right after closing it can briefly fail; SO_REUSEADDR covers
+        # TIME_WAIT, the retry covers the rest.
+        deadline = time.monotonic() + 3.0
+        while True:
+            try:
+                server = _Server((self.host, self._port), self)
+                break
+            except OSError as error:
+                if (
+                    error.errno != errno.EADDRINUSE
+                    or not self._bound
+                    or (time.monotonic() > deadline)
+                ):
+                    raise
+                time.sleep(0.02)
+        self._port = server.server_port
+        self._bound = True
+        thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},  # stop() waits at most this long for the loop
+            name=f"LocalIssuer:{self._port}",
+            daemon=True,
+        )
+        self._server, self._thread = server, thread
+        thread.start()
+
+    def _close_listener(self) -> None:
+        server, thread = self._server, self._thread
+        self._server = self._thread = None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        server.closing.set()
+        server.drop_connections()
+        if thread is not None:
+            thread.join(timeout=5)
+
+    # -- addresses ---------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The listening port (fixed at the first ``start()``; kept across ``down``/recovery)."""
+        if not self._bound:
+            raise RuntimeError("LocalIssuer is not started")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT``; valid after ``start()``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def issuer(self) -> str:
+        """The ``iss`` of minted tokens and of discovery: as configured, else :attr:`url`."""
+        return self._configured_issuer if self._configured_issuer is not None else self.url
+
+    @property
+    def jwks_url(self) -> str:
+        return self.url + JWKS_PATH
+
+    @property
+    def discovery_url(self) -> str:
+        return self.url + DISCOVERY_PATH
+
+    @property
+    def token_url(self) -> str:
+        return self.url + TOKEN_PATH
+
+    # -- keys --------------------------------------------------------------------------------
+
+    @property
+    def current_key(self) -> SigningKey:
+        """The key new tokens are signed with."""
+        with self._lock:
+            return self._current
+
+    @property
+    def published_keys(self) -> list[SigningKey]:
+        """The keys served in the JWKS (a copy; ``HS*`` keys in it are never actually served)."""
+        with self._lock:
+            return list(self._published)
+
+    def rotate(self, algorithm: str | None = None, *, retire_old: bool = False) -> SigningKey:
+        """Generate a key (``algorithm`` defaults to the current key's), publish it and sign with
+        it from now on. Older keys stay published unless ``retire_old``. Returns the new key."""
+        key = generate_key(algorithm or self.current_key.alg)
+        with self._lock:
+            if retire_old:
+                self._published.clear()
+            self._published.append(key)
+            self._current = key
+        return key
+
+    def add_key(self, key: SigningKey, *, publish: bool = True, make_current: bool = False) -> None:
+        """Add ``key``: publish it (unless ``publish=False``) and/or sign with it from now on.
+
+        ``publish=False, make_current=True`` makes tokens whose ``kid`` the JWKS does not know.
+        """
+        with self._lock:
+            if publish and key not in self._published:
+                self._published.append(key)
+            if make_current:
+                self._current = key
+
+    def unpublish(self, key: SigningKey) -> None:
+        """Stop serving ``key`` in the JWKS (no-op if it is not published). If it is the current
+        key, tokens are still signed with it."""
+        with self._lock:
+            self._published = [published for published in self._published if published != key]
+
+    def jwks(self) -> dict[str, Any]:
+        """The JWKS document currently served (without faults)."""
+        with self._lock:
+            keys = [key for key in self._published if not key.is_symmetric]
+        return {"keys": [key.public_jwk() for key in keys]}
+
+    def discovery(self) -> dict[str, Any]:
+        """The OIDC discovery document currently served (without faults)."""
+        with self._lock:
+            algs = list(dict.fromkeys(k.alg for k in self._published if not k.is_symmetric))
+        return {
+            "issuer": self.issuer,
+            "jwks_uri": self.jwks_url,
+            "token_endpoint": self.token_url,
+            "response_types_supported": ["token"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": algs or [self.current_key.alg],
+        }
+
+    # -- tokens ------------------------------------------------------------------------------
+
+    def mint(
+        self,
+        claims: Mapping[str, Any] | None = None,
+        *,
+        subject: str = "user-1",
+        audience: str | list[str] | _Default | None = _DEFAULT,
+        scope: str | None = None,
+        expires_in: float | None = 300,
+        not_before: float | None = None,
+        issued_at: float | None = None,
+        now: float | None = None,
+        key: SigningKey | None = None,
+        kid: str | _Default | None = _DEFAULT,
+        headers: Mapping[str, Any] | None = None,
+        jti: bool = True,
+    ) -> str:
+        """Mint a signed JWT.
+
+        Default claims: ``iss``, ``sub``, ``aud`` (``audience``, default :attr:`audience`;
+        ``None`` leaves it out), ``iat`` (``issued_at`` or ``now``), ``nbf`` (only if
+        ``not_before``, absolute), ``exp`` (``now + expires_in``; ``None`` leaves it out),
+        ``jti`` (random, unless ``jti=False``), ``scope`` (only if given). ``now`` defaults to
+        the current time in whole seconds. ``claims`` then adds or overrides; a value of
+        :data:`OMIT` removes a default claim. ``key`` defaults to :attr:`current_key`; ``kid``
+        and ``headers`` are as in :meth:`SigningKey.sign`.
+        """
+        moment = int(time.time()) if now is None else now
+        payload: dict[str, Any] = {"iss": self.issuer, "sub": subject}
+        chosen_audience = self.audience if audience is _DEFAULT else audience
+        if chosen_audience is not None:
+            payload["aud"] = chosen_audience
+        payload["iat"] = _numeric(issued_at if issued_at is not None else moment)
+        if not_before is not None:
+            payload["nbf"] = _numeric(not_before)
+        if expires_in is not None:
+            payload["exp"] = _numeric(moment + expires_in)
+        if jti:
+            payload["jti"] = uuid.uuid4().hex
+        if scope is not None:
+            payload["scope"] = scope
+        payload.update(claims or {})
+        signer = key if key is not None else self.current_key
+        return signer.sign(_strip_omitted(payload), headers, kid=kid)
+
+    # -- accounting --------------------------------------------------------------------------
+
+    @property
+    def jwks_requests(self) -> int:
+        """Requests that reached the JWKS path (faulty answers included)."""
+        with self._lock:
+            return self._jwks_requests
+
+    @property
+    def discovery_requests(self) -> int:
+        """Requests that reached the discovery path (faulty answers included)."""
+        with self._lock:
+            return self._discovery_requests
+
+    @property
+    def request_log(self) -> list[tuple[str, float]]:
+        """``(path, time.monotonic() at arrival)`` of every request, oldest first (a copy)."""
+        with self._lock:
+            return list(self._request_log)
+
+    def reset_counts(self) -> None:
+        """Zero the request counters and clear the request log."""
+        with self._lock:
+            self._jwks_requests = self._discovery_requests = 0
+            self._request_log.clear()
+
+    # -- faults ------------------------------------------------------------------------------
+
+    @property
+    def cache_control(self) -> str | None:
+        """When set, every response to the JWKS path carries this ``Cache-Control`` header."""
+        with self._lock:
+            return self._cache_control
+
+    @cache_control.setter
+    def cache_control(self, value: str | None) -> None:
+        with self._lock:
+            self._cache_control = value
+
+    @property
+    def fault(self) -> str | None:
+        """The current fault mode (``None``: normal service)."""
+        with self._lock:
+            return self._fault.mode
+
+    def set_fault(
+        self, mode: str | None, *, paths: Iterable[str] = ("jwks",), **params: Any
+    ) -> None:
+        """Make the key server misbehave from the next request on (``None``: behave again).
+
+        ``paths`` picks the endpoints affected, among ``"jwks"`` (default) and ``"discovery"``;
+        ``"down"`` affects the whole server. Modes and their parameters:
+
+        * ``"down"``: close the listening socket and cut open connections (connections are
+          refused); leaving this mode listens again on the same port.
+        * ``"slow"``, ``delay=1.0``: wait ``delay`` seconds, then answer normally.
+        * ``"status"``, ``status=500``: that status with a small JSON error body.
+        * ``"garbage"``: 200, ``application/json``, a body that is not JSON.
+        * ``"wrong_shape"``, ``body={"keys": "nope"}``: 200 with ``body`` as JSON.
+        * ``"huge"``, ``size=1048576``: 200, the normal document padded with a ``"padding"``
+          member to ``size`` bytes (at least the document), streamed with a Content-Length.
+        * ``"redirect"``, ``status=302``, ``location=<url>/moved/<path>``: a redirect; the
+          default target serves the normal document, so following it would succeed.
+        * ``"rotate_each"``: each JWKS fetch returns one brand-new ES256 key that nothing signs
+          with (JWKS path only).
+        * ``"truncated"``: 200 with the normal body's Content-Length but only half the body,
+          then the connection is closed.
+        """
+        if mode not in FAULT_MODES:
+            raise ValueError(f"unknown fault mode {mode!r}; expected one of {list(FAULT_MODES)}")
+        unknown = set(params) - FAULT_MODES[mode]
+        if unknown:
+            raise TypeError(f"fault {mode!r} takes no parameter(s) {sorted(unknown)}")
+        targets = frozenset(paths)
+        if not targets or not targets <= _FAULT_TARGETS.keys():
+            raise ValueError(f"paths must be among {sorted(_FAULT_TARGETS)}, got {sorted(targets)}")
+        if mode == "rotate_each" and targets != {"jwks"}:
+            raise ValueError("rotate_each applies to the JWKS path only")
+        fault = _Fault(mode, dict(params), frozenset(_FAULT_TARGETS[t] for t in targets))
+        with self._lifecycle:
+            with self._lock:
+                was_down = self._fault.mode == "down"
+                self._fault = fault
+            if self._running and mode == "down" and not was_down:
+                self._close_listener()
+            elif self._running and mode != "down" and was_down:
+                self._listen()
+
+    # -- serving -----------------------------------------------------------------------------
+
+    def _serve(self, handler: _Handler, server: _Server) -> None:
+        path = urlsplit(handler.path).path
+        with self._lock:
+            self._request_log.append((path, time.monotonic()))
+            if path == JWKS_PATH:
+                self._jwks_requests += 1
+            elif path == DISCOVERY_PATH:
+                self._discovery_requests += 1
+            fault = self._fault
+            cache_control = self._cache_control
+        headers = {"Cache-Control": cache_control} if path == JWKS_PATH and cache_control else {}
+
+        if path.startswith(MOVED_PREFIX + "/"):
+            target = path[len(MOVED_PREFIX) :]
+            if target in _FAULT_TARGETS.values():
+                handler.send_body(200, self._document(target), headers=headers)
+                return
+        if path == TOKEN_PATH:
+            self._serve_token(handler)
+            return
+        if path not in _FAULT_TARGETS.values():
+            handler.send_body(404, b'{"error":"not_found"}')
+            return
+        if fault.mode is None or path not in fault.paths:
+            handler.send_body(200, self._document(path), headers=headers)
+            return
+
+        params = fault.params
+        if fault.mode == "slow":
+            if server.closing.wait(float(params.get("delay", 1.0))):
+                handler.close_connection = True
+                return
+            handler.send_body(200, self._document(path), headers=headers)
+        elif fault.mode == "status":
+            status = int(params.get("status", 500))
+            body = json.dumps({"error": f"injected status {status}"}).encode()
+            handler.send_body(status, body, headers=headers)
+        elif fault.mode == "garbage":
+            handler.send_body(200, b"<html>this is not JSON {", headers=headers)
+        elif fault.mode == "wrong_shape":
+            body = json.dumps(params.get("body", {"keys": "nope"})).encode()
+            handler.send_body(200, body, headers=headers)
+        elif fault.mode == "huge":
+            self._serve_huge(handler, path, int(params.get("size", 1 << 20)), headers)
+        elif fault.mode == "redirect":
+            location = str(params.get("location", self.url + MOVED_PREFIX + path))
+            handler.send_body(
+                int(params.get("status", 302)), b"", headers={**headers, "Location": location}
+            )
+        elif fault.mode == "rotate_each":
+            # EC, not RSA: key generation happens on every fetch and must stay cheap.
+            body = json.dumps({"keys": [generate_key("ES256").public_jwk()]}).encode()
+            handler.send_body(200, body, headers=headers)
+        elif fault.mode == "truncated":
+            body = self._document(path)
+            handler.close_connection = True
+            handler.send_response(200)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(len(body)))
+            handler.send_header("Connection", "close")
+            for name, value in headers.items():
+                handler.send_header(name, value)
+            handler.end_headers()
+            handler.wfile.write(body[: len(body) // 2])
+        else:  # pragma: no cover - set_fault validates modes; "down" never reaches a handler
+            handler.send_body(500, b'{"error":"unexpected fault"}')
+
+    def _document(self, path: str) -> bytes:
+        document = self.jwks() if path == JWKS_PATH else self.discovery()
+        return json.dumps(document).encode()
+
+    def _serve_huge(
+        self, handler: _Handler, path: str, size: int, headers: Mapping[str, str]
+    ) -> None:
+        document = self.jwks() if path == JWKS_PATH else self.discovery()
+        text = json.dumps({**document, "padding": ""}).encode()
+        head, tail = text[:-2], text[-2:]  # split inside the empty "padding" string
+        filler = max(0, size - len(text))
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(text) + filler))
+        for name, value in headers.items():
+            handler.send_header(name, value)
+        handler.end_headers()
+        handler.wfile.write(head)
+        chunk = b"A" * 65536
+        while filler > 0:
+            handler.wfile.write(chunk[:filler])
+            filler -= len(chunk)
+        handler.wfile.write(tail)
+
+    def _serve_token(self, handler: _Handler) -> None:
+        query = parse_qs(urlsplit(handler.path).query)
+        subject = query.get("sub", ["user-1"])[0]
+        scope = query.get("scope", [None])[0]
+        expires_in = 300
+        token = self.mint(subject=subject, scope=scope, expires_in=expires_in)
+        body = json.dumps(
+            {"access_token": token, "token_type": "Bearer", "expires_in": expires_in}
+        ).encode()
+        handler.send_body(200, body, headers={"Cache-Control": "no-store"})

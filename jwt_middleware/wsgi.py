@@ -1,0 +1,127 @@
+"""The WSGI middleware: ``app.wsgi_app = JWTWSGIMiddleware(app.wsgi_app, ...)`` for Flask, or
+around any WSGI app. Same settings, token locations, rules and RFC 6750 answers as the ASGI
+middleware, from the same verifier core; only the key fetching is synchronous.
+
+Per process: the key cache, its HTTP client and its lock belong to one middleware instance in
+one process. Under gunicorn each worker fetches keys for itself; threads of a worker share one
+cache, and concurrent requests that need a refresh cause one fetch between them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from .errors import AuthError, ConfigurationError
+from .gate import Gate
+from .settings import Settings
+from .verify import SyncVerifier, VerifiedToken
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+else:
+    StartResponse = WSGIApplication = WSGIEnvironment = Any
+
+__all__ = [
+    "ENVIRON_LOCATION",
+    "ENVIRON_SETTINGS",
+    "ENVIRON_TOKEN",
+    "JWTWSGIMiddleware",
+    "get_token",
+]
+
+#: ``environ`` keys the middleware sets on every request it lets through.
+ENVIRON_TOKEN = "jwt_middleware.token"  # VerifiedToken, or None when unauthenticated
+ENVIRON_LOCATION = "jwt_middleware.location"  # "header" / "cookie" / None
+ENVIRON_SETTINGS = "jwt_middleware.settings"  # the Settings, for the per-route decorators
+
+_STATUS = {
+    400: "400 Bad Request",
+    401: "401 Unauthorized",
+    403: "403 Forbidden",
+    503: "503 Service Unavailable",
+}
+
+
+class JWTWSGIMiddleware:
+    """Verify the bearer token of every request before the wrapped WSGI app sees it.
+
+    Pass a :class:`Settings` as ``settings=``, or its fields as keyword arguments. With
+    ``warm_up=True`` (default) the keys are fetched here, at construction, so the first request
+    does not wait for them; a failure is logged and retried on the first request.
+    """
+
+    def __init__(
+        self, app: WSGIApplication, *, settings: Settings | None = None, **options: Any
+    ) -> None:
+        if settings is not None and options:
+            raise ConfigurationError("pass either settings= or keyword options, not both")
+        self.app = app
+        self.settings = settings if settings is not None else Settings(**options)
+        self.verifier = SyncVerifier(self.settings)
+        self.gate = Gate(self.settings)
+        if self.settings.warm_up:
+            self.verifier.warm_up()
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        gate = self.gate
+        headers = _headers(environ)
+        path = environ.get("PATH_INFO", "")
+        environ[ENVIRON_SETTINGS] = self.settings
+        environ[ENVIRON_TOKEN] = environ[ENVIRON_LOCATION] = None
+        try:
+            if not gate.unchecked(environ.get("REQUEST_METHOD"), path, headers):
+                found = gate.token(headers)
+                if found is not None:
+                    token, location = found
+                    environ[ENVIRON_TOKEN] = self.verifier.verify(token)
+                    environ[ENVIRON_LOCATION] = location
+        except AuthError as exc:
+            gate.report(exc, "http", path)
+            return refusal(exc, self.settings, start_response)
+        return self.app(environ, start_response)
+
+    def close(self) -> None:
+        """Close the key fetcher's HTTP client."""
+        self.verifier.close()
+
+
+def get_token(environ: WSGIEnvironment) -> VerifiedToken | None:
+    """The request's verified token, or None when it came in unauthenticated."""
+    if ENVIRON_SETTINGS not in environ:
+        raise RuntimeError("JWTWSGIMiddleware is not installed in front of this app")
+    token: VerifiedToken | None = environ[ENVIRON_TOKEN]
+    return token
+
+
+def refusal(exc: AuthError, settings: Settings, start_response: StartResponse) -> list[bytes]:
+    expose = settings.expose_error_details
+    body = exc.body(expose=expose)
+    headers = [
+        (k.decode("latin-1"), v.decode("latin-1"))
+        for k, v in exc.headers(settings.realm, expose=expose)
+    ]
+    headers.append(("Content-Length", str(len(body))))
+    start_response(_STATUS.get(exc.status_code, str(exc.status_code)), headers)
+    return [body]
+
+
+def _headers(environ: WSGIEnvironment) -> list[tuple[bytes, bytes]]:
+    """The request headers the gate looks at, as ASGI-style byte pairs.
+
+    WSGI servers join repeated headers with commas (PEP 3333 leaves it to them). A bearer token
+    never contains a comma, so a comma means several Authorization headers: split them back so
+    the request is refused as ambiguous, exactly as on the ASGI side.
+    """
+    pairs: list[tuple[bytes, bytes]] = []
+    authorization = environ.get("HTTP_AUTHORIZATION")
+    if authorization is not None:
+        pairs.extend(
+            (b"authorization", part.encode("latin-1")) for part in authorization.split(",")
+        )
+    cookie = environ.get("HTTP_COOKIE")
+    if cookie is not None:
+        pairs.append((b"cookie", cookie.encode("latin-1")))
+    if "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ:
+        pairs.append((b"access-control-request-method", b"*"))
+    return pairs

@@ -1,0 +1,447 @@
+"""Settings validation: every mistake fails at construction with a ConfigurationError."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import math
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from jwt_middleware import ConfigurationError, Key, Settings
+from jwt_middleware.keys import KeySet
+
+ISS = "https://issuer.example"
+AUD = "api://orders"
+
+
+class FakeClock:
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def b64e(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def ec_jwk(private_key: ec.EllipticCurvePrivateKey, **extra: Any) -> dict[str, Any]:
+    n = private_key.public_key().public_numbers()
+    return {
+        "kty": "EC",
+        "crv": "P-256",
+        "x": b64e(n.x.to_bytes(32, "big")),
+        "y": b64e(n.y.to_bytes(32, "big")),
+        **extra,
+    }
+
+
+@pytest.fixture(scope="module")
+def ec_priv() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+@pytest.fixture(scope="module")
+def ec_key(ec_priv: Any) -> Key:
+    pem = ec_priv.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return Key.from_pem(pem, kid="ec-1")
+
+
+@pytest.fixture
+def make(ec_key: Key) -> Any:
+    def build(**overrides: Any) -> Settings:
+        options: dict[str, Any] = {
+            "issuer": ISS,
+            "audience": AUD,
+            "keys": [ec_key],
+            "clock": FakeClock(),
+        }
+        options.update(overrides)
+        return Settings(**options)
+
+    return build
+
+
+def refused(make: Any, match: str | None = None, **overrides: Any) -> ConfigurationError:
+    with pytest.raises(ConfigurationError, match=match) as info:
+        make(**overrides)
+    return info.value
+
+
+def test_baseline_is_valid(make: Any, ec_key: Key):
+    s = make()
+    assert s.issuers == {ISS} and s.audiences == {AUD}
+    assert s.static_keys.kids == ["ec-1"]
+    assert s.discovery_issuer is None and not s.remote
+
+
+def test_configuration_error_is_a_value_error():
+    assert issubclass(ConfigurationError, ValueError)
+
+
+# == issuer / audience =======================================================================
+
+
+@pytest.mark.parametrize("what", ["issuer", "audience"])
+def test_missing_issuer_or_audience(what: str, make: Any):
+    exc = refused(make, **{what: None})
+    assert f"allow_any_{what}" in str(exc)
+
+
+@pytest.mark.parametrize("what", ["issuer", "audience"])
+def test_both_set_and_waived(what: str, make: Any):
+    refused(make, "choose one", **{f"allow_any_{what}": True})
+
+
+@pytest.mark.parametrize("what", ["issuer", "audience"])
+def test_waived(what: str, make: Any):
+    s = make(**{what: None, f"allow_any_{what}": True})
+    assert getattr(s, what + "s") == frozenset()
+
+
+@pytest.mark.parametrize("what", ["issuer", "audience"])
+@pytest.mark.parametrize("value", [[], (), "", [""], [ISS, ""], [1], [None], [ISS, 2]])
+def test_empty_or_non_string_names(what: str, value: Any, make: Any):
+    refused(make, "non-empty", **{what: value})
+
+
+@pytest.mark.parametrize("what", ["issuer", "audience"])
+def test_lists_accepted(what: str, make: Any):
+    s = make(**{what: ["a", "b", "a"]})
+    assert getattr(s, what + "s") == {"a", "b"}
+
+
+# == algorithms ==============================================================================
+
+
+def test_algorithms_empty(make: Any):
+    refused(make, "empty", algorithms=[])
+
+
+@pytest.mark.parametrize("alg", ["none", "None", "NONE", "nOnE"])
+def test_algorithm_none_any_case(alg: str, make: Any):
+    refused(make, "none", algorithms=["ES256", alg])
+
+
+@pytest.mark.parametrize("alg", ["ES224", "RS1024", "HS128", "es256", "ES256 ", "", "RSA-OAEP"])
+def test_algorithm_unsupported(alg: str, make: Any):
+    refused(make, "unsupported", algorithms=[alg])
+
+
+@pytest.mark.parametrize("alg", [None, 256, b"ES256"])
+def test_algorithm_not_a_string(alg: Any, make: Any):
+    refused(make, algorithms=[alg])
+
+
+def test_hs_alg_without_secret(make: Any):
+    exc = refused(make, "HMAC secret", algorithms=["ES256", "HS256"])
+    assert "HS256" in str(exc)
+    # a remote source does not help: remote JWKS never supply secrets
+    refused(
+        make, "HMAC secret", algorithms=["HS256"], keys=[], jwks_url="https://keys.example/jwks"
+    )
+
+
+def test_secret_without_hs_alg(make: Any, ec_key: Key):
+    refused(make, "HS", keys=[ec_key, Key.from_secret(b"s" * 32, kid="h")])
+
+
+def test_secret_with_hs_alg_ok(make: Any, ec_key: Key):
+    s = make(algorithms=["ES256", "HS256"], keys=[ec_key, Key.from_secret(b"s" * 32, kid="h")])
+    assert sorted(s.static_keys.kids) == ["ec-1", "h"]
+
+
+def test_secret_from_static_jwks_counts(make: Any):
+    jwks = {"keys": [{"kty": "oct", "k": b64e(b"s" * 32), "kid": "h"}]}
+    s = make(algorithms=["HS256"], keys=[], jwks=jwks)
+    assert s.static_keys.kids == ["h"]
+
+
+def test_algorithms_copied(make: Any):
+    algs = ["ES256"]
+    s = make(algorithms=algs)
+    algs.append("HS256")
+    assert s.algorithms == ("ES256",)
+
+
+# == numbers =================================================================================
+
+POSITIVE = [
+    "jwks_max_age",
+    "jwks_cooldown",
+    "jwks_timeout",
+    "jwks_max_bytes",
+    "max_token_bytes",
+    "max_lifetime",
+]
+
+
+@pytest.mark.parametrize("name", POSITIVE)
+@pytest.mark.parametrize("value", [0, -1, -0.5, math.nan, True, "10", None])
+def test_non_positive_numbers(name: str, value: Any, make: Any):
+    if name == "max_lifetime" and value is None:
+        assert make(max_lifetime=None).max_lifetime is None  # None means "no limit"
+        return
+    overrides: dict[str, Any] = {name: value}
+    if name == "jwks_max_age":
+        overrides["jwks_cooldown"] = 0.001  # keep the cooldown rule out of the way
+    refused(make, name, **overrides)
+
+
+@pytest.mark.parametrize("name", ["leeway", "jwks_max_stale"])
+@pytest.mark.parametrize("value", [-1, -0.001, math.nan, True, "0", None])
+def test_negative_numbers(name: str, value: Any, make: Any):
+    refused(make, name, **{name: value})
+
+
+@pytest.mark.parametrize("name", ["leeway", "jwks_max_stale"])
+def test_zero_allowed(name: str, make: Any):
+    assert getattr(make(**{name: 0}), name) == 0
+
+
+def test_cooldown_above_max_age(make: Any):
+    refused(make, "jwks_cooldown", jwks_max_age=10, jwks_cooldown=20)
+    assert make(jwks_max_age=10, jwks_cooldown=10).jwks_cooldown == 10
+
+
+# == requests ================================================================================
+
+
+def test_no_token_location(make: Any):
+    refused(make, "token location", header=False)
+    assert make(header=False, cookie="session").cookie == "session"
+
+
+@pytest.mark.parametrize("name", ["", "a b", "a;b", "a=b", "a,b", 'a"b', "é", "a\n"])
+def test_bad_cookie_name(name: str, make: Any):
+    refused(make, "cookie", cookie=name)
+
+
+@pytest.mark.parametrize("name", ["session", "__Host-token", "a.b", "x_y~1"])
+def test_good_cookie_name(name: str, make: Any):
+    assert make(cookie=name).cookie == name
+
+
+@pytest.mark.parametrize("path", ["health", "", "*", b"/bytes", None])
+def test_public_path_without_slash(path: Any, make: Any):
+    refused(make, "public path", public_paths=["/ok", path])
+
+
+def test_public_paths_ok(make: Any):
+    assert make(public_paths=["/health", "/docs"]).public_paths == {"/health", "/docs"}
+
+
+@pytest.mark.parametrize("field", ["required_claims", "scope_claims"])
+@pytest.mark.parametrize("value", [[""], [1], [None], ["ok", ""]])
+def test_bad_claim_names(field: str, value: Any, make: Any):
+    refused(make, "claim names", **{field: value})
+
+
+@pytest.mark.parametrize("validator", ["not callable", 1, None])
+def test_non_callable_validator(validator: Any, make: Any):
+    refused(make, "validators", validators=[lambda c: True, validator])
+
+
+def test_non_callable_on_error(make: Any):
+    refused(make, "on_error", on_error="log")
+
+
+@pytest.mark.parametrize("typ", ["", "   ", 1])
+def test_bad_typ(typ: Any, make: Any):
+    refused(make, "typ", typ=typ)
+
+
+# == key URLs ================================================================================
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://example.com/jwks",
+        "http://keys.internal/jwks",
+        "http://10.0.0.1/jwks",
+        "http://localhost.evil.example/jwks",
+        "http://127.0.0.1.nip.io/jwks",
+        "ftp://example.com/jwks",
+        "file:///etc/jwks.json",
+        "https:///jwks",
+        "https://",
+        "//example.com/jwks",
+        "example.com/jwks",
+        "",
+    ],
+)
+def test_jwks_url_refused(url: str, make: Any):
+    refused(make, "https", jwks_url=url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/jwks",
+        "http://127.0.0.1:8080/jwks",
+        "http://127.1.2.3/jwks",
+        "http://[::1]/jwks",
+        "http://[::1]:8443/jwks",
+        "http://localhost/jwks",
+        "http://LOCALHOST:9000/jwks",
+        "https://example.com/jwks",
+        "https://example.com:8443/.well-known/jwks.json",
+    ],
+)
+def test_jwks_url_accepted(url: str, make: Any):
+    s = make(jwks_url=url)
+    assert s.jwks_url == url and s.remote
+
+
+def test_jwks_url_not_a_string(make: Any):
+    refused(make, "URL", jwks_url=b"https://example.com/jwks")
+
+
+# == discovery ===============================================================================
+
+
+def test_discovery_default_on_without_key_source(make: Any):
+    s = make(keys=[])
+    assert s.discovery_issuer == ISS and s.remote
+
+
+@pytest.mark.parametrize(
+    "source",
+    [{"jwks_url": "https://example.com/jwks"}, {"jwks": {"keys": []}}, {}],
+    ids=["jwks_url", "jwks", "keys"],
+)
+def test_discovery_default_off_with_a_key_source(source: dict[str, Any], make: Any):
+    overrides: dict[str, Any] = {**source}
+    if source:
+        overrides["keys"] = []
+    assert make(**overrides).discovery_issuer is None
+
+
+def test_discovery_forced_on_with_keys(make: Any):
+    assert make(discovery=True).discovery_issuer == ISS
+
+
+def test_discovery_with_two_issuers_refused(make: Any):
+    refused(make, "exactly one issuer", keys=[], issuer=[ISS, "https://other.example"])
+    refused(make, "exactly one issuer", discovery=True, issuer=[ISS, "https://other.example"])
+    # fine when another key source is configured
+    assert make(issuer=[ISS, "https://other.example"]).issuers == {ISS, "https://other.example"}
+
+
+def test_discovery_with_any_issuer_refused(make: Any):
+    refused(make, "exactly one issuer", keys=[], issuer=None, allow_any_issuer=True)
+
+
+def test_discovery_issuer_must_be_https(make: Any):
+    refused(make, "https", keys=[], issuer="http://issuer.example")
+    assert make(keys=[], issuer="http://127.0.0.1:8000").discovery_issuer == "http://127.0.0.1:8000"
+
+
+# == static keys =============================================================================
+
+
+def test_static_jwks_parsed(make: Any, ec_priv: Any):
+    s = make(keys=[], jwks={"keys": [ec_jwk(ec_priv, kid="j1")]})
+    assert s.static_keys.kids == ["j1"]
+    assert isinstance(s.static_keys, KeySet)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA", "kid": "bad"},
+        {"kty": "RSA", "n": "AQAB", "e": "AQAB", "kid": "bad"},
+        {"kty": "AKP", "kid": "bad"},
+        {"kty": "EC", "crv": "P-256", "kid": "bad", "use": "enc"},
+    ],
+    ids=["bad-point", "small-rsa", "unknown-kty", "enc"],
+)
+def test_static_jwks_with_a_bad_key_refused(bad: dict[str, Any], make: Any, ec_priv: Any):
+    exc = refused(make, "unusable", keys=[], jwks={"keys": [ec_jwk(ec_priv, kid="good"), bad]})
+    assert "'bad'" in str(exc)
+
+
+@pytest.mark.parametrize("jwks", [[], {"keys": {}}, {"key": []}, "x"])
+def test_static_jwks_not_a_jwks(jwks: Any, make: Any):
+    refused(make, "JWK Set", keys=[], jwks=jwks)
+
+
+def test_static_jwks_mixing_symmetric_and_asymmetric(make: Any, ec_priv: Any):
+    jwks = {"keys": [ec_jwk(ec_priv, kid="e"), {"kty": "oct", "k": b64e(b"s" * 32), "kid": "h"}]}
+    refused(make, "mixes", keys=[], jwks=jwks, algorithms=["ES256", "HS256"])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=TypeError,
+    reason="BUG: KeySet.from_jwks hashes each entry's kty; an unhashable kty raises TypeError, "
+    "not ConfigurationError",
+)
+def test_static_jwks_unhashable_kty_refused(make: Any, ec_priv: Any):
+    refused(make, keys=[], jwks={"keys": [ec_jwk(ec_priv, kid="e"), {"kty": ["EC"]}]})
+
+
+def test_kid_collision_between_keys_and_jwks(make: Any, ec_priv: Any, ec_key: Key):
+    exc = refused(make, "more than one", jwks={"keys": [ec_jwk(ec_priv, kid="ec-1")]})
+    assert "ec-1" in str(exc)
+
+
+def test_kid_collision_between_keys(make: Any, ec_key: Key):
+    other = Key.from_secret(b"s" * 32, kid="ec-1")
+    refused(make, "more than one", keys=[ec_key, other], algorithms=["ES256", "HS256"])
+
+
+def test_kid_less_keys_do_not_collide(make: Any, ec_priv: Any):
+    a = Key.from_jwk(ec_jwk(ec_priv))
+    b = Key.from_jwk(ec_jwk(ec.generate_private_key(ec.SECP256R1())))
+    assert len(make(keys=[a, b]).static_keys) == 2
+
+
+@pytest.mark.parametrize("thing", ["-----BEGIN PUBLIC KEY-----", {"kty": "EC"}, None, b"secret"])
+def test_keys_must_be_key_objects(thing: Any, make: Any, ec_key: Key):
+    exc = refused(make, "Key objects", keys=[ec_key, thing])
+    assert "Key.from_pem" in str(exc)
+
+
+def test_keys_must_be_key_objects_not_crypto_objects(make: Any, ec_priv: Any):
+    refused(make, "Key objects", keys=[ec_priv.public_key()])
+
+
+# == frozen ==================================================================================
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("issuer", "https://evil.example"),
+        ("leeway", 1e9),
+        ("algorithms", ("HS256",)),
+        ("issuers", frozenset({"x"})),
+        ("static_keys", KeySet()),
+    ],
+)
+def test_settings_frozen(field: str, value: Any, make: Any):
+    s = make()
+    before = getattr(s, field)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(s, field, value)
+    assert getattr(s, field) == before or getattr(s, field) is before
+
+
+def test_sequences_are_frozen_copies(make: Any, ec_key: Key):
+    keys = [ec_key]
+    validators: list[Any] = [lambda c: True]
+    s = make(keys=keys, validators=validators, required_claims=["jti"])
+    keys.append(Key.from_secret(b"s" * 32))
+    validators.append(lambda c: False)
+    assert s.keys == (ec_key,) and len(s.validators) == 1
+    assert isinstance(s.required_claims, tuple)
+    assert isinstance(s.public_paths, frozenset)
