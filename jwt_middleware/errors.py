@@ -67,6 +67,7 @@ class Reason:
     KEY_ALG_MISMATCH = "key_alg_mismatch"
     SIGNATURE_INVALID = "signature_invalid"
     KEYS_UNAVAILABLE = "keys_unavailable"
+    VERIFIER_ERROR = "verifier_error"  # a bug of ours; the request is refused, never let in
     # authorization
     INSUFFICIENT_SCOPE = "insufficient_scope"
 

@@ -7,7 +7,8 @@ header segment; tokens from one issuer repeat the same header, so the result is 
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from . import b64
@@ -19,7 +20,7 @@ __all__ = ["Header", "HeaderRules", "ParsedToken", "loads_strict", "parse"]
 class Header(NamedTuple):
     alg: str
     kid: str | None
-    fields: dict[str, Any]
+    fields: Mapping[str, Any]
 
 
 class ParsedToken(NamedTuple):
@@ -101,7 +102,8 @@ class HeaderRules:
             if not isinstance(typ, str) or _media_type(typ) != self.typ:
                 raise InvalidToken(Reason.TYP_MISMATCH, f"typ {str(typ)[:40]!r}")
         # jku, x5u, jwk and x5c are deliberately never read: keys come only from configuration.
-        return Header(alg, kid, fields)
+        # Read-only: the same header object is shared by every token with this header segment.
+        return Header(alg, kid, MappingProxyType(fields))
 
 
 def _media_type(value: str) -> str:

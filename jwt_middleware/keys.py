@@ -281,7 +281,11 @@ class KeySet:
         if not isinstance(document, Mapping) or not isinstance(document.get("keys"), list):
             raise KeyError_(f"{source} is not a JWK Set (a JSON object with a 'keys' array)")
         entries: Sequence[Any] = document["keys"]
-        ktys = {e.get("kty") for e in entries if isinstance(e, Mapping)}
+        ktys = {
+            e.get("kty")
+            for e in entries
+            if isinstance(e, Mapping) and isinstance(e.get("kty"), str)
+        }
         if allow_symmetric and "oct" in ktys and len(ktys) > 1:
             raise KeyError_(f"{source} mixes symmetric and asymmetric keys")
         keys: list[Key] = []

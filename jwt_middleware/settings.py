@@ -96,6 +96,10 @@ class Settings:
         put(self, "discovery_issuer", self._discovery())
         if self.jwks_url is not None:
             check_key_url(self.jwks_url, "jwks_url")
+        if not self.remote and not self.static_keys.keys:
+            raise ConfigurationError(
+                "no key source: set jwks_url, keys or jwks, or leave discovery on"
+            )
         symmetric = any(k.kty == "oct" for k in self.static_keys.keys)
         hs_allowed = sorted(a for a in self.algorithms if a in HMAC_ALGORITHMS)
         if hs_allowed and not symmetric:

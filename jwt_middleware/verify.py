@@ -69,7 +69,7 @@ class _Core:
         leeway = s.leeway
         if s.issuers:
             iss = claims.get("iss")
-            if iss not in s.issuers or not isinstance(iss, str):
+            if not isinstance(iss, str) or iss not in s.issuers:
                 raise InvalidToken(Reason.ISSUER_MISMATCH, f"iss {str(iss)[:100]!r}")
         exp = _numeric_date(claims, "exp", required=s.require_exp)
         if exp is not None and now >= exp + leeway:
@@ -147,6 +147,15 @@ class AsyncVerifier:
         self.remote = AsyncJWKS(settings) if settings.remote else None
 
     async def verify(self, token: str) -> VerifiedToken:
+        """The verified token, or an AuthError (never any other exception)."""
+        try:
+            return await self._verify(token)
+        except AuthError:
+            raise
+        except Exception as exc:
+            raise _internal_error(exc) from None
+
+    async def _verify(self, token: str) -> VerifiedToken:
         core = self._core
         parsed, claims = core.precheck(token, self.settings.clock())
         key = await self._key(parsed.header.kid, parsed.header.alg)
@@ -191,6 +200,15 @@ class SyncVerifier:
         self.remote = SyncJWKS(settings) if settings.remote else None
 
     def verify(self, token: str) -> VerifiedToken:
+        """The verified token, or an AuthError (never any other exception)."""
+        try:
+            return self._verify(token)
+        except AuthError:
+            raise
+        except Exception as exc:
+            raise _internal_error(exc) from None
+
+    def _verify(self, token: str) -> VerifiedToken:
         core = self._core
         parsed, claims = core.precheck(token, self.settings.clock())
         key = self._key(parsed.header.kid, parsed.header.alg)
@@ -220,6 +238,16 @@ class SyncVerifier:
             self.remote.close()
 
 
+def _internal_error(exc: Exception) -> AuthError:
+    # Defence in depth: a bug of ours met by a hostile token must refuse the request (fail
+    # closed), not answer 500 with a traceback. Logged loudly, because it is a bug.
+    logger.error("jwt_middleware: unexpected error while verifying a token", exc_info=exc)
+    return InvalidToken(Reason.VERIFIER_ERROR, type(exc).__name__)
+
+
+_MAX_DATE = 10**11  # year 5138: beyond it a date is a mistake or an attack
+
+
 def _numeric_date(claims: Mapping[str, Any], name: str, *, required: bool = False) -> float | None:
     value = claims.get(name)
     if value is None:
@@ -229,6 +257,7 @@ def _numeric_date(claims: Mapping[str, Any], name: str, *, required: bool = Fals
     # bool is an int in Python; "exp": true must not read as 1970-01-01T00:00:01Z.
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidToken(Reason.CLAIM_INVALID, f"{name} is not a number")
-    if not math.isfinite(value) or value < 0 or value > 1e11:
+    # Compare before any float conversion: float(10**400) overflows.
+    if not 0 <= value <= _MAX_DATE or (isinstance(value, float) and math.isnan(value)):
         raise InvalidToken(Reason.CLAIM_INVALID, f"{name} is out of range")
     return float(value)

@@ -680,13 +680,6 @@ def test_from_jwks_empty_keys():
     assert len(ks) == 0 and problems == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="BUG: KeySet.from_jwks builds a set of the entries' kty values, so an unhashable "
-    "kty (list/object) raises TypeError instead of listing a problem (or KeyError_); a remote "
-    "JWKS with such an entry escapes jwks._keyset_from's KeyError_ handler",
-)
 @pytest.mark.parametrize("kty", [["RSA"], {"kty": "RSA"}])
 def test_from_jwks_unhashable_kty_is_a_problem(kty: Any, rsa_priv: Any):
     doc = {"keys": [rsa_jwk(rsa_priv, kid="good"), {"kty": kty, "kid": "odd"}]}

@@ -1,0 +1,194 @@
+"""Finding the token in raw header pairs: jwt_middleware.extract (pure functions, no I/O).
+
+The query string is out of reach here by construction (extract_token only sees headers); the
+middleware tests check that ``?access_token=`` is ignored end to end.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from jwt_middleware.errors import InvalidRequest, Reason
+from jwt_middleware.extract import COOKIE, HEADER, bearer_token, cookie_values, extract_token
+
+TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"
+
+
+def auth(value: bytes | str) -> list[tuple[bytes, bytes]]:
+    raw = value.encode("latin-1") if isinstance(value, str) else value
+    return [(b"authorization", raw)]
+
+
+# -- Bearer header --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        f"Bearer {TOKEN}",
+        f"bearer {TOKEN}",
+        f"BEARER {TOKEN}",
+        f"BeArEr {TOKEN}",
+        f"Bearer     {TOKEN}",
+        f"  Bearer {TOKEN}  ",
+    ],
+)
+def test_bearer_scheme_is_case_insensitive_and_spaces_are_tolerated(value: str) -> None:
+    assert extract_token(auth(value)) == (TOKEN, HEADER)
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "abc",
+        "a-b.c_d~e+f/g",
+        "abc=",
+        "abc==",
+        "A1.B2.C3",
+        "mF_9.B5f-4.1JqM",  # RFC 6750 §2.1 example
+    ],
+)
+def test_every_b64token_character_is_accepted(token: str) -> None:
+    assert bearer_token(f"Bearer {token}".encode()) == token
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"Bearer",
+        b"Bearer ",
+        b"bearer   ",
+        b"Bearer a b",
+        b"Bearer\ttoken",
+        b"Bearer \xff\xfe",
+        b"Bearer caf\xc3\xa9",
+        b"Bearer " + TOKEN.encode() + b",",
+        b"Bearer a=b",  # "=" only as trailing padding
+        b"Bearer =abc",
+        b"Bearer tok\x00en",
+        b'Bearer "token"',
+    ],
+)
+def test_malformed_bearer_credentials_are_invalid_request(value: bytes) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        extract_token(auth(value))
+    assert caught.value.reason == Reason.MALFORMED_AUTHORIZATION
+    assert caught.value.status_code == 400
+    assert caught.value.error == "invalid_request"
+
+
+@pytest.mark.parametrize("value", [b"Basic dXNlcjpwYXNz", b"Digest username=x", b"Token abc", b""])
+def test_other_schemes_are_not_ours(value: bytes) -> None:
+    assert bearer_token(value) is None
+    assert extract_token(auth(value)) is None
+
+
+def test_no_headers_means_no_token() -> None:
+    assert extract_token([]) is None
+    assert extract_token([(b"x-token", TOKEN.encode())], cookie=b"access_token") is None
+
+
+def test_two_authorization_headers_are_ambiguous() -> None:
+    headers = [(b"authorization", f"Bearer {TOKEN}".encode())] * 2
+    with pytest.raises(InvalidRequest) as caught:
+        extract_token(headers)
+    assert caught.value.reason == Reason.MULTIPLE_TOKENS
+
+
+def test_two_authorization_headers_are_refused_even_if_one_is_not_bearer() -> None:
+    headers = [(b"authorization", b"Basic eDp5"), (b"authorization", f"Bearer {TOKEN}".encode())]
+    with pytest.raises(InvalidRequest) as caught:
+        extract_token(headers)
+    assert caught.value.reason == Reason.MULTIPLE_TOKENS
+
+
+# -- cookie ---------------------------------------------------------------------------------
+
+
+def test_cookie_found_among_others() -> None:
+    headers = [(b"cookie", f"theme=dark; access_token={TOKEN}; lang=fr".encode())]
+    assert extract_token(headers, cookie=b"access_token") == (TOKEN, COOKIE)
+
+
+def test_cookie_found_in_second_cookie_header() -> None:
+    headers = [(b"cookie", b"theme=dark"), (b"cookie", f"access_token={TOKEN}".encode())]
+    assert extract_token(headers, cookie=b"access_token") == (TOKEN, COOKIE)
+
+
+def test_quoted_cookie_value_is_unquoted() -> None:
+    headers = [(b"cookie", f'access_token="{TOKEN}"'.encode())]
+    assert extract_token(headers, cookie=b"access_token") == (TOKEN, COOKIE)
+
+
+@pytest.mark.parametrize("value", [b"access_token=", b'access_token=""', b"access_token=  "])
+def test_empty_cookie_is_absent(value: bytes) -> None:
+    assert extract_token([(b"cookie", value)], cookie=b"access_token") is None
+    assert cookie_values([value], b"access_token") == []
+
+
+def test_cookie_name_must_match_exactly() -> None:
+    headers = [(b"cookie", f"xaccess_token={TOKEN}; access_token_2={TOKEN}".encode())]
+    assert extract_token(headers, cookie=b"access_token") is None
+    headers = [(b"cookie", f"Access_Token={TOKEN}".encode())]
+    assert extract_token(headers, cookie=b"access_token") is None
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [(b"cookie", b"access_token=one; access_token=two")],
+        [(b"cookie", b"access_token=one"), (b"cookie", b"access_token=two")],
+        [(b"cookie", b"access_token=same; access_token=same")],
+    ],
+)
+def test_cookie_twice_is_invalid_request(headers: list[tuple[bytes, bytes]]) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        extract_token(headers, cookie=b"access_token")
+    assert caught.value.status_code == 400
+    assert caught.value.reason == Reason.MALFORMED_COOKIE
+
+
+def test_header_and_cookie_together_are_ambiguous() -> None:
+    headers = [
+        (b"authorization", f"Bearer {TOKEN}".encode()),
+        (b"cookie", f"access_token={TOKEN}".encode()),
+    ]
+    with pytest.raises(InvalidRequest) as caught:
+        extract_token(headers, cookie=b"access_token")
+    assert caught.value.reason == Reason.MULTIPLE_TOKENS
+
+
+def test_basic_header_does_not_conflict_with_the_cookie() -> None:
+    headers = [(b"authorization", b"Basic eDp5"), (b"cookie", f"access_token={TOKEN}".encode())]
+    assert extract_token(headers, cookie=b"access_token") == (TOKEN, COOKIE)
+
+
+def test_header_found_when_cookie_configured_but_absent() -> None:
+    headers = [(b"authorization", f"Bearer {TOKEN}".encode()), (b"cookie", b"theme=dark")]
+    assert extract_token(headers, cookie=b"access_token") == (TOKEN, HEADER)
+
+
+# -- locations switched off -------------------------------------------------------------------
+
+
+def test_header_false_ignores_authorization() -> None:
+    headers = [(b"authorization", f"Bearer {TOKEN}".encode())]
+    assert extract_token(headers, header=False, cookie=b"access_token") is None
+    # Not even malformed or repeated Authorization headers matter then.
+    headers = [(b"authorization", b"Bearer"), (b"authorization", b"Bearer a b")]
+    assert extract_token(headers, header=False, cookie=b"access_token") is None
+    headers.append((b"cookie", f"access_token={TOKEN}".encode()))
+    assert extract_token(headers, header=False, cookie=b"access_token") == (TOKEN, COOKIE)
+
+
+def test_cookie_none_ignores_cookies() -> None:
+    headers = [(b"cookie", f"access_token={TOKEN}; access_token=other".encode())]
+    assert extract_token(headers) is None
+    headers.append((b"authorization", f"Bearer {TOKEN}".encode()))
+    assert extract_token(headers) == (TOKEN, HEADER)
+
+
+def test_header_names_are_matched_lower_case_as_asgi_delivers_them() -> None:
+    # ASGI lower-cases header names; other names (x-authorization, etc.) are never read.
+    headers = [(b"x-authorization", f"Bearer {TOKEN}".encode()), (b"proxy-authorization", b"x")]
+    assert extract_token(headers) is None
