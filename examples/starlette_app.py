@@ -22,7 +22,9 @@ async def health(request: Request) -> JSONResponse:
 @requires_scopes()
 async def me(request: Request) -> JSONResponse:
     claims = request.user.claims
-    return JSONResponse({"sub": request.user.identity, "iss": claims.get("iss"), "claims": claims})
+    return JSONResponse(
+        {"sub": request.user.identity, "iss": claims.get("iss"), "claims": dict(claims)}
+    )
 
 
 @requires_scopes("admin")

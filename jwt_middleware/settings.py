@@ -62,6 +62,10 @@ class Settings:
     jwks_timeout: float = 5.0
     jwks_max_bytes: int = 50 * 1024
     jwks_max_stale: float = 24 * 3600.0
+    # -- verified-token cache ------------------------------------------------------------------
+    token_cache_size: int = 4096
+    """Verified tokens remembered (by SHA-256), so a reused token skips the signature check.
+    ``exp``/``nbf`` and validators are still checked on every use; 0 disables the cache."""
     # -- requests ------------------------------------------------------------------------------
     header: bool = True
     cookie: str | None = None
@@ -142,6 +146,9 @@ class Settings:
         for name, value in positive.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ConfigurationError(f"{name} must be a positive number, got {value!r}")
+        size = self.token_cache_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise ConfigurationError(f"token_cache_size must be an integer >= 0, got {size!r}")
         for name, value in {"leeway": self.leeway, "jwks_max_stale": self.jwks_max_stale}.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
                 raise ConfigurationError(f"{name} must be a number >= 0, got {value!r}")

@@ -9,11 +9,13 @@ signature holds: the early checks only refuse, they never grant.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from .errors import AuthError, ConfigurationError, InvalidToken, Reason
@@ -25,6 +27,9 @@ from .settings import Settings
 __all__ = ["AsyncVerifier", "SyncVerifier", "VerifiedToken"]
 
 logger = logging.getLogger("jwt_middleware")
+
+
+_Entry = tuple["VerifiedToken", float, float, object]  # token, not_before, expires, key set
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +54,40 @@ class _Core:
         self.rules = HeaderRules(settings.algorithms, settings.typ)
         self.static = settings.static_keys
         self._merged: tuple[KeySet | None, KeySet] = (None, self.static)
+        self._cache: dict[bytes, _Entry] = {}
+        self._cache_size = settings.token_cache_size
+
+    # -- the verified-token cache -------------------------------------------------------------
+    # A client reuses its token for minutes; verifying the same bytes again would redo the
+    # public-key operation for nothing. Entries are keyed by SHA-256 of the whole token (so no
+    # other token can hit them), bound to the key set they were verified with (a new or shrunk
+    # key set misses everything), and their time window (exp/nbf) is checked on every hit.
+
+    def cached(self, token: str, now: float, keys: object) -> tuple[bytes, VerifiedToken | None]:
+        if not self._cache_size or keys is None:
+            return b"", None
+        digest = hashlib.sha256(token.encode()).digest()
+        entry = self._cache.get(digest)
+        if entry is None:
+            return digest, None
+        verified, not_before, expires, entry_keys = entry
+        if entry_keys is keys and not_before <= now < expires:
+            return digest, verified
+        self._cache.pop(digest, None)
+        return digest, None
+
+    def remember(self, digest: bytes, verified: VerifiedToken, keys: object) -> None:
+        if not digest:
+            return
+        cache = self._cache
+        if len(cache) >= self._cache_size:
+            # Oldest first (dicts keep insertion order); bounded whatever tokens arrive.
+            cache.pop(next(iter(cache), b""), None)
+        claims, leeway = verified.claims, self.settings.leeway
+        exp, nbf = claims.get("exp"), claims.get("nbf")
+        expires = exp + leeway if exp is not None else math.inf
+        not_before = nbf - leeway if nbf is not None else -math.inf
+        cache[digest] = (verified, not_before, expires, keys)
 
     def precheck(self, token: str, now: float) -> tuple[ParsedToken, dict[str, Any]]:
         settings = self.settings
@@ -112,7 +151,8 @@ class _Core:
         header = parsed.header
         if not key.verify(header.alg, parsed.signing_input, parsed.signature):
             raise InvalidToken(Reason.SIGNATURE_INVALID, f"kid {str(header.kid)[:64]!r}")
-        return VerifiedToken(claims, header.fields, self.scopes(claims))
+        # Read-only: a cached VerifiedToken is shared by every request that carries the token.
+        return VerifiedToken(MappingProxyType(claims), header.fields, self.scopes(claims))
 
     def scopes(self, claims: Mapping[str, Any]) -> tuple[str, ...]:
         found: dict[str, None] = {}  # ordered and deduplicated
@@ -157,9 +197,21 @@ class AsyncVerifier:
 
     async def _verify(self, token: str) -> VerifiedToken:
         core = self._core
-        parsed, claims = core.precheck(token, self.settings.clock())
-        key = await self._key(parsed.header.kid, parsed.header.alg)
-        verified = core.finish(parsed, claims, key)
+        now = self.settings.clock()
+        keys = _keys_version(core, self.remote, now)
+        digest, verified = core.cached(token, now, keys)
+        if verified is None:
+            parsed, claims = core.precheck(token, now)
+            key = await self._key(parsed.header.kid, parsed.header.alg)
+            verified = core.finish(parsed, claims, key)
+            await self._validate(verified)
+            core.remember(digest, verified, _keys_version(core, self.remote, now))
+        elif self.settings.validators:
+            await self._validate(verified)
+        return verified
+
+    async def _validate(self, verified: VerifiedToken) -> None:
+        core = self._core
         for validator in self.settings.validators:
             try:
                 outcome = validator(verified.claims)
@@ -169,7 +221,6 @@ class AsyncVerifier:
                 raise core.rejected_by_validator(exc) from None
             if outcome is False:
                 raise InvalidToken(Reason.VALIDATOR_REJECTED, getattr(validator, "__name__", ""))
-        return verified
 
     async def _key(self, kid: str | None, alg: str) -> Key:
         core = self._core
@@ -210,9 +261,21 @@ class SyncVerifier:
 
     def _verify(self, token: str) -> VerifiedToken:
         core = self._core
-        parsed, claims = core.precheck(token, self.settings.clock())
-        key = self._key(parsed.header.kid, parsed.header.alg)
-        verified = core.finish(parsed, claims, key)
+        now = self.settings.clock()
+        keys = _keys_version(core, self.remote, now)
+        digest, verified = core.cached(token, now, keys)
+        if verified is None:
+            parsed, claims = core.precheck(token, now)
+            key = self._key(parsed.header.kid, parsed.header.alg)
+            verified = core.finish(parsed, claims, key)
+            self._validate(verified)
+            core.remember(digest, verified, _keys_version(core, self.remote, now))
+        elif self.settings.validators:
+            self._validate(verified)
+        return verified
+
+    def _validate(self, verified: VerifiedToken) -> None:
+        core = self._core
         for validator in self.settings.validators:
             try:
                 outcome = validator(verified.claims)
@@ -220,7 +283,6 @@ class SyncVerifier:
                 raise core.rejected_by_validator(exc) from None
             if outcome is False:
                 raise InvalidToken(Reason.VALIDATOR_REJECTED, getattr(validator, "__name__", ""))
-        return verified
 
     def _key(self, kid: str | None, alg: str) -> Key:
         core = self._core
@@ -236,6 +298,14 @@ class SyncVerifier:
     def close(self) -> None:
         if self.remote is not None:
             self.remote.close()
+
+
+def _keys_version(core: _Core, remote: AsyncJWKS | SyncJWKS | None, now: float) -> object:
+    """The key set a cached verification is bound to; None when the keys need a refresh."""
+    if remote is None:
+        return core.static
+    policy = remote.policy
+    return policy.keyset if now < policy.fresh_until else None
 
 
 def _internal_error(exc: Exception) -> AuthError:
