@@ -12,13 +12,17 @@ from typing import Any
 from starlette.authentication import AuthCredentials, UnauthenticatedUser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import AuthError, ConfigurationError, KeysUnavailable
+from .errors import AuthError, ConfigurationError, Unavailable
+from .extract import COOKIE
 from .gate import Gate
 from .identity import JWTCredentials, JWTUser
 from .settings import Settings
 from .verify import AsyncVerifier
 
-__all__ = ["JWTMiddleware"]
+__all__ = ["SCOPE_GATE", "JWTMiddleware", "send_refusal"]
+
+#: The scope key holding the middleware's Gate (settings + reporting) for per-route decorators.
+SCOPE_GATE = "jwt_middleware.gate"
 
 # RFC 6455 §7.4.1: 1008 policy violation; 1013 try again later.
 _WS_POLICY_VIOLATION = 1008
@@ -54,6 +58,7 @@ class JWTMiddleware:
             await self.app(scope, receive, send)
             return
         gate = self.gate
+        scope[SCOPE_GATE] = gate
         try:
             if gate.unchecked(scope.get("method"), scope["path"], scope["headers"]):
                 _anonymous(scope)
@@ -62,6 +67,13 @@ class JWTMiddleware:
             else:
                 token, location = found
                 verified = await self.verifier.verify(token)
+                if location == COOKIE:
+                    gate.check_csrf(
+                        scope.get("method"),
+                        scope["headers"],
+                        verified,
+                        websocket=kind == "websocket",
+                    )
                 scope["user"] = JWTUser(verified)
                 scope["auth"] = JWTCredentials(verified, location)
         except AuthError as exc:
@@ -73,18 +85,8 @@ class JWTMiddleware:
             await self._refuse(exc, scope, send)
 
     async def _refuse(self, exc: AuthError, scope: Scope, send: Send) -> None:
-        s = self.settings
         self.gate.report(exc, scope["type"], scope["path"])
-        if scope["type"] == "websocket":
-            code = _WS_TRY_AGAIN_LATER if isinstance(exc, KeysUnavailable) else _WS_POLICY_VIOLATION
-            reason = exc.error or "unauthorized"
-            await send({"type": "websocket.close", "code": code, "reason": reason})
-            return
-        body = exc.body(expose=s.expose_error_details)
-        headers = exc.headers(s.realm, expose=s.expose_error_details)
-        headers.append((b"content-length", str(len(body)).encode()))
-        await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send_refusal(exc, self.settings, scope, send)
 
     def _lifespan_receive(self, receive: Receive) -> Receive:
         async def wrapped() -> Message:
@@ -96,6 +98,20 @@ class JWTMiddleware:
             return message
 
         return wrapped
+
+
+async def send_refusal(exc: AuthError, settings: Settings, scope: Scope, send: Send) -> None:
+    """The RFC 6750 answer to ``exc`` (or a WebSocket close before accept)."""
+    if scope["type"] == "websocket":
+        code = _WS_TRY_AGAIN_LATER if isinstance(exc, Unavailable) else _WS_POLICY_VIOLATION
+        await send({"type": "websocket.close", "code": code, "reason": exc.error or "unauthorized"})
+        return
+    expose = settings.expose_error_details
+    body = exc.body(expose=expose)
+    headers = exc.headers(settings.realm, expose=expose)
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _anonymous(scope: Scope) -> None:

@@ -10,8 +10,12 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from starlette.requests import HTTPConnection
+from starlette.responses import Response
+from starlette.websockets import WebSocket
 
-from .errors import InsufficientScope, MissingToken
+from .asgi import SCOPE_GATE, send_refusal
+from .errors import AuthError, InsufficientScope, MissingToken
+from .gate import Gate
 
 __all__ = ["check_scopes", "requires_scopes", "scopes_granted"]
 
@@ -33,6 +37,31 @@ def check_scopes(conn: HTTPConnection, scopes: Iterable[str] = (), *, any_of: bo
         raise InsufficientScope(required, any_of=any_of)
 
 
+# The decorators answer refusals themselves (rather than raise) so the answer is the RFC 6750
+# one even where no JWTMiddleware sits outside Starlette's error handling to catch a raise.
+
+
+def _response(exc: AuthError, conn: HTTPConnection) -> Response:
+    gate: Gate = conn.scope[SCOPE_GATE]
+    gate.report(exc, conn.scope["type"], conn.scope["path"])
+    settings = gate.settings
+    expose = settings.expose_error_details
+    headers = {
+        k.decode("latin-1"): v.decode("latin-1")
+        for k, v in exc.headers(settings.realm, expose=expose)
+    }
+    return Response(exc.body(expose=expose), status_code=exc.status_code, headers=headers)
+
+
+async def _refused(exc: AuthError, conn: HTTPConnection) -> Response | None:
+    if isinstance(conn, WebSocket):
+        gate: Gate = conn.scope[SCOPE_GATE]
+        gate.report(exc, "websocket", conn.scope["path"])
+        await send_refusal(exc, gate.settings, conn.scope, conn.send)
+        return None
+    return _response(exc, conn)
+
+
 def scopes_granted(
     granted: Iterable[str], required: Iterable[str], *, any_of: bool = False
 ) -> bool:
@@ -43,8 +72,8 @@ def scopes_granted(
 def requires_scopes(*scopes: str, any_of: bool = False) -> Callable[[F], F]:
     """Decorate a Starlette endpoint (sync or async; HTTP or WebSocket) to require scopes.
 
-    The refusal is raised as an ``AuthError`` that ``JWTMiddleware`` turns into the RFC 6750
-    response (or a WebSocket close), so every refusal in the app looks the same.
+    A refusal is answered here with the same RFC 6750 response (or WebSocket close) the
+    middleware gives, so every refusal in the app looks the same.
     """
     for scope in scopes:
         if not isinstance(scope, str) or not scope or " " in scope:
@@ -61,14 +90,22 @@ def requires_scopes(*scopes: str, any_of: bool = False) -> Callable[[F], F]:
 
             @functools.wraps(func)
             async def async_endpoint(*args: Any, **kwargs: Any) -> Any:
-                check_scopes(connection(args, kwargs), scopes, any_of=any_of)
+                conn = connection(args, kwargs)
+                try:
+                    check_scopes(conn, scopes, any_of=any_of)
+                except AuthError as exc:
+                    return await _refused(exc, conn)
                 return await func(*args, **kwargs)
 
             return async_endpoint  # type: ignore[return-value]
 
         @functools.wraps(func)
         def endpoint(*args: Any, **kwargs: Any) -> Any:
-            check_scopes(connection(args, kwargs), scopes, any_of=any_of)
+            conn = connection(args, kwargs)
+            try:
+                check_scopes(conn, scopes, any_of=any_of)
+            except AuthError as exc:
+                return _response(exc, conn)
             return func(*args, **kwargs)
 
         return endpoint  # type: ignore[return-value]

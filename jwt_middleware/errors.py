@@ -7,7 +7,10 @@
           ├── MissingToken            401  no error code              (RFC 6750 §3.1)
           ├── InvalidToken            401  error="invalid_token"
           ├── InsufficientScope       403  error="insufficient_scope"
-          └── KeysUnavailable         503  Retry-After; no usable key could be fetched
+          ├── CSRFRejected            403  error="csrf_failed" (cookie token, no CSRF proof)
+          └── Unavailable             503  Retry-After; the request cannot be checked right now
+               ├── KeysUnavailable         no usable key could be fetched
+               └── RevocationUnavailable   the revocation store did not answer (fail closed)
 
 ``reason`` is for logs, metrics and the error hook. The client only sees the generic RFC 6750
 code unless ``expose_error_details`` is set, because telling an attacker *which* check failed
@@ -22,6 +25,7 @@ from typing import ClassVar
 
 __all__ = [
     "AuthError",
+    "CSRFRejected",
     "ConfigurationError",
     "InsufficientScope",
     "InvalidRequest",
@@ -30,6 +34,8 @@ __all__ = [
     "KeysUnavailable",
     "MissingToken",
     "Reason",
+    "RevocationUnavailable",
+    "Unavailable",
 ]
 
 
@@ -67,6 +73,9 @@ class Reason:
     KEY_ALG_MISMATCH = "key_alg_mismatch"
     SIGNATURE_INVALID = "signature_invalid"
     KEYS_UNAVAILABLE = "keys_unavailable"
+    REVOCATION_UNAVAILABLE = "revocation_unavailable"
+    TOKEN_REVOKED = "token_revoked"
+    CSRF_FAILED = "csrf_failed"
     VERIFIER_ERROR = "verifier_error"  # a bug of ours; the request is refused, never let in
     # authorization
     INSUFFICIENT_SCOPE = "insufficient_scope"
@@ -161,15 +170,27 @@ class InsufficientScope(AuthError):
         )
 
 
-class KeysUnavailable(AuthError):
-    """No usable key could be had because the key server is unreachable or broken."""
+class CSRFRejected(AuthError):
+    """A state-changing request authenticated by a cookie came without CSRF proof."""
+
+    status_code = 403
+    error = "csrf_failed"
+    public_description = "Cross-site request refused: the CSRF check failed."
+
+    def headers(self, realm: str, *, expose: bool = False) -> list[tuple[bytes, bytes]]:
+        # Not an authentication challenge: the credentials are fine, the request's origin is not.
+        return [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+
+
+class Unavailable(AuthError):
+    """The request cannot be checked right now (503 with Retry-After)."""
 
     status_code = 503
     error = "temporarily_unavailable"
     public_description = "The token cannot be verified right now; try again later."
 
-    def __init__(self, detail: str = "", *, retry_after: float = 30.0) -> None:
-        super().__init__(Reason.KEYS_UNAVAILABLE, detail)
+    def __init__(self, reason: str, detail: str = "", *, retry_after: float = 30.0) -> None:
+        super().__init__(reason, detail)
         self.retry_after = max(1, int(retry_after + 0.999))
 
     def headers(self, realm: str, *, expose: bool = False) -> list[tuple[bytes, bytes]]:
@@ -179,6 +200,20 @@ class KeysUnavailable(AuthError):
             (b"retry-after", str(self.retry_after).encode()),
             (b"cache-control", b"no-store"),
         ]
+
+
+class KeysUnavailable(Unavailable):
+    """No usable key could be had because the key server is unreachable or broken."""
+
+    def __init__(self, detail: str = "", *, retry_after: float = 30.0) -> None:
+        super().__init__(Reason.KEYS_UNAVAILABLE, detail, retry_after=retry_after)
+
+
+class RevocationUnavailable(Unavailable):
+    """The revocation store could not say whether the token was revoked; refused (fail closed)."""
+
+    def __init__(self, detail: str = "", *, retry_after: float = 5.0) -> None:
+        super().__init__(Reason.REVOCATION_UNAVAILABLE, detail, retry_after=retry_after)
 
 
 def _quote(value: str) -> str:

@@ -27,9 +27,10 @@ from werkzeug.wrappers import Response
 
 from .authz import scopes_granted
 from .errors import AuthError, ConfigurationError, InsufficientScope, MissingToken
+from .gate import Gate
 from .settings import Settings
 from .verify import VerifiedToken
-from .wsgi import ENVIRON_SETTINGS, JWTWSGIMiddleware, get_token
+from .wsgi import ENVIRON_GATE, JWTWSGIMiddleware, get_token
 
 __all__ = ["JWT", "AuthHTTPException", "current_token", "require_scopes", "require_token"]
 
@@ -70,11 +71,15 @@ def require_scopes(*scopes: str, any_of: bool = False) -> Callable[[F], F]:
         def guarded(*args: Any, **kwargs: Any) -> Any:
             environ = request.environ
             token = get_token(environ)
-            settings: Settings = environ[ENVIRON_SETTINGS]
+            error: AuthError | None = None
             if token is None:
-                raise AuthHTTPException(MissingToken(), settings)
-            if scopes and not scopes_granted(token.scopes, scopes, any_of=any_of):
-                raise AuthHTTPException(InsufficientScope(scopes, any_of=any_of), settings)
+                error = MissingToken()
+            elif scopes and not scopes_granted(token.scopes, scopes, any_of=any_of):
+                error = InsufficientScope(scopes, any_of=any_of)
+            if error is not None:
+                gate: Gate = environ[ENVIRON_GATE]
+                gate.report(error, "http", environ.get("PATH_INFO", ""))
+                raise AuthHTTPException(error, gate.settings)
             return view(*args, **kwargs)
 
         return guarded  # type: ignore[return-value]

@@ -3,26 +3,31 @@ where the token is looked for, and how a refusal is logged and reported."""
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import Iterable
 
-from .errors import AuthError, KeysUnavailable, MissingToken
+from .errors import AuthError, CSRFRejected, MissingToken, Reason, Unavailable
 from .extract import extract_token
 from .settings import Settings
+from .verify import VerifiedToken
 
 __all__ = ["Gate"]
 
 logger = logging.getLogger("jwt_middleware")
 
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+
 
 class Gate:
-    __slots__ = ("_cookie", "_public", "_public_prefixes", "settings")
+    __slots__ = ("_cookie", "_csrf_name", "_public", "_public_prefixes", "settings")
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._public = frozenset(p for p in settings.public_paths if not p.endswith("*"))
         self._public_prefixes = tuple(p[:-1] for p in settings.public_paths if p.endswith("*"))
         self._cookie = settings.cookie.encode("ascii") if settings.cookie is not None else None
+        self._csrf_name = settings.csrf_header.encode("latin-1")
 
     def unchecked(
         self, method: str | None, path: str, headers: Iterable[tuple[bytes, bytes]]
@@ -45,9 +50,70 @@ class Gate:
             raise MissingToken()
         return found
 
+    def check_csrf(
+        self,
+        method: str | None,
+        headers: Iterable[tuple[bytes, bytes]],
+        token: VerifiedToken,
+        *,
+        websocket: bool = False,
+    ) -> None:
+        """CSRF defences for a token that came from the cookie (the browser attaches cookies to
+        cross-site requests on its own; a header token proves the caller's script set it).
+
+        * origin: ``Sec-Fetch-Site`` must not be ``cross-site`` (``same-site`` only from an
+          allowed origin), and ``Origin``, when sent, must be allowed (or, with no
+          ``allowed_origins``, the request's own host). Browsers send one or both on every
+          state-changing request and on WebSocket handshakes.
+        * double submit: a request header (``x-csrf-token``) must equal the token's ``csrf``
+          claim, which a cross-site page cannot read.
+        """
+        mode = self.settings.csrf
+        if mode == "off" or (not websocket and method in _SAFE_METHODS):
+            return
+        seen = self._csrf_headers(headers)
+        if websocket or mode != "double_submit":
+            self._check_origin(seen, required=websocket or mode == "origin")
+        if not websocket and mode != "origin":
+            claim = token.claims.get(self.settings.csrf_claim)
+            sent = seen.get(self._csrf_name)
+            if not isinstance(claim, str) or not claim:
+                raise CSRFRejected(Reason.CSRF_FAILED, "token has no csrf claim")
+            if sent is None or not hmac.compare_digest(sent, claim.encode("utf-8", "replace")):
+                raise CSRFRejected(Reason.CSRF_FAILED, "csrf header missing or wrong")
+
+    def _csrf_headers(self, headers: Iterable[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
+        wanted = (b"origin", b"sec-fetch-site", b"host", self._csrf_name)
+        seen: dict[bytes, bytes] = {}
+        for name, value in headers:
+            if name in wanted:
+                if name in seen:
+                    raise CSRFRejected(Reason.CSRF_FAILED, f"several {name.decode()} headers")
+                seen[name] = value.strip()
+        return seen
+
+    def _check_origin(self, seen: dict[bytes, bytes], *, required: bool) -> None:
+        allowed = self.settings.allowed_origins
+        site = seen.get(b"sec-fetch-site")
+        origin = seen.get(b"origin")
+        if site is not None:
+            if site == b"cross-site" or (site == b"same-site" and not allowed):
+                raise CSRFRejected(Reason.CSRF_FAILED, f"Sec-Fetch-Site {site[:20]!r}")
+        if origin is not None:
+            text = origin.decode("latin-1").rstrip("/").lower()
+            if allowed:
+                ok = text in allowed
+            else:
+                host = seen.get(b"host", b"").decode("latin-1").lower()
+                ok = bool(host) and text.partition("://")[2] == host
+            if not ok:
+                raise CSRFRejected(Reason.CSRF_FAILED, f"Origin {text[:100]!r} not allowed")
+        elif required and site is None:
+            raise CSRFRejected(Reason.CSRF_FAILED, "no Origin or Sec-Fetch-Site header")
+
     def report(self, exc: AuthError, kind: str, path: str) -> None:
         level = logging.INFO
-        if isinstance(exc, KeysUnavailable):
+        if isinstance(exc, Unavailable):
             level = logging.WARNING
         elif isinstance(exc, MissingToken):
             level = logging.DEBUG

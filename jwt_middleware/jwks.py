@@ -90,9 +90,12 @@ class JWKSPolicy:
             self.last_attempt is None or now - self.last_attempt >= self.cooldown
         )
 
-    def begin(self, now: float) -> None:
+    def begin(self, now: float, *, rate_limited: bool = True) -> None:
+        """A fetch starts. The start-up warm-up is not rate limited: it is not a *re*fetch, and
+        a key published just after start must not wait out a cooldown the app never used."""
         self.in_flight = True
-        self.last_attempt = now
+        if rate_limited:
+            self.last_attempt = now
         self.fetches += 1
 
     def succeeded(self, keyset: KeySet, now: float, max_age: float | None) -> None:
@@ -245,20 +248,20 @@ class AsyncJWKS(_Remote):
             await self.refresh()
         return policy.usable_keyset(kid, self.clock())
 
-    async def refresh(self) -> None:
+    async def refresh(self, *, rate_limited: bool = True) -> None:
         """Fetch now, or join the fetch in flight. Never raises: failures go to the policy."""
         if self._flight is None:
             if not self.policy.may_fetch(self.clock()):
                 return
-            self._start()
+            self._start(rate_limited=rate_limited)
         assert self._flight is not None
         # The fetch runs in its own task and the waiters are shielded from it: a client that
         # disconnects cancels its own wait, never the fetch everyone else is waiting for.
         await asyncio.shield(self._flight)
 
-    def _start(self) -> None:
+    def _start(self, *, rate_limited: bool = True) -> None:
         loop = asyncio.get_running_loop()
-        self.policy.begin(self.clock())
+        self.policy.begin(self.clock(), rate_limited=rate_limited)
         flight: asyncio.Future[None] = loop.create_future()
         self._flight = flight
         task = loop.create_task(self._run(flight))
@@ -355,14 +358,14 @@ class SyncJWKS(_Remote):
             self.refresh()
         return policy.usable_keyset(kid, self.clock())
 
-    def refresh(self, *, wait: bool = True) -> None:
+    def refresh(self, *, wait: bool = True, rate_limited: bool = True) -> None:
         """Fetch now, or join the fetch in flight (``wait=False``: start it in the background)."""
         if os.getpid() != self._pid:
             self._forked()
         with self._lock:
             starting = not self.policy.in_flight and self.policy.may_fetch(self.clock())
             if starting:
-                self.policy.begin(self.clock())
+                self.policy.begin(self.clock(), rate_limited=rate_limited)
             elif wait:
                 while self.policy.in_flight:
                     self._done.wait()

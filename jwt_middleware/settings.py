@@ -4,6 +4,7 @@ message that says how to fix them, never on the first request."""
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
@@ -13,6 +14,7 @@ from urllib.parse import urlsplit
 
 from .errors import AuthError, ConfigurationError
 from .keys import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, Key, KeyError_, KeySet
+from .revocation import GRACE
 
 __all__ = ["DEFAULT_ALGORITHMS", "Settings", "Validator", "check_key_url"]
 
@@ -21,6 +23,9 @@ DEFAULT_ALGORITHMS = ("RS256", "ES256", "PS256", "EdDSA")
 #: A custom check on verified claims. Return False (or raise ``InvalidToken``) to refuse the
 #: token; ``None``/True accepts. May be ``async`` on the ASGI side.
 Validator = Callable[[Mapping[str, Any]], "bool | Awaitable[bool | None] | None"]
+
+_CSRF_MODES = frozenset({"both", "double_submit", "origin", "off"})
+logger = logging.getLogger("jwt_middleware")
 
 _COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
@@ -66,6 +71,12 @@ class Settings:
     token_cache_size: int = 4096
     """Verified tokens remembered (by SHA-256), so a reused token skips the signature check.
     ``exp``/``nbf`` and validators are still checked on every use; 0 disables the cache."""
+    # -- revocation ----------------------------------------------------------------------------
+    revocation: Any = None
+    """A revocation store (``jwt_middleware.revocation``), consulted after the signature holds
+    and on every use of a cached token. Async stores work on the ASGI side only."""
+    revocation_fail_open: bool = False
+    """When the store cannot answer: refuse with 503 (default), or let the token in (logged)."""
     # -- requests ------------------------------------------------------------------------------
     header: bool = True
     cookie: str | None = None
@@ -73,6 +84,12 @@ class Settings:
     anonymous: bool = False
     realm: str = "api"
     expose_error_details: bool = False
+    csrf: str | None = None
+    """For tokens from the cookie on state-changing methods: ``"both"`` (default when ``cookie``
+    is set), ``"double_submit"``, ``"origin"``, or ``"off"``."""
+    csrf_header: str = "x-csrf-token"
+    csrf_claim: str = "csrf"
+    allowed_origins: Collection[str] = ()
     on_error: Callable[[AuthError], None] | None = None
     warm_up: bool = True
     clock: Callable[[], float] = field(default=time.time, repr=False)
@@ -93,6 +110,10 @@ class Settings:
         put(self, "scope_claims", tuple(self.scope_claims))
         put(self, "validators", tuple(self.validators))
         put(self, "keys", tuple(self.keys))
+        put(self, "allowed_origins", frozenset(o.rstrip("/").lower() for o in self.allowed_origins))
+        if self.csrf is None:
+            put(self, "csrf", "both" if self.cookie is not None else "off")
+        put(self, "csrf_header", self.csrf_header.lower())
         self._check_algorithms()
         self._check_numbers()
         self._check_requests()
@@ -171,6 +192,28 @@ class Settings:
                 raise ConfigurationError(f"validators must be callables, got {validator!r}")
         if self.on_error is not None and not callable(self.on_error):
             raise ConfigurationError("on_error must be a callable")
+        if self.csrf not in _CSRF_MODES:
+            raise ConfigurationError(
+                f"csrf must be one of {sorted(_CSRF_MODES)}, got {self.csrf!r}"
+            )
+        if self.cookie is not None and self.csrf == "off":
+            logger.warning("jwt_middleware: cookie tokens without CSRF protection (csrf='off')")
+        if self.csrf == "origin" and not self.allowed_origins:
+            raise ConfigurationError("csrf='origin' needs allowed_origins=['https://app.example']")
+        for origin in self.allowed_origins:
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
+                raise ConfigurationError(
+                    f"allowed origin {origin!r} must look like https://host[:port]"
+                )
+        if self.revocation is not None:
+            if not callable(getattr(self.revocation, "is_revoked", None)):
+                raise ConfigurationError("revocation must be a store with an is_revoked() method")
+            if self.leeway > GRACE:
+                raise ConfigurationError(
+                    f"leeway {self.leeway}s exceeds the revocation grace of {GRACE}s: a revoked "
+                    "token could outlive its revocation entry"
+                )
         if self.typ is not None and (not isinstance(self.typ, str) or not self.typ.strip()):
             raise ConfigurationError("typ must be a non-empty string such as 'at+jwt'")
 

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from .errors import AuthError, ConfigurationError, InvalidToken, Reason
+from .errors import AuthError, ConfigurationError, InvalidToken, Reason, RevocationUnavailable
 from .jwks import AsyncJWKS, SyncJWKS
 from .jws import HeaderRules, ParsedToken, loads_strict, parse
 from .keys import Key, KeySet
+from .revocation import RevocationStoreError, revocation_query
 from .settings import Settings
 
 __all__ = ["AsyncVerifier", "SyncVerifier", "VerifiedToken"]
@@ -170,6 +171,16 @@ class _Core:
                 raise InvalidToken(Reason.CLAIM_INVALID, f"{name} is neither a string nor a list")
         return tuple(found)
 
+    def revocation_failed(self, exc: Exception) -> bool:
+        """Fail closed (raise 503) unless configured to fail open; logged either way."""
+        if not isinstance(exc, RevocationStoreError):
+            logger.error("jwt_middleware: the revocation store raised", exc_info=exc)
+        if self.settings.revocation_fail_open:
+            logger.warning("jwt_middleware: revocation unknown (%s); letting the token in", exc)
+            return False
+        logger.warning("jwt_middleware: revocation unknown (%s); refusing", exc)
+        raise RevocationUnavailable(type(exc).__name__)
+
     def rejected_by_validator(self, exc: Exception) -> AuthError:
         if isinstance(exc, AuthError):
             return exc
@@ -208,6 +219,16 @@ class AsyncVerifier:
             core.remember(digest, verified, _keys_version(core, self.remote, now))
         elif self.settings.validators:
             await self._validate(verified)
+        store = self.settings.revocation
+        if store is not None:
+            try:
+                revoked = store.is_revoked(*revocation_query(verified.claims))
+                if inspect.isawaitable(revoked):
+                    revoked = await revoked
+            except Exception as exc:  # the store's own errors, network errors, timeouts
+                revoked = core.revocation_failed(exc)
+            if revoked:
+                raise InvalidToken(Reason.TOKEN_REVOKED, "")
         return verified
 
     async def _validate(self, verified: VerifiedToken) -> None:
@@ -232,7 +253,7 @@ class AsyncVerifier:
     async def warm_up(self) -> None:
         """Fetch the remote keys now, so the first request does not wait for them."""
         if self.remote is not None:
-            await self.remote.refresh()
+            await self.remote.refresh(rate_limited=False)
 
     async def aclose(self) -> None:
         if self.remote is not None:
@@ -246,6 +267,12 @@ class SyncVerifier:
         for validator in settings.validators:
             if inspect.iscoroutinefunction(validator):
                 raise ConfigurationError(f"async validator {validator!r} cannot run under WSGI")
+        if settings.revocation is not None and inspect.iscoroutinefunction(
+            settings.revocation.is_revoked
+        ):
+            raise ConfigurationError(
+                "an async revocation store cannot run under WSGI; use RedisRevocationStore"
+            )
         self.settings = settings
         self._core = _Core(settings)
         self.remote = SyncJWKS(settings) if settings.remote else None
@@ -272,6 +299,14 @@ class SyncVerifier:
             core.remember(digest, verified, _keys_version(core, self.remote, now))
         elif self.settings.validators:
             self._validate(verified)
+        store = self.settings.revocation
+        if store is not None:
+            try:
+                revoked = store.is_revoked(*revocation_query(verified.claims))
+            except Exception as exc:  # the store's own errors, network errors, timeouts
+                revoked = core.revocation_failed(exc)
+            if revoked:
+                raise InvalidToken(Reason.TOKEN_REVOKED, "")
         return verified
 
     def _validate(self, verified: VerifiedToken) -> None:
@@ -292,8 +327,9 @@ class SyncVerifier:
         return (core.keys_with(remote) if kid is None else remote).find(kid, alg)
 
     def warm_up(self) -> None:
+        """Fetch the remote keys now, so the first request does not wait for them."""
         if self.remote is not None:
-            self.remote.refresh()
+            self.remote.refresh(rate_limited=False)
 
     def close(self) -> None:
         if self.remote is not None:

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from .errors import AuthError, ConfigurationError
+from .extract import COOKIE
 from .gate import Gate
 from .settings import Settings
 from .verify import SyncVerifier, VerifiedToken
@@ -23,8 +24,8 @@ else:
     StartResponse = WSGIApplication = WSGIEnvironment = Any
 
 __all__ = [
+    "ENVIRON_GATE",
     "ENVIRON_LOCATION",
-    "ENVIRON_SETTINGS",
     "ENVIRON_TOKEN",
     "JWTWSGIMiddleware",
     "get_token",
@@ -33,7 +34,13 @@ __all__ = [
 #: ``environ`` keys the middleware sets on every request it lets through.
 ENVIRON_TOKEN = "jwt_middleware.token"  # VerifiedToken, or None when unauthenticated
 ENVIRON_LOCATION = "jwt_middleware.location"  # "header" / "cookie" / None
-ENVIRON_SETTINGS = "jwt_middleware.settings"  # the Settings, for the per-route decorators
+ENVIRON_GATE = "jwt_middleware.gate"  # settings + reporting, for the per-route decorators
+
+_CSRF_ENVIRON = (
+    ("HTTP_ORIGIN", b"origin"),
+    ("HTTP_SEC_FETCH_SITE", b"sec-fetch-site"),
+    ("HTTP_HOST", b"host"),
+)
 
 _STATUS = {
     400: "400 Bad Request",
@@ -67,14 +74,19 @@ class JWTWSGIMiddleware:
         gate = self.gate
         headers = _headers(environ)
         path = environ.get("PATH_INFO", "")
-        environ[ENVIRON_SETTINGS] = self.settings
+        environ[ENVIRON_GATE] = gate
         environ[ENVIRON_TOKEN] = environ[ENVIRON_LOCATION] = None
         try:
             if not gate.unchecked(environ.get("REQUEST_METHOD"), path, headers):
                 found = gate.token(headers)
                 if found is not None:
                     token, location = found
-                    environ[ENVIRON_TOKEN] = self.verifier.verify(token)
+                    verified = self.verifier.verify(token)
+                    if location == COOKIE:
+                        gate.check_csrf(
+                            environ.get("REQUEST_METHOD"), _csrf_headers(environ), verified
+                        )
+                    environ[ENVIRON_TOKEN] = verified
                     environ[ENVIRON_LOCATION] = location
         except AuthError as exc:
             gate.report(exc, "http", path)
@@ -88,7 +100,7 @@ class JWTWSGIMiddleware:
 
 def get_token(environ: WSGIEnvironment) -> VerifiedToken | None:
     """The request's verified token, or None when it came in unauthenticated."""
-    if ENVIRON_SETTINGS not in environ:
+    if ENVIRON_GATE not in environ:
         raise RuntimeError("JWTWSGIMiddleware is not installed in front of this app")
     token: VerifiedToken | None = environ[ENVIRON_TOKEN]
     return token
@@ -125,3 +137,15 @@ def _headers(environ: WSGIEnvironment) -> list[tuple[bytes, bytes]]:
     if "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ:
         pairs.append((b"access-control-request-method", b"*"))
     return pairs
+
+
+def _csrf_headers(environ: WSGIEnvironment) -> list[tuple[bytes, bytes]]:
+    settings: Settings = environ[ENVIRON_GATE].settings
+    named = (
+        *_CSRF_ENVIRON,
+        (
+            "HTTP_" + settings.csrf_header.upper().replace("-", "_"),
+            settings.csrf_header.encode("latin-1"),
+        ),
+    )
+    return [(name, environ[key].encode("latin-1")) for key, name in named if key in environ]

@@ -1,0 +1,242 @@
+"""Revocation: refuse tokens that verify but were withdrawn (logout, theft, password change).
+
+Two kinds of entry:
+
+* a revoked ``jti``: that one token, remembered until the token's own ``exp`` (then it would be
+  refused anyway, so the entry is forgotten);
+* a subject revoked *before* a time: every token of that ``sub`` issued (``iat``) at or before it
+  — "log out everywhere", "password changed".
+
+Stores: :class:`MemoryRevocationStore` (one process; the default for tests and single-process
+apps), :class:`RedisRevocationStore` (sync, for WSGI) and :class:`AsyncRedisRevocationStore`
+(for ASGI), which share revocations across processes and hosts. Any object with the same
+methods works (:class:`RevocationStore` / :class:`AsyncRevocationStore` protocols).
+
+A store that cannot be reached raises :class:`RevocationStoreError`; the verifier then refuses
+with 503 (fail closed) unless ``revocation_fail_open=True``. Entries outlive ``exp`` by
+:data:`GRACE` (300 s), which must cover the verifier's leeway.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = [
+    "GRACE",
+    "AsyncRedisRevocationStore",
+    "AsyncRevocationStore",
+    "MemoryRevocationStore",
+    "RedisRevocationStore",
+    "RevocationStore",
+    "RevocationStoreError",
+    "revocation_query",
+]
+
+
+class RevocationStoreError(Exception):
+    """The revocation store could not answer (network, timeout, full, …)."""
+
+
+#: Revocations outlive the token's ``exp`` by this much: a verifier's leeway lets a token live
+#: past ``exp``, and a revocation forgotten too early would let it back in.
+GRACE = 300.0
+
+
+@runtime_checkable
+class RevocationStore(Protocol):
+    def is_revoked(self, jti: str | None, sub: str | None, iat: float | None) -> bool: ...
+    def revoke_token(self, jti: str, expires_at: float) -> None: ...
+    def revoke_subject(self, sub: str, before: float) -> None: ...
+
+
+@runtime_checkable
+class AsyncRevocationStore(Protocol):
+    async def is_revoked(self, jti: str | None, sub: str | None, iat: float | None) -> bool: ...
+    async def revoke_token(self, jti: str, expires_at: float) -> None: ...
+    async def revoke_subject(self, sub: str, before: float) -> None: ...
+
+
+def revocation_query(claims: Mapping[str, Any]) -> tuple[str | None, str | None, float | None]:
+    """``(jti, sub, iat)`` from verified claims, each None when absent or not of its type."""
+    jti, sub, iat = claims.get("jti"), claims.get("sub"), claims.get("iat")
+    return (
+        jti if isinstance(jti, str) else None,
+        sub if isinstance(sub, str) else None,
+        float(iat) if isinstance(iat, (int, float)) and not isinstance(iat, bool) else None,
+    )
+
+
+def _revoked_by_subject(before: float | None, iat: float | None) -> bool:
+    # A token without iat cannot prove it was issued after the cut-off: refuse it.
+    return before is not None and (iat is None or iat <= before)
+
+
+class MemoryRevocationStore:
+    """In-process revocations, bounded. Thread-safe.
+
+    When ``max_entries`` live revocations are held, a new one raises RevocationStoreError
+    rather than silently forgetting an older one (forgetting would let a revoked token back in).
+    Subject cut-offs are kept for ``subject_ttl`` seconds (set it to at least your longest token
+    lifetime).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_entries: int = 100_000,
+        subject_ttl: float = 7 * 24 * 3600.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if max_entries < 1 or subject_ttl <= 0:
+            raise ValueError("max_entries must be >= 1 and subject_ttl > 0")
+        self.max_entries = max_entries
+        self.subject_ttl = subject_ttl
+        self.clock = clock
+        self._tokens: dict[str, float] = {}  # jti -> expires_at
+        self._subjects: dict[str, tuple[float, float]] = {}  # sub -> (before, forget_at)
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._tokens) + len(self._subjects)
+
+    def is_revoked(self, jti: str | None, sub: str | None, iat: float | None) -> bool:
+        now = self.clock()
+        if jti is not None:
+            expires_at = self._tokens.get(jti)
+            if expires_at is not None and now < expires_at:
+                return True
+        if sub is not None:
+            entry = self._subjects.get(sub)
+            if entry is not None and now < entry[1]:
+                return _revoked_by_subject(entry[0], iat)
+        return False
+
+    def revoke_token(self, jti: str, expires_at: float) -> None:
+        with self._lock:
+            self._make_room()
+            until = expires_at + GRACE if math.isfinite(expires_at) else math.inf
+            self._tokens[jti] = max(until, self._tokens.get(jti, until))
+
+    def revoke_subject(self, sub: str, before: float) -> None:
+        with self._lock:
+            self._make_room()
+            previous = self._subjects.get(sub, (before, 0.0))[0]
+            self._subjects[sub] = (max(before, previous), self.clock() + self.subject_ttl)
+
+    def _make_room(self) -> None:
+        if len(self) < self.max_entries:
+            return
+        now = self.clock()
+        self._tokens = {j: e for j, e in self._tokens.items() if e > now}
+        self._subjects = {s: v for s, v in self._subjects.items() if v[1] > now}
+        if len(self) >= self.max_entries:
+            raise RevocationStoreError(f"revocation store full ({self.max_entries} entries)")
+
+
+class _RedisKeys:
+    def __init__(self, prefix: str, subject_ttl: float) -> None:
+        self.prefix = prefix
+        self.subject_ttl = int(subject_ttl)
+
+    def token(self, jti: str) -> str:
+        return f"{self.prefix}jti:{jti}"
+
+    def subject(self, sub: str) -> str:
+        return f"{self.prefix}sub:{sub}"
+
+    def keys(self, jti: str | None, sub: str | None) -> list[str]:
+        return [self.token(jti or ""), self.subject(sub or "")]
+
+    @staticmethod
+    def verdict(values: list[Any], jti: str | None, sub: str | None, iat: float | None) -> bool:
+        token_hit, before = values
+        if jti is not None and token_hit is not None:
+            return True
+        if sub is not None and before is not None:
+            return _revoked_by_subject(float(before), iat)
+        return False
+
+
+class RedisRevocationStore:
+    """Revocations in Redis, shared by every process and host using the same Redis (sync client).
+
+    One round trip per check (``MGET``). Revoked ``jti`` keys expire with the token
+    (``EXPIREAT``); subject cut-offs after ``subject_ttl``. Connection problems raise
+    RevocationStoreError.
+    """
+
+    def __init__(
+        self, client: Any, *, prefix: str = "jwt_middleware:", subject_ttl: float = 7 * 24 * 3600.0
+    ) -> None:
+        self.client = client
+        self._keys = _RedisKeys(prefix, subject_ttl)
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> RedisRevocationStore:
+        import redis
+
+        timeout = options.pop("socket_timeout", 1.0)
+        return cls(redis.Redis.from_url(url, socket_timeout=timeout), **options)
+
+    def is_revoked(self, jti: str | None, sub: str | None, iat: float | None) -> bool:
+        try:
+            values = self.client.mget(self._keys.keys(jti, sub))
+        except Exception as exc:  # redis.RedisError, OSError, timeouts
+            raise RevocationStoreError(type(exc).__name__) from None
+        return self._keys.verdict(values, jti, sub, iat)
+
+    def revoke_token(self, jti: str, expires_at: float) -> None:
+        try:
+            self.client.set(self._keys.token(jti), b"1", exat=_exat(expires_at))
+        except Exception as exc:
+            raise RevocationStoreError(type(exc).__name__) from None
+
+    def revoke_subject(self, sub: str, before: float) -> None:
+        try:
+            self.client.set(self._keys.subject(sub), repr(before), ex=self._keys.subject_ttl)
+        except Exception as exc:
+            raise RevocationStoreError(type(exc).__name__) from None
+
+
+class AsyncRedisRevocationStore:
+    """:class:`RedisRevocationStore` for the event loop (``redis.asyncio``)."""
+
+    def __init__(
+        self, client: Any, *, prefix: str = "jwt_middleware:", subject_ttl: float = 7 * 24 * 3600.0
+    ) -> None:
+        self.client = client
+        self._keys = _RedisKeys(prefix, subject_ttl)
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> AsyncRedisRevocationStore:
+        import redis.asyncio
+
+        timeout = options.pop("socket_timeout", 1.0)
+        return cls(redis.asyncio.Redis.from_url(url, socket_timeout=timeout), **options)
+
+    async def is_revoked(self, jti: str | None, sub: str | None, iat: float | None) -> bool:
+        try:
+            values = await self.client.mget(self._keys.keys(jti, sub))
+        except Exception as exc:
+            raise RevocationStoreError(type(exc).__name__) from None
+        return self._keys.verdict(values, jti, sub, iat)
+
+    async def revoke_token(self, jti: str, expires_at: float) -> None:
+        try:
+            await self.client.set(self._keys.token(jti), b"1", exat=_exat(expires_at))
+        except Exception as exc:
+            raise RevocationStoreError(type(exc).__name__) from None
+
+    async def revoke_subject(self, sub: str, before: float) -> None:
+        try:
+            await self.client.set(self._keys.subject(sub), repr(before), ex=self._keys.subject_ttl)
+        except Exception as exc:
+            raise RevocationStoreError(type(exc).__name__) from None
+
+
+def _exat(expires_at: float) -> int:
+    return int(min(expires_at, 4_000_000_000) + GRACE)

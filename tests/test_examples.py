@@ -1,0 +1,263 @@
+"""The example apps and the demo, as users run them: real processes, real HTTP.
+
+Each example runs under ``python -m uvicorn --app-dir examples`` in a subprocess, against a
+LocalIssuer on 127.0.0.1, once with JWT_JWKS_URL and once through OIDC discovery.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+import pytest
+
+from jwt_middleware.testing import LocalIssuer, SigningKey, generate_key
+
+from .conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+APPS = ["fastapi_app", "starlette_app"]
+STARTUP_TIMEOUT = 20.0
+
+
+class Example:
+    """One example app under uvicorn in a subprocess."""
+
+    def __init__(self, module: str, env: dict[str, str], log: IO[bytes]) -> None:
+        self.module = module
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self.process = subprocess.Popen(
+            [
+                sys.executable, "-m", "uvicorn", "--app-dir", "examples", f"{module}:app",
+                "--host", "127.0.0.1", "--port", str(self.port),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def output(self) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")[-4000:]
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                code = self.process.returncode
+                pytest.fail(f"{self.module} exited with {code}:\n{self.output()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        pytest.fail(f"{self.module} did not answer /health within {STARTUP_TIMEOUT}s:\n"
+                    f"{self.output()}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self.log.close()
+
+    def get(self, path: str, token: str | None = None) -> httpx.Response:
+        headers = {"authorization": f"Bearer {token}"} if token is not None else {}
+        return httpx.get(f"{self.url}{path}", headers=headers, timeout=10)
+
+
+def example_env(issuer: LocalIssuer, *, jwks_url: bool) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JWT_")}
+    env["JWT_ISSUER"] = issuer.issuer
+    env["JWT_AUDIENCE"] = issuer.audience
+    if jwks_url:
+        env["JWT_JWKS_URL"] = issuer.jwks_url
+    return env
+
+
+@pytest.fixture
+def launch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Example]]:
+    started: list[Example] = []
+
+    def start(module: str, env: dict[str, str]) -> Example:
+        log = (tmp_path_factory.mktemp("example") / "uvicorn.log").open("w+b")
+        example = Example(module, env, log)
+        started.append(example)
+        example.wait_ready()
+        return example
+
+    yield start
+    for example in started:
+        example.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_issuer() -> Iterator[LocalIssuer]:
+    with LocalIssuer(audience="api://examples") as issuer:
+        yield issuer
+
+
+@pytest.fixture(scope="module")
+def stranger_key() -> SigningKey:
+    return generate_key("RS256")
+
+
+@pytest.fixture(
+    scope="module",
+    params=[(app, mode) for app in APPS for mode in ("jwks_url", "discovery")],
+    ids=lambda p: f"{p[0]}-{p[1]}",
+)
+def example(
+    request: pytest.FixtureRequest,
+    shared_issuer: LocalIssuer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Example]:
+    module, mode = request.param
+    log = (tmp_path_factory.mktemp(f"{module}-{mode}") / "uvicorn.log").open("w+b")
+    discovery_before = shared_issuer.discovery_requests
+    running = Example(module, example_env(shared_issuer, jwks_url=mode == "jwks_url"), log)
+    try:
+        running.wait_ready()
+        # Discovery (and only discovery) reads the OpenID configuration at warm-up.
+        used_discovery = shared_issuer.discovery_requests > discovery_before
+        assert used_discovery == (mode == "discovery")
+        yield running
+    finally:
+        running.stop()
+
+
+def test_health_is_public(example: Example) -> None:
+    response = example.get("/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_me_with_a_token(example: Example, shared_issuer: LocalIssuer) -> None:
+    response = example.get("/me", shared_issuer.mint(subject="alice", scope="read"))
+    assert response.status_code == 200
+    body = response.json()
+    assert body["sub"] == "alice"
+    assert body["iss"] == shared_issuer.issuer
+    assert body["claims"]["aud"] == shared_issuer.audience
+
+
+def test_me_without_a_token(example: Example) -> None:
+    response = example.get("/me")
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == 'Bearer realm="api"'
+    assert response.json()["error"] == "unauthorized"
+
+
+def test_me_with_an_invalid_token(
+    example: Example, shared_issuer: LocalIssuer, stranger_key: SigningKey
+) -> None:
+    forged = shared_issuer.mint(key=stranger_key, kid=shared_issuer.current_key.kid)
+    wrong_audience = shared_issuer.mint(audience="api://another")
+    for token in (forged, wrong_audience, "not.a.jwt"):
+        response = example.get("/me", token)
+        assert response.status_code == 401
+        assert 'error="invalid_token"' in response.headers["www-authenticate"]
+        assert response.json()["error"] == "invalid_token"
+
+
+def test_admin_needs_the_admin_scope(example: Example, shared_issuer: LocalIssuer) -> None:
+    refused = example.get("/admin", shared_issuer.mint(scope="read write"))
+    assert refused.status_code == 403
+    challenge = refused.headers["www-authenticate"]
+    assert 'error="insufficient_scope"' in challenge
+    assert 'scope="admin"' in challenge
+    assert refused.json()["error"] == "insufficient_scope"
+    allowed = example.get("/admin", shared_issuer.mint(subject="root", scope="read admin"))
+    assert allowed.status_code == 200
+    assert allowed.json() == {"sub": "root", "admin": True}
+
+
+def test_permissions_claim_counts_as_scopes(example: Example, shared_issuer: LocalIssuer) -> None:
+    # settings_from_env reads scopes from "scope", "scp" and "permissions".
+    response = example.get("/admin", shared_issuer.mint({"permissions": ["admin"]}))
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("module", APPS)
+def test_key_rotation_is_picked_up_on_the_first_request(
+    module: str, launch: Callable[..., Example]
+) -> None:
+    with LocalIssuer(audience="api://rotation") as issuer:
+        running = launch(module, example_env(issuer, jwks_url=True))
+        assert running.get("/me", issuer.mint()).status_code == 200
+        fetches = issuer.jwks_requests
+        issuer.rotate()
+        response = running.get("/me", issuer.mint(subject="after-rotation"))
+        assert response.status_code == 200  # the start-up fetch does not start a cooldown
+        assert response.json()["sub"] == "after-rotation"
+        assert issuer.jwks_requests == fetches + 1
+
+
+@pytest.mark.parametrize("module", APPS)
+def test_key_published_ahead_of_use_works_without_a_refetch(
+    module: str, launch: Callable[..., Example]
+) -> None:
+    # How IdPs rotate in practice: the next key is in the JWKS before anything is signed with it.
+    with LocalIssuer(audience="api://rotation") as issuer:
+        upcoming = generate_key("ES256")
+        issuer.add_key(upcoming, publish=True)
+        running = launch(module, example_env(issuer, jwks_url=True))
+        fetches = issuer.jwks_requests
+        assert fetches == 1  # warm-up
+        issuer.add_key(upcoming, make_current=True)
+        response = running.get("/me", issuer.mint(subject="next-key"))
+        assert response.status_code == 200
+        assert response.json()["sub"] == "next-key"
+        assert issuer.jwks_requests == fetches
+
+
+@pytest.mark.parametrize("module", APPS)
+@pytest.mark.parametrize("missing", ["JWT_ISSUER", "JWT_AUDIENCE"])
+def test_example_refuses_to_start_without_its_settings(module: str, missing: str) -> None:
+    env: dict[str, Any] = {k: v for k, v in os.environ.items() if not k.startswith("JWT_")}
+    env.update(JWT_ISSUER="http://127.0.0.1:9", JWT_AUDIENCE="api://x")
+    del env[missing]
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "uvicorn", "--app-dir", "examples", f"{module}:app",
+            "--host", "127.0.0.1", "--port", str(free_port()),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode != 0
+    assert missing in result.stderr
+    assert "Traceback" not in result.stderr  # a clear message, not a crash
+
+
+@pytest.mark.parametrize("app", [None, "starlette_app"])
+def test_demo_check(app: str | None) -> None:
+    command = [sys.executable, "examples/demo.py", "--check", "--port", "0"]
+    if app is not None:
+        command += ["--app", app]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "all answers as expected" in result.stdout
+    curls = [line for line in result.stdout.splitlines() if line.startswith("curl -i ")]
+    assert len(curls) == 4
+    assert sum("Authorization: Bearer " in line for line in curls) == 3
+    assert any(line.endswith("/me") and "Authorization" not in line for line in curls)
+    for status in ("-> 200", "-> 401", "-> 403"):
+        assert status in result.stdout
