@@ -20,6 +20,20 @@ venv() {  # venv DIR EXTRA: create DIR and install the package with EXTRA, once 
   fi
 }
 
+system_packages() {  # real Redis and a real browser for the tests (Debian packages)
+  local missing=()
+  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing ${missing[*]} (Debian packages) for the tests" >&2
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "warning: ${missing[*]} missing and not installable here; those tests will be skipped" >&2
+  fi
+}
+
 case "${1:-}" in
   demo)
     shift
@@ -28,6 +42,7 @@ case "${1:-}" in
     ;;
   test)
     shift
+    system_packages
     venv .venv-test test
     .venv-test/bin/ruff check jwt_middleware examples tests
     .venv-test/bin/mypy

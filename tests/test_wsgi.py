@@ -707,7 +707,7 @@ def test_logs_never_contain_the_token(
     bad_signature = _bad_signature(issuer, clock, stranger_key)
     wrong_audience = _wrong_audience(issuer, clock, stranger_key)
     unknown_kid = issuer.mint(now=clock.now, kid="kid-nobody-knows")
-    mangled = good[:-8] + "!!!!!!!!"
+    mangled = good[:-8] + "~~~~~~~~"  # a b64token character, but not base64url
     expiring = issuer.mint(now=clock.now, expires_in=10)
     assert client.get("/x", headers=bearer(good)).status_code == 200
     for token in (bad_signature, wrong_audience, unknown_kid, mangled):

@@ -1,0 +1,179 @@
+"""The apps under test, as factories (``uvicorn --factory apps:starlette_protected``,
+``gunicorn 'apps:flask_bare()'``). Configured from the environment by bench/run.py:
+
+BENCH_ISSUER        issuer to trust; keys come from its OIDC discovery (a LocalIssuer)
+BENCH_AUDIENCE      audience
+BENCH_JWKS_URL      the issuer's JWKS URL (PyJWKClient pattern only; it has no discovery)
+BENCH_WARM_UP       "0" disables the middleware's key warm-up (cold-path runs)
+BENCH_JWKS_COOLDOWN seconds between unknown-kid fetches (rotation burst; default 30)
+
+Each app serves ``GET /health`` (public) and ``GET /me``. A bare app answers /me with the same
+shape of JSON as its protected twin, so the difference is the cost of authentication.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from jwt_middleware import JWTMiddleware, Settings, VerifiedToken, requires_scopes
+
+PUBLIC = {"/health"}
+
+
+def settings() -> Settings:
+    return Settings(
+        issuer=os.environ["BENCH_ISSUER"],
+        audience=os.environ["BENCH_AUDIENCE"],
+        public_paths=PUBLIC,
+        warm_up=os.environ.get("BENCH_WARM_UP", "1") != "0",
+        jwks_cooldown=float(os.environ.get("BENCH_JWKS_COOLDOWN", "30")),
+    )
+
+
+# -- Starlette ---------------------------------------------------------------------------------
+
+
+async def _health(request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+async def _me_bare(request: Request) -> JSONResponse:
+    return JSONResponse({"sub": "anonymous"})
+
+
+@requires_scopes()
+async def _me_protected(request: Request) -> JSONResponse:
+    return JSONResponse({"sub": request.user.identity})
+
+
+def starlette_bare() -> Starlette:
+    return Starlette(routes=[Route("/health", _health), Route("/me", _me_bare)])
+
+
+def starlette_protected() -> Starlette:
+    return Starlette(
+        routes=[Route("/health", _health), Route("/me", _me_protected)],
+        middleware=[Middleware(JWTMiddleware, settings=settings())],
+    )
+
+
+# -- FastAPI -----------------------------------------------------------------------------------
+
+
+def fastapi_bare() -> Any:
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/me")
+    async def me() -> dict[str, Any]:
+        return {"sub": "anonymous"}
+
+    return app
+
+
+def fastapi_protected() -> Any:
+    """JWTMiddleware + the RequireScopes dependency, as in examples/fastapi_app.py."""
+    from fastapi import Depends, FastAPI
+
+    from jwt_middleware.fastapi import RequireScopes
+
+    app = FastAPI()
+    app.add_middleware(JWTMiddleware, settings=settings())
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/me")
+    async def me(token: Annotated[VerifiedToken, Depends(RequireScopes())]) -> dict[str, Any]:
+        return {"sub": token.subject}
+
+    return app
+
+
+def fastapi_pyjwt() -> Any:
+    """The common hand-written pattern: an HTTPBearer dependency that asks PyJWKClient for the
+    signing key (PyJWKClient caches the JWKS and the keys itself) and calls jwt.decode.
+
+    The dependency is a plain ``def`` because PyJWKClient does blocking I/O (urllib); FastAPI
+    runs it in its thread pool, as tutorials for this pattern do.
+    """
+    import jwt
+    from fastapi import Depends, FastAPI, HTTPException
+    from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+    issuer, audience = os.environ["BENCH_ISSUER"], os.environ["BENCH_AUDIENCE"]
+    jwk_client = jwt.PyJWKClient(os.environ["BENCH_JWKS_URL"], cache_keys=True)
+    bearer = HTTPBearer()
+    app = FastAPI()
+
+    def claims_of(
+        credentials: Annotated[HTTPAuthorizationCredentials, Depends(bearer)],
+    ) -> dict[str, Any]:
+        token = credentials.credentials
+        try:
+            signing_key = jwk_client.get_signing_key_from_jwt(token)
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                signing_key.key,
+                algorithms=["RS256", "ES256", "PS256", "EdDSA"],
+                audience=audience,
+                issuer=issuer,
+                options={"require": ["exp"]},
+            )
+        except jwt.PyJWTError:
+            raise HTTPException(
+                status_code=401, detail="invalid token", headers={"WWW-Authenticate": "Bearer"}
+            ) from None
+        return claims
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/me")
+    async def me(claims: Annotated[dict[str, Any], Depends(claims_of)]) -> dict[str, Any]:
+        return {"sub": claims.get("sub")}
+
+    return app
+
+
+# -- Flask (the protected one is examples/flask_app.py itself) ---------------------------------
+
+
+def flask_bare() -> Any:
+    """examples/flask_app.py without the middleware: /me answers the same shape of JSON."""
+    from flask import Flask
+
+    app = Flask(__name__)
+    claims = {
+        "iss": os.environ.get("BENCH_ISSUER", ""),
+        "sub": "user-1",
+        "aud": os.environ.get("BENCH_AUDIENCE", ""),
+        "iat": 1_800_000_000,
+        "exp": 1_800_003_600,
+        "jti": "0" * 32,
+        "scope": "read",
+    }
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/me")
+    def me() -> dict[str, Any]:
+        return {"sub": claims["sub"], "iss": claims["iss"], "claims": dict(claims)}
+
+    return app

@@ -1,0 +1,320 @@
+"""End to end: wrk against real servers on 127.0.0.1 (uvicorn for Starlette/FastAPI, gunicorn
+for Flask), server pinned to one core and wrk to another."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from common import (
+    AUDIENCE,
+    BENCH,
+    EXAMPLES,
+    Server,
+    free_port,
+    python,
+    run_bounded,
+    server_env,
+    taskset,
+)
+
+from jwt_middleware.testing import LocalIssuer
+
+LUA = BENCH / "tokens.lua"
+CONNECTIONS = 32
+
+
+def ensure_wrk() -> str | None:
+    """wrk's path; installs it with apt-get when missing (as root on Debian). None if that fails."""
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if not shutil.which("apt-get") or os.geteuid() != 0:
+        print("   wrk is missing and cannot be installed here (needs root and apt-get):")
+        print("   the end-to-end part is skipped")
+        return None
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    # install; if that fails (stale package lists on a fresh machine), update and install again
+    for argv in (["apt-get", "install", "-y", "wrk"], ["apt-get", "update"],
+                 ["apt-get", "install", "-y", "wrk"]):
+        if shutil.which("wrk"):
+            break
+        print(f"   wrk is missing: {' '.join(argv)}", flush=True)
+        try:
+            subprocess.run(  # noqa: S603 - fixed argv
+                argv, check=False, timeout=300, capture_output=True, env=env
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            print(f"   {' '.join(argv)} failed: {exc}")
+    found = shutil.which("wrk")
+    if not found:
+        print("   could not install wrk: the end-to-end part is skipped")
+    return found
+
+
+def fast_server_options() -> tuple[list[str], str]:
+    """uvicorn's --loop uvloop --http httptools; pip-installs them into this venv if missing."""
+    missing = [m for m in ("uvloop", "httptools") if importlib.util.find_spec(m) is None]
+    note = "uvloop + httptools"
+    if missing:
+        print(f"   pip install {' '.join(missing)} (into {sys.prefix}) for uvicorn", flush=True)
+        done = subprocess.run(  # noqa: S603 - fixed argv
+            [python(), "-m", "pip", "install", "-q", *missing],
+            check=False, timeout=300, capture_output=True, text=True,
+        )
+        importlib.invalidate_caches()
+        still = [m for m in missing if importlib.util.find_spec(m) is None]
+        if done.returncode != 0 or still:
+            print(f"   could not install {' '.join(still)}; uvicorn uses its default loop/http")
+            return [], "uvicorn defaults (uvloop/httptools unavailable)"
+        note += " (installed by the bench)"
+    return ["--loop", "uvloop", "--http", "httptools"], note
+
+
+# -- servers -----------------------------------------------------------------------------------
+
+
+def issuer_env(issuer: LocalIssuer, **extra: str) -> dict[str, str]:
+    return server_env(
+        {
+            "BENCH_ISSUER": issuer.issuer,
+            "BENCH_AUDIENCE": AUDIENCE,
+            "BENCH_JWKS_URL": issuer.jwks_url,
+            # examples/flask_app.py reads these (OIDC discovery, as the other apps)
+            "JWT_ISSUER": issuer.issuer,
+            "JWT_AUDIENCE": AUDIENCE,
+            **extra,
+        }
+    )
+
+
+def uvicorn(
+    factory: str, env: dict[str, str], core: int | None, options: list[str],
+    log_level: str = "warning",
+) -> Server:
+    port = free_port()
+    argv = [
+        *taskset(core), python(), "-m", "uvicorn", "--factory", f"apps:{factory}",
+        "--app-dir", str(BENCH), "--host", "127.0.0.1", "--port", str(port),
+        "--log-level", log_level, "--no-access-log", "--lifespan", "on", *options,
+    ]
+    return Server(factory, argv, env, port)
+
+
+def gunicorn(target: str, chdir: Path, env: dict[str, str], core: int | None) -> Server:
+    port = free_port()
+    argv = [
+        *taskset(core), python(), "-m", "gunicorn", "-w", "1", "--threads", "4",
+        "-b", f"127.0.0.1:{port}", "--chdir", str(chdir), "--log-level", "warning", target,
+    ]
+    return Server(target, argv, env, port)
+
+
+# -- wrk ---------------------------------------------------------------------------------------
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def _ms(value: str, unit: str) -> float:
+    return float(value) * _UNITS[unit]
+
+
+def parse_wrk(output: str) -> dict[str, Any]:
+    def grab(pattern: str) -> re.Match[str] | None:
+        return re.search(pattern, output, re.MULTILINE)
+
+    rps = grab(r"^Requests/sec:\s+([\d.]+)")
+    total = grab(r"^\s*(\d+) requests in")
+    result: dict[str, Any] = {
+        "rps": float(rps.group(1)) if rps else float("nan"),
+        "requests": int(total.group(1)) if total else 0,
+        "non_2xx": 0,
+        "socket_errors": 0,
+    }
+    for pct in ("50", "99"):
+        found = grab(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s|m)\s*$")
+        result[f"p{pct}_ms"] = _ms(*found.groups()) if found else float("nan")
+    non2xx = grab(r"Non-2xx or 3xx responses:\s+(\d+)")
+    if non2xx:
+        result["non_2xx"] = int(non2xx.group(1))
+    errors = grab(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
+    if errors:
+        result["socket_errors"] = sum(int(g) for g in errors.groups())
+    return result
+
+
+def wrk(
+    wrk_path: str, url: str, token_file: Path, duration: float, core: int | None
+) -> dict[str, Any]:
+    argv = [
+        *taskset(core), wrk_path, "-t1", f"-c{CONNECTIONS}", f"-d{max(1, round(duration))}s",
+        "--timeout", "5s", "--latency", "-s", str(LUA), url, "--", str(token_file),
+    ]
+    done = run_bounded(argv, timeout=duration + 30)
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip()[:500]}")
+    return parse_wrk(done.stdout)
+
+
+# -- the scenarios -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class App:
+    framework: str
+    label: str
+    protected: bool
+    server: str  # "uvicorn" or "gunicorn"
+    target: str  # uvicorn factory in bench/apps.py, or a gunicorn app spec
+    chdir: Path = BENCH
+
+
+APPS = (
+    App("Starlette", "bare", False, "uvicorn", "starlette_bare"),
+    App("Starlette", "JWTMiddleware", True, "uvicorn", "starlette_protected"),
+    App("FastAPI", "bare", False, "uvicorn", "fastapi_bare"),
+    App("FastAPI", "JWTMiddleware + RequireScopes", True, "uvicorn", "fastapi_protected"),
+    App("FastAPI", "PyJWKClient + jwt.decode dependency", True, "uvicorn", "fastapi_pyjwt"),
+    App("Flask", "bare (gunicorn gthread)", False, "gunicorn", "apps:flask_bare()"),
+    App("Flask", "JWTWSGIMiddleware (examples/flask_app.py)", True, "gunicorn", "flask_app:app",
+        EXAMPLES),
+)
+
+
+def write_tokens(issuer: LocalIssuer, directory: Path, unique: int, repeated: int) -> dict[str, Path]:
+    started = time.perf_counter()
+    files = {}
+    for mix, count in (("unique", unique), ("repeated", repeated)):
+        path = directory / f"tokens-{mix}.txt"
+        tokens = (
+            issuer.mint(subject=f"user-{i}", scope="read", expires_in=3600) for i in range(count)
+        )
+        path.write_text("\n".join(tokens) + "\n")
+        files[mix] = path
+    print(
+        f"   minted {unique} unique + {repeated} repeated RS256 tokens "
+        f"in {time.perf_counter() - started:.1f}s",
+        flush=True,
+    )
+    return files
+
+
+def _sanity(server: Server, app: App, token: str) -> None:
+    with httpx.Client(timeout=10) as client:
+        ok = client.get(server.url + "/me", headers={"authorization": f"Bearer {token}"})
+        if ok.status_code != 200:
+            raise RuntimeError(f"{app.target}: /me with a valid token gave {ok.status_code}")
+        if app.protected:
+            refused = client.get(server.url + "/me")
+            if refused.status_code not in (401, 403):
+                raise RuntimeError(f"{app.target}: /me without a token gave {refused.status_code}")
+
+
+def run(
+    *,
+    issuer: LocalIssuer,
+    wrk_path: str,
+    token_files: dict[str, Path],
+    duration: float,
+    warmup: float,
+    cores: tuple[int | None, int | None],
+    uvicorn_options: list[str],
+) -> dict[str, Any]:
+    server_core, client_core = cores
+    sample = token_files["repeated"].read_text().split("\n", 1)[0]
+    rows: list[dict[str, Any]] = []
+    for app in APPS:
+        env = issuer_env(issuer)
+        server = (
+            uvicorn(app.target, env, server_core, uvicorn_options)
+            if app.server == "uvicorn"
+            else gunicorn(app.target, app.chdir, env, server_core)
+        )
+        with server:
+            server.wait_ready()
+            _sanity(server, app, sample)
+            mixes = ("unique", "repeated") if app.protected else ("unique",)
+            for mix in mixes:
+                url = server.url + "/me"
+                wrk(wrk_path, url, token_files[mix], warmup, client_core)  # warm-up, discarded
+                result = wrk(wrk_path, url, token_files[mix], duration, client_core)
+                row = {
+                    "framework": app.framework,
+                    "app": app.label,
+                    "target": app.target,
+                    "protected": app.protected,
+                    "mix": mix if app.protected else "n/a",
+                    **result,
+                }
+                rows.append(row)
+                bad = f", {result['non_2xx']} non-2xx" if result["non_2xx"] else ""
+                bad += f", {result['socket_errors']} socket errors" if result["socket_errors"] else ""
+                print(
+                    f"   {app.framework:9} {app.label:42} {row['mix']:8} "
+                    f"{result['rps']:9,.0f} req/s  p50 {result['p50_ms']:6.2f} ms  "
+                    f"p99 {result['p99_ms']:6.2f} ms{bad}",
+                    flush=True,
+                )
+    _ratios(rows)
+    return {
+        "config": {
+            "duration_s": duration,
+            "warmup_s": warmup,
+            "connections": CONNECTIONS,
+            "wrk_threads": 1,
+            "server_core": server_core,
+            "client_core": client_core,
+            "unique_tokens": sum(1 for _ in token_files["unique"].open()),
+            "repeated_tokens": sum(1 for _ in token_files["repeated"].open()),
+        },
+        "rows": rows,
+        "targets": _targets(rows),
+    }
+
+
+def _ratios(rows: list[dict[str, Any]]) -> None:
+    bare = {r["framework"]: r["rps"] for r in rows if not r["protected"]}
+    for row in rows:
+        base = bare.get(row["framework"])
+        row["ratio_to_bare"] = row["rps"] / base if base else float("nan")
+
+
+def _find(rows: list[dict[str, Any]], target: str, mix: str) -> dict[str, Any] | None:
+    return next((r for r in rows if r["target"] == target and r["mix"] == mix), None)
+
+
+def _targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    targets = []
+    for mix, minimum in (("repeated", 0.85), ("unique", 0.6)):
+        row = _find(rows, "starlette_protected", mix)
+        if row is not None:
+            targets.append(
+                {
+                    "name": f"e2e Starlette+JWTMiddleware {mix} >= {minimum:g}x bare Starlette",
+                    "ratio": row["ratio_to_bare"],
+                    "target": minimum,
+                    "pass": row["ratio_to_bare"] >= minimum,
+                }
+            )
+    for mix in ("unique", "repeated"):
+        ours, theirs = _find(rows, "fastapi_protected", mix), _find(rows, "fastapi_pyjwt", mix)
+        if ours is not None and theirs is not None:
+            ratio = ours["rps"] / theirs["rps"]
+            targets.append(
+                {
+                    "name": f"e2e FastAPI+JWTMiddleware {mix} >= 2x PyJWKClient pattern",
+                    "ratio": ratio,
+                    "target": 2.0,
+                    "pass": ratio >= 2.0,
+                }
+            )
+    return targets
