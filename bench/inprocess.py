@@ -65,7 +65,11 @@ def _floor(alg: str, private: Any) -> tuple[Callable[[bytes, bytes], Any], Calla
     public = private.public_key()
     sha256 = hashes.SHA256()
     if alg == "EdDSA":
-        return public.verify, bytes
+
+        def check_eddsa(msg: bytes, sig: bytes) -> None:
+            public.verify(sig, msg)
+
+        return check_eddsa, bytes
     if alg in ("RS256", "PS256"):
         pad: padding.AsymmetricPadding = (
             padding.PKCS1v15()

@@ -7,6 +7,7 @@ contextvars pass through untouched.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from starlette.authentication import AuthCredentials, UnauthenticatedUser
@@ -16,6 +17,7 @@ from .errors import AuthError, ConfigurationError, Unavailable
 from .extract import COOKIE
 from .gate import Gate
 from .identity import JWTCredentials, JWTUser
+from .issuers import AsyncIssuerRouter, primary_settings
 from .settings import Settings
 from .verify import AsyncVerifier
 
@@ -32,7 +34,8 @@ _WS_TRY_AGAIN_LATER = 1013
 class JWTMiddleware:
     """Verify the bearer token of every HTTP request and WebSocket handshake.
 
-    Pass a :class:`Settings` as ``settings=``, or its fields as keyword arguments.
+    Pass a :class:`Settings` as ``settings=`` (a list of them for several issuers), or its fields
+    as keyword arguments.
     On success ``scope["user"]`` is a :class:`JWTUser` and ``scope["auth"]`` a
     :class:`JWTCredentials`. On failure the app is never called: the client gets the RFC 6750
     answer (400/401/503, JSON body, ``WWW-Authenticate``), or a WebSocket close before accept.
@@ -41,12 +44,22 @@ class JWTMiddleware:
     FastAPI dependencies do this) is answered the same way.
     """
 
-    def __init__(self, app: ASGIApp, *, settings: Settings | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        settings: Settings | Sequence[Settings] | None = None,
+        **options: Any,
+    ) -> None:
         if settings is not None and options:
             raise ConfigurationError("pass either settings= or keyword options, not both")
         self.app = app
-        self.settings = settings if settings is not None else Settings(**options)
-        self.verifier = AsyncVerifier(self.settings)
+        self.settings, entries = primary_settings(
+            settings if settings is not None else Settings(**options)
+        )
+        self.verifier: AsyncVerifier | AsyncIssuerRouter = (
+            AsyncVerifier(entries[0]) if len(entries) == 1 else AsyncIssuerRouter(entries)
+        )
         self.gate = Gate(self.settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -9,12 +9,13 @@ cache, and concurrent requests that need a refresh cause one fetch between them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .errors import AuthError, ConfigurationError
 from .extract import COOKIE
 from .gate import Gate
+from .issuers import SyncIssuerRouter, primary_settings
 from .settings import Settings
 from .verify import SyncVerifier, VerifiedToken
 
@@ -59,13 +60,21 @@ class JWTWSGIMiddleware:
     """
 
     def __init__(
-        self, app: WSGIApplication, *, settings: Settings | None = None, **options: Any
+        self,
+        app: WSGIApplication,
+        *,
+        settings: Settings | Sequence[Settings] | None = None,
+        **options: Any,
     ) -> None:
         if settings is not None and options:
             raise ConfigurationError("pass either settings= or keyword options, not both")
         self.app = app
-        self.settings = settings if settings is not None else Settings(**options)
-        self.verifier = SyncVerifier(self.settings)
+        self.settings, entries = primary_settings(
+            settings if settings is not None else Settings(**options)
+        )
+        self.verifier: SyncVerifier | SyncIssuerRouter = (
+            SyncVerifier(entries[0]) if len(entries) == 1 else SyncIssuerRouter(entries)
+        )
         self.gate = Gate(self.settings)
         if self.settings.warm_up:
             self.verifier.warm_up()

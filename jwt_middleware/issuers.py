@@ -1,0 +1,120 @@
+"""Several trusted issuers (multi-tenant, or a move between identity providers), each with its
+own keys, audience and rules: pass a list of :class:`Settings` where one is expected.
+
+The token's ``iss`` is read (unverified) only to choose whose rules apply; then that issuer's
+verifier does everything, with only that issuer's keys. A token naming an issuer that is not
+configured is refused before any key is looked at. Request-level settings (token location,
+public paths, CSRF, realm, hooks) are the request's, not an issuer's: they must be equal in
+every entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from . import b64
+from .errors import ConfigurationError, InvalidToken, Reason
+from .jws import loads_strict
+from .settings import Settings
+from .verify import AsyncVerifier, SyncVerifier, VerifiedToken
+
+__all__ = ["AsyncIssuerRouter", "SyncIssuerRouter", "primary_settings"]
+
+REQUEST_FIELDS = (
+    "header", "cookie", "public_paths", "anonymous", "realm", "expose_error_details", "on_error",
+    "csrf", "csrf_header", "csrf_claim", "allowed_origins", "warm_up", "clock",
+)  # fmt: skip
+
+
+def primary_settings(settings: Settings | Sequence[Settings]) -> tuple[Settings, list[Settings]]:
+    """``(request-level settings, per-issuer list)``; validates a multi-issuer configuration."""
+    if isinstance(settings, Settings):
+        return settings, [settings]
+    entries = list(settings)
+    if not entries or not all(isinstance(s, Settings) for s in entries):
+        raise ConfigurationError("settings must be a Settings or a non-empty list of them")
+    first = entries[0]
+    seen: dict[str, int] = {}
+    for index, entry in enumerate(entries):
+        if not entry.issuers:
+            raise ConfigurationError(f"issuer #{index}: each issuer entry names its issuer(s)")
+        for iss in entry.issuers:
+            if iss in seen:
+                raise ConfigurationError(
+                    f"issuer {iss!r} appears in entries #{seen[iss]} and #{index}"
+                )
+            seen[iss] = index
+        differing = [f for f in REQUEST_FIELDS if getattr(entry, f) != getattr(first, f)]
+        if differing:
+            raise ConfigurationError(
+                f"issuer #{index} differs from #0 in request-level settings {differing}; "
+                "they apply to the request, so set them the same in every entry"
+            )
+    return first, entries
+
+
+def _unverified_issuer(token: str, max_bytes: int) -> str | None:
+    if len(token) > max_bytes:
+        raise InvalidToken(Reason.TOKEN_TOO_LARGE, f"{len(token)} bytes")
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise InvalidToken(Reason.MALFORMED_TOKEN, f"{len(parts)} segments")
+    try:
+        claims: Any = loads_strict(b64.decode(parts[1]))
+    except (ValueError, RecursionError):
+        raise InvalidToken(Reason.MALFORMED_PAYLOAD, "payload is not JSON") from None
+    iss = claims.get("iss") if isinstance(claims, dict) else None
+    return iss if isinstance(iss, str) else None
+
+
+class _Router:
+    def __init__(self, entries: list[Settings], make: Any) -> None:
+        self.verifiers = [make(entry) for entry in entries]
+        self.by_issuer = {
+            iss: v
+            for entry, v in zip(entries, self.verifiers, strict=True)
+            for iss in entry.issuers
+        }
+        self.max_bytes = max(entry.max_token_bytes for entry in entries)
+
+    def route(self, token: str) -> Any:
+        iss = _unverified_issuer(token, self.max_bytes)
+        verifier = self.by_issuer.get(iss) if iss is not None else None
+        if verifier is None:
+            raise InvalidToken(Reason.ISSUER_MISMATCH, f"iss {str(iss)[:100]!r} not configured")
+        return verifier
+
+
+class AsyncIssuerRouter(_Router):
+    def __init__(self, entries: list[Settings]) -> None:
+        super().__init__(entries, AsyncVerifier)
+
+    async def verify(self, token: str) -> VerifiedToken:
+        verifier: AsyncVerifier = self.route(token)
+        return await verifier.verify(token)
+
+    async def warm_up(self) -> None:
+        for verifier in self.verifiers:
+            await verifier.warm_up()
+
+    async def aclose(self) -> None:
+        for verifier in self.verifiers:
+            await verifier.aclose()
+
+
+class SyncIssuerRouter(_Router):
+    def __init__(self, entries: list[Settings]) -> None:
+        super().__init__(entries, SyncVerifier)
+
+    def verify(self, token: str) -> VerifiedToken:
+        verifier: SyncVerifier = self.route(token)
+        return verifier.verify(token)
+
+    def warm_up(self) -> None:
+        for verifier in self.verifiers:
+            verifier.warm_up()
+
+    def close(self) -> None:
+        for verifier in self.verifiers:
+            verifier.close()

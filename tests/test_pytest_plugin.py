@@ -1,0 +1,64 @@
+"""The pytest plugin users get: its fixtures work in a fresh pytest run (pytester)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+USER_TESTS = """
+import httpx
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from jwt_middleware import JWTMiddleware
+from jwt_middleware.testing import generate_key
+
+
+async def me(request):
+    return JSONResponse({"sub": request.user.identity})
+
+
+def app(settings):
+    return Starlette(routes=[Route("/me", me)],
+                     middleware=[__import__("starlette.middleware").middleware.Middleware(
+                         JWTMiddleware, settings=settings)])
+
+
+async def call(settings, token):
+    transport = httpx.ASGITransport(app=app(settings))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        return await client.get("/me", headers={"authorization": f"Bearer {token}"})
+
+
+def test_valid(jwt_issuer, jwt_settings):
+    import asyncio
+    response = asyncio.run(call(jwt_settings, jwt_issuer.mint(subject="alice")))
+    assert response.status_code == 200 and response.json() == {"sub": "alice"}
+    assert jwt_issuer.jwks_requests == 1
+
+
+def test_expired_and_foreign(jwt_issuer, jwt_settings):
+    import asyncio
+    assert asyncio.run(call(jwt_settings, jwt_issuer.mint(expires_in=-600))).status_code == 401
+    foreign = jwt_issuer.mint(key=generate_key("RS256"))
+    assert asyncio.run(call(jwt_settings, foreign)).status_code == 401
+
+
+def test_fails_on_purpose(jwt_issuer):
+    assert jwt_issuer.mint() == "not a token"
+"""
+
+
+def test_plugin_fixtures_work_in_a_users_test_suite(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_user=USER_TESTS)
+    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, failed=1)
+
+
+def test_plugin_is_registered_as_an_entry_point() -> None:
+    from importlib.metadata import entry_points
+
+    plugins = {e.name: e.value for e in entry_points(group="pytest11")}
+    assert plugins.get("jwt_middleware") == "jwt_middleware.pytest_plugin"
