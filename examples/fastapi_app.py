@@ -7,14 +7,26 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Response
 from settings_from_env import settings_from_env
 
 from jwt_middleware import JWTMiddleware, VerifiedToken
 from jwt_middleware.fastapi import RequireScopes
 
 app = FastAPI(title="jwt_middleware example (FastAPI)")
-app.add_middleware(JWTMiddleware, settings=settings_from_env())
+try:  # Prometheus counters when prometheus-client is installed (the demo installs it)
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    from jwt_middleware.observe import PrometheusEvents
+
+    app.add_middleware(JWTMiddleware, settings=settings_from_env(events=PrometheusEvents()))
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+except ImportError:
+    app.add_middleware(JWTMiddleware, settings=settings_from_env())
 
 
 @app.get("/health")

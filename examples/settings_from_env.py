@@ -8,13 +8,14 @@ JWT_JWKS_URL  the issuer's JWKS URL (optional; OIDC discovery from JWT_ISSUER ot
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from jwt_middleware import Settings
 
-PUBLIC_PATHS = {"/health", "/docs", "/docs/oauth2-redirect", "/openapi.json"}
+PUBLIC_PATHS = {"/health", "/metrics", "/docs", "/docs/oauth2-redirect", "/openapi.json"}
 
 
-def settings_from_env() -> Settings:
+def settings_from_env(**extra: Any) -> Settings:
     missing = [name for name in ("JWT_ISSUER", "JWT_AUDIENCE") if not os.environ.get(name)]
     if missing:
         raise SystemExit(
@@ -26,4 +27,5 @@ def settings_from_env() -> Settings:
         jwks_url=os.environ.get("JWT_JWKS_URL") or None,
         public_paths=PUBLIC_PATHS,
         scope_claims=("scope", "scp", "permissions"),
+        **extra,
     )

@@ -22,15 +22,14 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from flask import Flask, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import Forbidden, HTTPException, ServiceUnavailable, Unauthorized
 from werkzeug.wrappers import Response
 
 from .authz import scopes_granted
 from .errors import AuthError, ConfigurationError, InsufficientScope, MissingToken
-from .gate import Gate
 from .settings import Settings
 from .verify import VerifiedToken
-from .wsgi import ENVIRON_GATE, JWTWSGIMiddleware, get_token
+from .wsgi import JWTWSGIMiddleware, get_token, lookup
 
 __all__ = ["JWT", "AuthHTTPException", "current_token", "require_scopes", "require_token"]
 
@@ -43,8 +42,15 @@ class AuthHTTPException(HTTPException):
     def __init__(self, error: AuthError, settings: Settings) -> None:
         self.error = error
         self.settings = settings
-        self.code = error.status_code
         super().__init__(description=error.public_description)
+
+    @staticmethod
+    def for_error(error: AuthError, settings: Settings) -> AuthHTTPException:
+        """The exception to raise: also werkzeug's Unauthorized/Forbidden/ServiceUnavailable, so
+        ``@app.errorhandler(401)`` (403, 503) catches it as Flask users expect."""
+        raised = _BY_STATUS.get(error.status_code, AuthHTTPException)(error, settings)
+        raised.code = error.status_code
+        return raised
 
     def get_response(self, environ: Any = None, scope: Any = None) -> Response:
         expose = self.settings.expose_error_details
@@ -52,6 +58,25 @@ class AuthHTTPException(HTTPException):
         for name, value in self.error.headers(self.settings.realm, expose=expose):
             response.headers[name.decode("latin-1")] = value.decode("latin-1")
         return response
+
+
+class _Unauthorized(AuthHTTPException, Unauthorized):
+    code = 401
+
+
+class _Forbidden(AuthHTTPException, Forbidden):
+    code = 403
+
+
+class _ServiceUnavailable(AuthHTTPException, ServiceUnavailable):
+    code = 503
+
+
+_BY_STATUS: dict[int, type[AuthHTTPException]] = {
+    401: _Unauthorized,
+    403: _Forbidden,
+    503: _ServiceUnavailable,
+}
 
 
 def current_token() -> VerifiedToken | None:
@@ -70,16 +95,15 @@ def require_scopes(*scopes: str, any_of: bool = False) -> Callable[[F], F]:
         @functools.wraps(view)
         def guarded(*args: Any, **kwargs: Any) -> Any:
             environ = request.environ
-            token = get_token(environ)
+            token, gate = lookup(environ)
             error: AuthError | None = None
             if token is None:
                 error = MissingToken()
             elif scopes and not scopes_granted(token.scopes, scopes, any_of=any_of):
                 error = InsufficientScope(scopes, any_of=any_of)
             if error is not None:
-                gate: Gate = environ[ENVIRON_GATE]
                 gate.report(error, "http", environ.get("PATH_INFO", ""))
-                raise AuthHTTPException(error, gate.settings)
+                raise AuthHTTPException.for_error(error, gate.settings)
             return view(*args, **kwargs)
 
         return guarded  # type: ignore[return-value]

@@ -119,8 +119,16 @@ class Gate:
             level = logging.DEBUG
         # exc.detail never holds the token; attacker-chosen fragments are shown with %r.
         logger.log(
-            level, "jwt_middleware: refused %s %r: %s %s", kind, path[:200], exc.reason, exc.detail
+            level,
+            "jwt_middleware: refused %s %r: %s %s",
+            kind,
+            path[:200],
+            exc.reason,
+            exc.detail,
+            extra={"jwt_event": "refused", "jwt_reason": exc.reason},
         )
+        if self.settings.events is not None:
+            self.settings.events.rejected(exc.reason)
         hook = self.settings.on_error
         if hook is not None:
             try:

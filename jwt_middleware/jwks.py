@@ -209,8 +209,15 @@ class _Remote:
 
     def _record(self, result: tuple[KeySet, float | None] | FetchError) -> None:
         now = self.clock()
+        events = self.settings.events
+        if events is not None:
+            events.key_fetch(ok=not isinstance(result, FetchError))
         if isinstance(result, FetchError):
-            logger.warning("jwt_middleware: JWKS fetch failed: %s", result)
+            logger.warning(
+                "jwt_middleware: JWKS fetch failed: %s",
+                result,
+                extra={"jwt_event": "key_fetch_failed"},
+            )
             self.policy.failed(str(result))
         else:
             keyset, max_age = result

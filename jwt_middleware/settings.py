@@ -91,6 +91,8 @@ class Settings:
     csrf_claim: str = "csrf"
     allowed_origins: Collection[str] = ()
     on_error: Callable[[AuthError], None] | None = None
+    events: Any = None
+    """Counters for decisions (``jwt_middleware.observe.Counters`` / ``PrometheusEvents``)."""
     warm_up: bool = True
     clock: Callable[[], float] = field(default=time.time, repr=False)
 
@@ -190,6 +192,10 @@ class Settings:
         for validator in self.validators:
             if not callable(validator):
                 raise ConfigurationError(f"validators must be callables, got {validator!r}")
+        if self.events is not None:
+            for method in ("verified", "rejected", "key_fetch"):
+                if not callable(getattr(self.events, method, None)):
+                    raise ConfigurationError(f"events must have a {method}() method")
         if self.on_error is not None and not callable(self.on_error):
             raise ConfigurationError("on_error must be a callable")
         if self.csrf not in _CSRF_MODES:

@@ -65,9 +65,11 @@ class _Core:
     # key set misses everything), and their time window (exp/nbf) is checked on every hit.
 
     def cached(self, token: str, now: float, keys: object) -> tuple[bytes, VerifiedToken | None]:
-        if not self._cache_size or keys is None:
+        if not self._cache_size:
             return b"", None
         digest = hashlib.sha256(token.encode()).digest()
+        if keys is None:  # keys need a refresh: verify in full, then remember under the new set
+            return digest, None
         entry = self._cache.get(digest)
         if entry is None:
             return digest, None
@@ -78,12 +80,15 @@ class _Core:
         return digest, None
 
     def remember(self, digest: bytes, verified: VerifiedToken, keys: object) -> None:
-        if not digest:
+        if not digest or keys is None:
             return
         cache = self._cache
         if len(cache) >= self._cache_size:
             # Oldest first (dicts keep insertion order); bounded whatever tokens arrive.
-            cache.pop(next(iter(cache), b""), None)
+            try:
+                cache.pop(next(iter(cache)), None)
+            except (RuntimeError, StopIteration):  # another thread changed it meanwhile
+                pass
         claims, leeway = verified.claims, self.settings.leeway
         exp, nbf = claims.get("exp"), claims.get("nbf")
         expires = exp + leeway if exp is not None else math.inf
@@ -211,6 +216,7 @@ class AsyncVerifier:
         now = self.settings.clock()
         keys = _keys_version(core, self.remote, now)
         digest, verified = core.cached(token, now, keys)
+        hit = verified is not None
         if verified is None:
             parsed, claims = core.precheck(token, now)
             key = await self._key(parsed.header.kid, parsed.header.alg)
@@ -229,6 +235,8 @@ class AsyncVerifier:
                 revoked = core.revocation_failed(exc)
             if revoked:
                 raise InvalidToken(Reason.TOKEN_REVOKED, "")
+        if self.settings.events is not None:
+            self.settings.events.verified(cached=hit)
         return verified
 
     async def _validate(self, verified: VerifiedToken) -> None:
@@ -291,6 +299,7 @@ class SyncVerifier:
         now = self.settings.clock()
         keys = _keys_version(core, self.remote, now)
         digest, verified = core.cached(token, now, keys)
+        hit = verified is not None
         if verified is None:
             parsed, claims = core.precheck(token, now)
             key = self._key(parsed.header.kid, parsed.header.alg)
@@ -307,6 +316,8 @@ class SyncVerifier:
                 revoked = core.revocation_failed(exc)
             if revoked:
                 raise InvalidToken(Reason.TOKEN_REVOKED, "")
+        if self.settings.events is not None:
+            self.settings.events.verified(cached=hit)
         return verified
 
     def _validate(self, verified: VerifiedToken) -> None:

@@ -12,9 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .asgi import SCOPE_GATE
 from .errors import AuthError, ConfigurationError
 from .extract import COOKIE
 from .gate import Gate
+from .identity import JWTUser
 from .issuers import SyncIssuerRouter, primary_settings
 from .settings import Settings
 from .verify import SyncVerifier, VerifiedToken
@@ -108,11 +110,25 @@ class JWTWSGIMiddleware:
 
 
 def get_token(environ: WSGIEnvironment) -> VerifiedToken | None:
-    """The request's verified token, or None when it came in unauthenticated."""
-    if ENVIRON_GATE not in environ:
-        raise RuntimeError("JWTWSGIMiddleware is not installed in front of this app")
-    token: VerifiedToken | None = environ[ENVIRON_TOKEN]
-    return token
+    """The request's verified token, or None when it came in unauthenticated.
+
+    Also works for a WSGI app served through an ASGI server (a2wsgi) behind ``JWTMiddleware``:
+    the identity is then read from the ASGI scope that a2wsgi passes as ``asgi.scope``.
+    """
+    return lookup(environ)[0]
+
+
+def lookup(environ: WSGIEnvironment) -> tuple[VerifiedToken | None, Gate]:
+    """``(token, gate)`` from either middleware; RuntimeError when neither is installed."""
+    gate: Gate | None = environ.get(ENVIRON_GATE)
+    if gate is not None:
+        token: VerifiedToken | None = environ[ENVIRON_TOKEN]
+        return token, gate
+    scope = environ.get("asgi.scope")
+    if isinstance(scope, dict) and SCOPE_GATE in scope:
+        user = scope.get("user")
+        return (user.token if isinstance(user, JWTUser) else None), scope[SCOPE_GATE]
+    raise RuntimeError("no JWTWSGIMiddleware (nor JWTMiddleware) in front of this app")
 
 
 def refusal(exc: AuthError, settings: Settings, start_response: StartResponse) -> list[bytes]:
@@ -137,9 +153,13 @@ def _headers(environ: WSGIEnvironment) -> list[tuple[bytes, bytes]]:
     pairs: list[tuple[bytes, bytes]] = []
     authorization = environ.get("HTTP_AUTHORIZATION")
     if authorization is not None:
-        pairs.extend(
-            (b"authorization", part.encode("latin-1")) for part in authorization.split(",")
-        )
+        parts = authorization.split(",")
+        # Only a Bearer credential proves the commas joined several headers: other schemes
+        # (Digest, AWS4-HMAC-SHA256, …) carry commas in a single value.
+        if len(parts) > 1 and any(p.strip()[:7].lower() == "bearer " for p in parts):
+            pairs.extend((b"authorization", part.encode("latin-1")) for part in parts)
+        else:
+            pairs.append((b"authorization", authorization.encode("latin-1")))
     cookie = environ.get("HTTP_COOKIE")
     if cookie is not None:
         pairs.append((b"cookie", cookie.encode("latin-1")))

@@ -240,12 +240,6 @@ def test_errorhandler_for_auth_http_exception_replaces_the_body(
     assert response.json == {"custom": "token_missing", "code": 401}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: AuthHTTPException has no per-status subclass (class attribute code is None), "
-    "and Flask looks error handlers up by type(e).code and the class MRO, so "
-    "@app.errorhandler(403)/(401) never sees the decorators' refusals",
-)
 @pytest.mark.parametrize("status", [401, 403])
 def test_errorhandler_for_the_status_code_replaces_the_body(
     issuer: LocalIssuer, make_app: Callable[..., Flask], clock: FakeClock, status: int

@@ -430,12 +430,6 @@ def test_get_token_outside_the_middleware_raises() -> None:
         get_token({"REQUEST_METHOD": "GET", "PATH_INFO": "/"})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: WSGI splits any Authorization value on ',' so one non-Bearer header with "
-    "parameters (Digest, AWS4-HMAC-SHA256, Signature) reads as several headers → 400; "
-    "the ASGI middleware lets it through (anonymous) / answers 401",
-)
 @pytest.mark.parametrize(
     "value",
     [

@@ -1,0 +1,378 @@
+"""A small login service for the browser example: passwords, token cookies, refresh rotation.
+
+This is example code, not part of ``jwt_middleware``: the library only *verifies* tokens. A real
+deployment gets its tokens from an identity provider; this file shows what such a provider (or
+a first-party login endpoint) has to do so that the middleware's cookie mode is safe.
+
+* Passwords: ``hashlib.scrypt`` (n=2**14, r=8, p=1, 16-byte random salt, 64-byte key), compared
+  with ``hmac.compare_digest``. Unknown users cost the same scrypt run (against a dummy hash),
+  so response time does not tell which usernames exist.
+* ``POST /auth/login`` (JSON ``{"username", "password"}``) sets two cookies and answers
+  ``{"csrf": …}``:
+
+  - ``__Host-access_token``: a 5-minute ES256 JWT (iss, aud, sub, iat, exp, jti, scope, csrf,
+    sid), HttpOnly, Secure, SameSite=Strict, Path=/. Its ``csrf`` claim holds the same random
+    value as the JSON answer: the page sends it back in ``X-CSRF-Token`` (double submit, bound
+    to the token; the middleware compares them).
+  - ``__Secure-refresh_token``: an opaque random string (not a JWT: only this service reads
+    it), Path=/auth/refresh so the browser sends it nowhere else. ``__Host-`` would demand
+    Path=/, hence ``__Secure-``. The server keeps only its SHA-256.
+
+* ``POST /auth/refresh``: rotation. Each refresh token works once and yields a new access +
+  refresh pair (and a new csrf value). Presenting an already-used one means two parties hold
+  the token (theft): the whole family (every refresh token descended from that login) is
+  revoked, and so are the subject's access tokens (``revoke_subject(sub, now)``), answer 401.
+* ``POST /auth/logout`` (behind the middleware: needs the access cookie and the CSRF header):
+  revokes the access token's ``jti`` until its ``exp``, revokes the refresh family (found by the
+  token's ``sid`` claim, since the refresh cookie is not sent to this path), clears both cookies.
+
+Limits, on purpose (it is an example): users, refresh families and notes live in memory, in
+one process (run one uvicorn worker); access-token revocations go to the middleware's store
+(Redis when REDIS_URL is set, so several API processes could share them). There is no login
+rate limiting or lockout; add it in front of ``/auth/login`` in a real service. Two tabs that
+refresh at the same moment look like reuse and end the session (no grace window).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import inspect
+import json
+import os
+import secrets
+import sys
+import time
+import uuid
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from jwt_middleware import requires_scopes
+from jwt_middleware.cookies import clear_token_cookie, set_token_cookie
+from jwt_middleware.testing import SigningKey
+
+__all__ = [
+    "ACCESS_COOKIE",
+    "REFRESH_COOKIE",
+    "REFRESH_PATH",
+    "LoginService",
+    "PasswordHash",
+    "RefreshTokens",
+    "Users",
+    "demo_users",
+    "hash_password",
+    "verify_password",
+]
+
+ACCESS_COOKIE = "__Host-access_token"
+REFRESH_COOKIE = "__Secure-refresh_token"
+REFRESH_PATH = "/auth/refresh"
+ACCESS_TTL = 5 * 60  # seconds; the access cookie lives exactly as long as the token
+REFRESH_TTL = 8 * 3600  # one refresh token, unused, expires after this
+SESSION_TTL = 24 * 3600  # a login (refresh family) ends after this, however often refreshed
+MAX_BODY = 4096
+MAX_FAMILIES = 10_000
+
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+SALT_BYTES, KEY_BYTES = 16, 64
+
+
+# -- passwords ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PasswordHash:
+    salt: bytes = field(repr=False)
+    key: bytes = field(repr=False)
+
+
+def _scrypt(password: str, salt: bytes) -> bytes:
+    return hashlib.scrypt(
+        password.encode("utf-8"), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=KEY_BYTES
+    )
+
+
+def hash_password(password: str) -> PasswordHash:
+    salt = secrets.token_bytes(SALT_BYTES)
+    return PasswordHash(salt, _scrypt(password, salt))
+
+
+def verify_password(password: str, stored: PasswordHash) -> bool:
+    return hmac.compare_digest(_scrypt(password, stored.salt), stored.key)
+
+
+class Users:
+    """Username → (password hash, scopes). In memory; a real service uses its database."""
+
+    def __init__(self) -> None:
+        self._users: dict[str, tuple[PasswordHash, tuple[str, ...]]] = {}
+        # Unknown usernames are checked against this, so they cost one scrypt run too.
+        self._dummy = hash_password(secrets.token_urlsafe(16))
+
+    def add(self, username: str, password: str, scopes: Iterable[str] = ()) -> None:
+        self._users[username] = (hash_password(password), tuple(scopes))
+
+    def authenticate(self, username: str, password: str) -> tuple[str, ...] | None:
+        """The user's scopes, or None. Same work whether or not the user exists."""
+        entry = self._users.get(username)
+        stored = entry[0] if entry is not None else self._dummy
+        ok = verify_password(password, stored)
+        return entry[1] if ok and entry is not None else None
+
+
+def demo_users() -> Users:
+    """One demo user, ``alice``, with the password from DEMO_PASSWORD (or a random one, printed).
+
+    A demo account: never ship a default password. The random default is printed on stderr.
+    """
+    password = os.environ.get("DEMO_PASSWORD")
+    if not password:
+        password = secrets.token_urlsafe(12)
+        print(
+            f"login_service: demo user 'alice', password {password!r} "
+            "(set DEMO_PASSWORD to choose it)",
+            file=sys.stderr,
+            flush=True,
+        )
+    users = Users()
+    users.add("alice", password, scopes=("profile", "notes:write"))
+    return users
+
+
+# -- refresh tokens ----------------------------------------------------------------------------
+
+
+class RefreshRejected(Exception):
+    """The refresh token is unknown, expired, or its family was revoked."""
+
+
+class RefreshReused(RefreshRejected):
+    """An already-used refresh token came back: its family has just been revoked."""
+
+    def __init__(self, sub: str) -> None:
+        super().__init__(sub)
+        self.sub = sub
+
+
+@dataclass
+class Family:
+    """One login: every refresh token rotated from it shares the family."""
+
+    id: str
+    sub: str
+    scopes: tuple[str, ...]
+    ends_at: float
+    revoked: bool = False
+    hashes: set[bytes] = field(default_factory=set)
+
+
+@dataclass
+class _Refresh:
+    family: Family
+    expires_at: float
+    used: bool = False
+
+
+def _digest(token: str) -> bytes:
+    # The tokens are 256 random bits: a plain SHA-256 suffices (no salt or stretching needed).
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+class RefreshTokens:
+    """Opaque one-time refresh tokens, stored as SHA-256 digests (a leaked table is useless).
+
+    Not thread-safe and not awaited in between: every method runs to completion on the event
+    loop, so a token cannot be used twice concurrently.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self._tokens: dict[bytes, _Refresh] = {}
+        self._families: dict[str, Family] = {}
+
+    def start(self, sub: str, scopes: tuple[str, ...]) -> tuple[Family, str]:
+        """A new family for a fresh login, with its first refresh token."""
+        now = self.clock()
+        if len(self._families) >= MAX_FAMILIES:
+            self._prune(now)
+            if len(self._families) >= MAX_FAMILIES:
+                raise RuntimeError("too many sessions")
+        family = Family(uuid.uuid4().hex, sub, scopes, now + SESSION_TTL)
+        self._families[family.id] = family
+        return family, self._issue(family, now)
+
+    def rotate(self, token: str) -> tuple[Family, str]:
+        """Use ``token`` once: its family and the next refresh token. Raises RefreshRejected,
+        or RefreshReused (after revoking the family) when the token was used before."""
+        now = self.clock()
+        entry = self._tokens.get(_digest(token))
+        if entry is None:
+            raise RefreshRejected("unknown")
+        family = entry.family
+        if family.revoked or now >= family.ends_at or now >= entry.expires_at:
+            raise RefreshRejected("expired or revoked")
+        if entry.used:
+            self.revoke(family.id)
+            raise RefreshReused(family.sub)
+        entry.used = True
+        return family, self._issue(family, now)
+
+    def revoke(self, family_id: str) -> None:
+        family = self._families.get(family_id)
+        if family is not None:
+            family.revoked = True  # kept until it ends, so reuse is still recognised
+
+    def _issue(self, family: Family, now: float) -> str:
+        token = secrets.token_urlsafe(32)
+        digest = _digest(token)
+        family.hashes.add(digest)
+        self._tokens[digest] = _Refresh(family, min(now + REFRESH_TTL, family.ends_at))
+        return token
+
+    def _prune(self, now: float) -> None:
+        ended = {f.id for f in self._families.values() if now >= f.ends_at}
+        for family_id in ended:
+            for digest in self._families.pop(family_id).hashes:
+                self._tokens.pop(digest, None)
+
+
+# -- the routes --------------------------------------------------------------------------------
+
+
+async def _call(result: Any) -> None:
+    """Revocation stores are sync (memory, Redis) or async (Redis on asyncio)."""
+    if inspect.isawaitable(result):
+        await result
+
+
+def _error(status: int, error: str) -> JSONResponse:
+    return JSONResponse({"error": error}, status_code=status, headers={"cache-control": "no-store"})
+
+
+class LoginService:
+    """The login, refresh and logout routes, signing with ``key`` and revoking in ``revocation``
+    (the same store the middleware checks)."""
+
+    def __init__(
+        self,
+        *,
+        key: SigningKey,
+        issuer: str,
+        audience: str,
+        revocation: Any,
+        allowed_origins: Collection[str],
+        users: Users,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.key = key
+        self.issuer = issuer
+        self.audience = audience
+        self.revocation = revocation
+        self.allowed_origins = frozenset(o.rstrip("/").lower() for o in allowed_origins)
+        self.users = users
+        self.clock = clock
+        self.refresh_tokens = RefreshTokens(clock)
+
+    @property
+    def routes(self) -> list[Route]:
+        return [
+            Route("/auth/login", self.login, methods=["POST"]),
+            Route(REFRESH_PATH, self.refresh, methods=["POST"]),
+            Route("/auth/logout", self.logout, methods=["POST"]),
+        ]
+
+    # login and refresh are public paths (no access token yet): they check the origin
+    # themselves, so another site cannot log a visitor in (login CSRF) or rotate their tokens.
+    def _cross_site(self, request: Request) -> bool:
+        site = request.headers.get("sec-fetch-site")
+        if site is not None and site not in ("same-origin", "none"):
+            return True
+        origin = request.headers.get("origin")
+        return origin is not None and origin.rstrip("/").lower() not in self.allowed_origins
+
+    async def login(self, request: Request) -> Response:
+        if self._cross_site(request):
+            return _error(403, "cross_site_request")
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            return _error(415, "json_expected")
+        body = await request.body()
+        try:
+            if len(body) > MAX_BODY:
+                raise ValueError("too large")
+            data = json.loads(body)
+            username, password = data["username"], data["password"]
+            if not isinstance(username, str) or not isinstance(password, str):
+                raise ValueError("not strings")
+        except (ValueError, KeyError, TypeError):
+            return _error(400, "invalid_request")
+        scopes = await run_in_threadpool(self.users.authenticate, username, password)
+        if scopes is None:
+            return _error(401, "invalid_credentials")
+        family, refresh = self.refresh_tokens.start(username, scopes)
+        return self._session(family, refresh)
+
+    async def refresh(self, request: Request) -> Response:
+        if self._cross_site(request):
+            return _error(403, "cross_site_request")
+        token = request.cookies.get(REFRESH_COOKIE)
+        if not token:
+            return _error(401, "no_refresh_token")
+        try:
+            family, refresh = self.refresh_tokens.rotate(token)
+        except RefreshReused as reused:
+            # Theft: someone else holds (or held) this session. End it, and every access token
+            # of the subject issued until now ("log out everywhere"; other logins can refresh).
+            await _call(self.revocation.revoke_subject(reused.sub, self.clock()))
+            return self._cleared(_error(401, "refresh_token_reused"))
+        except RefreshRejected:
+            return self._cleared(_error(401, "invalid_refresh_token"))
+        return self._session(family, refresh)
+
+    @requires_scopes()  # the middleware verified the access cookie and the CSRF header
+    async def logout(self, request: Request) -> Response:
+        claims = request.user.claims
+        await _call(self.revocation.revoke_token(claims["jti"], float(claims["exp"])))
+        sid = claims.get("sid")
+        if isinstance(sid, str):
+            self.refresh_tokens.revoke(sid)
+        return self._cleared(JSONResponse({"ok": True}, headers={"cache-control": "no-store"}))
+
+    def _session(self, family: Family, refresh: str) -> Response:
+        csrf = secrets.token_urlsafe(32)
+        now = self.clock()
+        claims = {
+            "iss": self.issuer,
+            "aud": self.audience,
+            "sub": family.sub,
+            # A fractional iat (RFC 7519 allows it) so revoke_subject(sub, now) never catches a
+            # token issued later in the same second.
+            "iat": now,
+            "exp": int(now) + ACCESS_TTL,
+            "jti": secrets.token_urlsafe(16),
+            "scope": " ".join(family.scopes),
+            "csrf": csrf,
+            "sid": family.id,
+        }
+        access = self.key.sign(claims)
+        response = JSONResponse(
+            {"csrf": csrf, "sub": family.sub, "expires_in": ACCESS_TTL},
+            headers={"cache-control": "no-store"},
+        )
+        set_token_cookie(response, access, max_age=ACCESS_TTL, name=ACCESS_COOKIE)
+        refresh_age = max(1, int(min(REFRESH_TTL, family.ends_at - now)))
+        set_token_cookie(
+            response, refresh, max_age=refresh_age, name=REFRESH_COOKIE, path=REFRESH_PATH
+        )
+        return response
+
+    @staticmethod
+    def _cleared(response: Response) -> Response:
+        clear_token_cookie(response, name=ACCESS_COOKIE)
+        clear_token_cookie(response, name=REFRESH_COOKIE, path=REFRESH_PATH)
+        return response
