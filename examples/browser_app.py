@@ -26,7 +26,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from login_service import ACCESS_COOKIE, LoginService, demo_users
+from login_service import ACCESS_COOKIE, LoginService, demo_users, read_json
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -117,7 +117,7 @@ async def me(request: Request) -> JSONResponse:
 @requires_scopes("notes:write")
 async def add_note(request: Request) -> JSONResponse:
     try:
-        data = await request.json()
+        data = await read_json(request)
         text = data["text"]
         if not isinstance(text, str) or not 0 < len(text) <= 500:
             raise ValueError("text")

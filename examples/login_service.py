@@ -67,6 +67,7 @@ __all__ = [
     "Users",
     "demo_users",
     "hash_password",
+    "read_json",
     "verify_password",
 ]
 
@@ -251,6 +252,16 @@ async def _call(result: Any) -> None:
         await result
 
 
+async def read_json(request: Request, limit: int = MAX_BODY) -> Any:
+    """The JSON body, read up to ``limit`` bytes (ValueError beyond, or when not JSON)."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise ValueError("body too large")
+    return json.loads(body)
+
+
 def _error(status: int, error: str) -> JSONResponse:
     return JSONResponse({"error": error}, status_code=status, headers={"cache-control": "no-store"})
 
@@ -301,11 +312,8 @@ class LoginService:
             return _error(403, "cross_site_request")
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
             return _error(415, "json_expected")
-        body = await request.body()
         try:
-            if len(body) > MAX_BODY:
-                raise ValueError("too large")
-            data = json.loads(body)
+            data = await read_json(request)
             username, password = data["username"], data["password"]
             if not isinstance(username, str) or not isinstance(password, str):
                 raise ValueError("not strings")
