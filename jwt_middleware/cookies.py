@@ -35,7 +35,7 @@ def set_token_cookie(
 ) -> None:
     """Set ``name=token`` on ``response`` (anything with Starlette's/werkzeug's ``set_cookie``)."""
     _check(name, path, samesite, secure)
-    if not isinstance(max_age, int) or max_age <= 0:
+    if isinstance(max_age, bool) or not isinstance(max_age, int) or max_age <= 0:
         raise ValueError("max_age must be a positive number of seconds (the token's lifetime)")
     response.set_cookie(
         name, token, max_age=max_age, path=path, secure=secure, httponly=True, samesite=samesite

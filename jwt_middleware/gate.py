@@ -96,9 +96,11 @@ class Gate:
         allowed = self.settings.allowed_origins
         site = seen.get(b"sec-fetch-site")
         origin = seen.get(b"origin")
-        if site is not None:
-            if site == b"cross-site" or (site == b"same-site" and not allowed):
-                raise CSRFRejected(Reason.CSRF_FAILED, f"Sec-Fetch-Site {site[:20]!r}")
+        if site == b"cross-site":
+            raise CSRFRejected(Reason.CSRF_FAILED, "Sec-Fetch-Site cross-site")
+        if site == b"same-site" and (origin is None or not allowed):
+            # A sibling subdomain is not us: it must prove it is one of the allowed origins.
+            raise CSRFRejected(Reason.CSRF_FAILED, "Sec-Fetch-Site same-site, origin not allowed")
         if origin is not None:
             text = origin.decode("latin-1").rstrip("/").lower()
             if allowed:

@@ -117,13 +117,15 @@ class MemoryRevocationStore:
 
     def revoke_token(self, jti: str, expires_at: float) -> None:
         with self._lock:
-            self._make_room()
+            if jti not in self._tokens:
+                self._make_room()
             until = expires_at + GRACE if math.isfinite(expires_at) else math.inf
             self._tokens[jti] = max(until, self._tokens.get(jti, until))
 
     def revoke_subject(self, sub: str, before: float) -> None:
         with self._lock:
-            self._make_room()
+            if sub not in self._subjects:
+                self._make_room()
             previous = self._subjects.get(sub, (before, 0.0))[0]
             self._subjects[sub] = (max(before, previous), self.clock() + self.subject_ttl)
 
@@ -197,7 +199,9 @@ class RedisRevocationStore:
 
     def revoke_subject(self, sub: str, before: float) -> None:
         try:
-            self.client.set(self._keys.subject(sub), repr(before), ex=self._keys.subject_ttl)
+            self.client.eval(
+                _RAISE_CUTOFF, 1, self._keys.subject(sub), repr(before), self._keys.subject_ttl
+            )
         except Exception as exc:
             raise RevocationStoreError(type(exc).__name__) from None
 
@@ -233,10 +237,23 @@ class AsyncRedisRevocationStore:
 
     async def revoke_subject(self, sub: str, before: float) -> None:
         try:
-            await self.client.set(self._keys.subject(sub), repr(before), ex=self._keys.subject_ttl)
+            await self.client.eval(
+                _RAISE_CUTOFF, 1, self._keys.subject(sub), repr(before), self._keys.subject_ttl
+            )
         except Exception as exc:
             raise RevocationStoreError(type(exc).__name__) from None
 
 
 def _exat(expires_at: float) -> int:
-    return int(min(expires_at, 4_000_000_000) + GRACE)
+    return math.ceil(min(expires_at, 4_000_000_000) + GRACE)
+
+
+# A subject's cut-off only ever moves forward (atomically): an older revocation arriving late
+# must not re-admit tokens that a newer one refused.
+_RAISE_CUTOFF = """
+local current = redis.call('GET', KEYS[1])
+if (not current) or tonumber(current) < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+end
+return 1
+"""

@@ -18,8 +18,10 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
+from typing import IO
 
 import pytest
 
@@ -62,6 +64,7 @@ class RedisServer:
         self.executable = executable
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
+        self.log: IO[bytes] | None = None  # the server's output, for error messages
 
     @property
     def url(self) -> str:
@@ -77,17 +80,10 @@ class RedisServer:
             return self
         for _attempt in range(3):  # a free port can be taken between probe and bind
             self.port = self.port or _free_port()
-            self.process = subprocess.Popen(
-                [
-                    self.executable,
-                    "--port", str(self.port),
-                    "--bind", "127.0.0.1",
-                    "--save", "",
-                    "--appendonly", "no",
-                ],  # fmt: skip
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-            )
+            command = [self.executable, "--port", str(self.port), "--bind", "127.0.0.1"]
+            command += ["--save", "", "--appendonly", "no", "--loglevel", "warning"]
+            self.log = tempfile.TemporaryFile()
+            self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
             deadline = time.monotonic() + STARTUP_TIMEOUT
             while time.monotonic() < deadline and self.process.poll() is None:
                 if _ping(self.port):
@@ -112,10 +108,13 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=5)
-        output = process.stdout.read().decode(errors="replace") if process.stdout else ""
-        if process.stdout is not None:
-            process.stdout.close()
         self.process = None
+        output = ""
+        if self.log is not None:
+            self.log.seek(0)
+            output = self.log.read().decode(errors="replace")
+            self.log.close()
+            self.log = None
         return output[-2000:]
 
 

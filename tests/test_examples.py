@@ -36,8 +36,16 @@ class Example:
         self.log = log
         self.process = subprocess.Popen(
             [
-                sys.executable, "-m", "uvicorn", "--app-dir", "examples", f"{module}:app",
-                "--host", "127.0.0.1", "--port", str(self.port),
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--app-dir",
+                "examples",
+                f"{module}:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
             ],
             cwd=ROOT,
             env=env,
@@ -62,8 +70,9 @@ class Example:
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
-        pytest.fail(f"{self.module} did not answer /health within {STARTUP_TIMEOUT}s:\n"
-                    f"{self.output()}")
+        pytest.fail(
+            f"{self.module} did not answer /health within {STARTUP_TIMEOUT}s:\n{self.output()}"
+        )
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -233,8 +242,16 @@ def test_example_refuses_to_start_without_its_settings(module: str, missing: str
     del env[missing]
     result = subprocess.run(
         [
-            sys.executable, "-m", "uvicorn", "--app-dir", "examples", f"{module}:app",
-            "--host", "127.0.0.1", "--port", str(free_port()),
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--app-dir",
+            "examples",
+            f"{module}:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(free_port()),
         ],
         cwd=ROOT,
         env=env,
