@@ -13,13 +13,12 @@ from typing import Any
 from starlette.authentication import AuthCredentials, UnauthenticatedUser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import AuthError, ConfigurationError, Unavailable
+from .errors import AuthError, Unavailable
 from .extract import COOKIE
 from .gate import Gate
 from .identity import JWTCredentials, JWTUser
-from .issuers import AsyncIssuerRouter, primary_settings
+from .issuers import async_verifier
 from .settings import Settings
-from .verify import AsyncVerifier
 
 __all__ = ["SCOPE_GATE", "JWTMiddleware", "send_refusal"]
 
@@ -51,15 +50,8 @@ class JWTMiddleware:
         settings: Settings | Sequence[Settings] | None = None,
         **options: Any,
     ) -> None:
-        if settings is not None and options:
-            raise ConfigurationError("pass either settings= or keyword options, not both")
         self.app = app
-        self.settings, entries = primary_settings(
-            settings if settings is not None else Settings(**options)
-        )
-        self.verifier: AsyncVerifier | AsyncIssuerRouter = (
-            AsyncVerifier(entries[0]) if len(entries) == 1 else AsyncIssuerRouter(entries)
-        )
+        self.settings, self.verifier = async_verifier(settings, options)
         self.gate = Gate(self.settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -19,7 +19,13 @@ from .jws import loads_strict
 from .settings import Settings
 from .verify import AsyncVerifier, SyncVerifier, VerifiedToken
 
-__all__ = ["AsyncIssuerRouter", "SyncIssuerRouter", "primary_settings"]
+__all__ = [
+    "AsyncIssuerRouter",
+    "SyncIssuerRouter",
+    "async_verifier",
+    "primary_settings",
+    "sync_verifier",
+]
 
 REQUEST_FIELDS = (
     "header", "cookie", "public_paths", "anonymous", "realm", "expose_error_details", "on_error",
@@ -118,3 +124,27 @@ class SyncIssuerRouter(_Router):
     def close(self) -> None:
         for verifier in self.verifiers:
             verifier.close()
+
+
+def _resolve(
+    settings: Settings | Sequence[Settings] | None, options: dict[str, Any]
+) -> tuple[Settings, list[Settings]]:
+    if settings is not None and options:
+        raise ConfigurationError("pass either settings= or keyword options, not both")
+    return primary_settings(settings if settings is not None else Settings(**options))
+
+
+def async_verifier(
+    settings: Settings | Sequence[Settings] | None, options: dict[str, Any]
+) -> tuple[Settings, AsyncVerifier | AsyncIssuerRouter]:
+    """What a middleware's ``settings=`` / keyword options mean: request-level settings and
+    the verifier (one issuer, or a router over several)."""
+    primary, entries = _resolve(settings, options)
+    return primary, AsyncVerifier(primary) if len(entries) == 1 else AsyncIssuerRouter(entries)
+
+
+def sync_verifier(
+    settings: Settings | Sequence[Settings] | None, options: dict[str, Any]
+) -> tuple[Settings, SyncVerifier | SyncIssuerRouter]:
+    primary, entries = _resolve(settings, options)
+    return primary, SyncVerifier(primary) if len(entries) == 1 else SyncIssuerRouter(entries)

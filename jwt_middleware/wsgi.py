@@ -13,13 +13,13 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .asgi import SCOPE_GATE
-from .errors import AuthError, ConfigurationError
+from .errors import AuthError
 from .extract import COOKIE
 from .gate import Gate
 from .identity import JWTUser
-from .issuers import SyncIssuerRouter, primary_settings
+from .issuers import sync_verifier
 from .settings import Settings
-from .verify import SyncVerifier, VerifiedToken
+from .verify import VerifiedToken
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -68,15 +68,8 @@ class JWTWSGIMiddleware:
         settings: Settings | Sequence[Settings] | None = None,
         **options: Any,
     ) -> None:
-        if settings is not None and options:
-            raise ConfigurationError("pass either settings= or keyword options, not both")
         self.app = app
-        self.settings, entries = primary_settings(
-            settings if settings is not None else Settings(**options)
-        )
-        self.verifier: SyncVerifier | SyncIssuerRouter = (
-            SyncVerifier(entries[0]) if len(entries) == 1 else SyncIssuerRouter(entries)
-        )
+        self.settings, self.verifier = sync_verifier(settings, options)
         self.gate = Gate(self.settings)
         if self.settings.warm_up:
             self.verifier.warm_up()
