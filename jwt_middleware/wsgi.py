@@ -155,7 +155,8 @@ def _headers(environ: WSGIEnvironment) -> list[tuple[bytes, bytes]]:
             pairs.append((b"authorization", authorization.encode("latin-1")))
     cookie = environ.get("HTTP_COOKIE")
     if cookie is not None:
-        pairs.append((b"cookie", cookie.encode("latin-1")))
+        # Same for Cookie: RFC 6265 cookie values never contain a comma.
+        pairs.extend((b"cookie", part.encode("latin-1")) for part in cookie.split(","))
     if "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ:
         pairs.append((b"access-control-request-method", b"*"))
     return pairs
