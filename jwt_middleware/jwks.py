@@ -206,6 +206,17 @@ class _Remote:
         self.issuer = settings.discovery_issuer
         self.timeout = httpx.Timeout(settings.jwks_timeout)
         self.max_bytes = settings.jwks_max_bytes
+        self._document: Any = None
+
+    def _keyset(self, document: Any, url: str) -> KeySet:
+        # An unchanged document keeps the same KeySet object: no re-parsing of keys, and the
+        # verified-token cache (bound to the KeySet) survives a routine refresh.
+        held = self.policy.keyset
+        if held is not None and document == self._document:
+            return held
+        keyset = _keyset_from(document, url)
+        self._document = document
+        return keyset
 
     def _record(self, result: tuple[KeySet, float | None] | FetchError) -> None:
         now = self.clock()
@@ -313,7 +324,7 @@ class AsyncJWKS(_Remote):
                 self.jwks_uri = _jwks_uri_from(document, url, self.issuer)
                 url = self.jwks_uri
             document, max_age = await self._get(url)
-            return _keyset_from(document, url), max_age
+            return self._keyset(document, url), max_age
         except FetchError as exc:
             return exc
 
@@ -405,7 +416,7 @@ class SyncJWKS(_Remote):
                 self.jwks_uri = _jwks_uri_from(document, url, self.issuer)
                 url = self.jwks_uri
             document, max_age = self._get(url)
-            return _keyset_from(document, url), max_age
+            return self._keyset(document, url), max_age
         except FetchError as exc:
             return exc
 

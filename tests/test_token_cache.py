@@ -171,3 +171,20 @@ def test_async_verifier_uses_the_cache_too(
 
     asyncio.run(twice())
     assert calls == ["ES256"]
+
+
+def test_an_unchanged_jwks_refresh_keeps_the_cache_and_the_parsed_keys(
+    issuer: LocalIssuer, make_settings: Any, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = count_signature_checks(monkeypatch)
+    verifier = SyncVerifier(make_settings(clock=clock))
+    t = issuer.mint(now=clock.now, expires_in=3600)
+    verifier.verify(t)
+    keyset = verifier.remote.policy.keyset  # type: ignore[union-attr]
+    clock.advance(601)  # stale: served, refreshed (same document) in the background
+    verifier.verify(t)
+    verifier.remote.refresh()  # type: ignore[union-attr]  # wait for it
+    assert issuer.jwks_requests == 2
+    assert verifier.remote.policy.keyset is keyset  # type: ignore[union-attr]
+    verifier.verify(t)
+    assert len(calls) == 2  # the first check, and the one while the keys were stale
