@@ -13,6 +13,7 @@ import hashlib
 import inspect
 import logging
 import math
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -55,7 +56,7 @@ class _Core:
         self.rules = HeaderRules(settings.algorithms, settings.typ)
         self.static = settings.static_keys
         self._merged: tuple[KeySet | None, KeySet] = (None, self.static)
-        self._cache: dict[bytes, _Entry] = {}
+        self._cache: OrderedDict[bytes, _Entry] = OrderedDict()
         self._cache_size = settings.token_cache_size
 
     # -- the verified-token cache -------------------------------------------------------------
@@ -85,9 +86,11 @@ class _Core:
         cache = self._cache
         if len(cache) >= self._cache_size:
             # Oldest first (dicts keep insertion order); bounded whatever tokens arrive.
+            # (OrderedDict: popping the oldest is O(1); a plain dict's next(iter()) would scan
+            # the tombstones FIFO deletion leaves at its front.)
             try:
-                cache.pop(next(iter(cache)), None)
-            except (RuntimeError, StopIteration):  # another thread changed it meanwhile
+                cache.popitem(last=False)
+            except KeyError:  # another thread emptied it meanwhile
                 pass
         claims, leeway = verified.claims, self.settings.leeway
         exp, nbf = claims.get("exp"), claims.get("nbf")
