@@ -2,7 +2,7 @@
 # The project's two entry points. Each makes (or reuses) its own virtual environment.
 #   bash dev.sh demo    run the demo: a local token issuer + the FastAPI example on 127.0.0.1
 #   bash dev.sh test    run the whole test suite (lint and type checks included)
-#   bash dev.sh bench   run the benchmarks (not part of the tests)
+#   bash dev.sh bench   run the benchmarks (not part of the tests; --quick, --only inprocess|e2e|cold)
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
@@ -50,8 +50,8 @@ case "${1:-}" in
     ;;
   bench)
     shift
-    venv .venv-test test
-    exec .venv-test/bin/python bench/run.py "$@"
+    venv .venv-bench "test,bench"
+    exec .venv-bench/bin/python bench/run.py "$@"
     ;;
   *)
     echo "usage: bash dev.sh demo|test|bench [args]" >&2

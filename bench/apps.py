@@ -6,13 +6,14 @@ BENCH_AUDIENCE      audience
 BENCH_JWKS_URL      the issuer's JWKS URL (PyJWKClient pattern only; it has no discovery)
 BENCH_WARM_UP       "0" disables the middleware's key warm-up (cold-path runs)
 BENCH_JWKS_COOLDOWN seconds between unknown-kid fetches (rotation burst; default 30)
+BENCH_TOKEN_CACHE   token_cache_size (default: the library's default)
 
 Each app serves ``GET /health`` (public) and ``GET /me``. A bare app answers /me with the same
 shape of JSON as its protected twin, so the difference is the cost of authentication.
 """
 
-from __future__ import annotations
-
+# No "from __future__ import annotations": FastAPI must see the Annotated[...] dependencies of
+# the path functions defined inside the factories as objects, not as strings.
 import os
 from typing import Annotated, Any
 
@@ -28,12 +29,15 @@ PUBLIC = {"/health"}
 
 
 def settings() -> Settings:
+    size = os.environ.get("BENCH_TOKEN_CACHE")
+    cache = {"token_cache_size": int(size)} if size else {}
     return Settings(
         issuer=os.environ["BENCH_ISSUER"],
         audience=os.environ["BENCH_AUDIENCE"],
         public_paths=PUBLIC,
         warm_up=os.environ.get("BENCH_WARM_UP", "1") != "0",
         jwks_cooldown=float(os.environ.get("BENCH_JWKS_COOLDOWN", "30")),
+        **cache,
     )
 
 
@@ -103,13 +107,7 @@ def fastapi_protected() -> Any:
     return app
 
 
-def fastapi_pyjwt() -> Any:
-    """The common hand-written pattern: an HTTPBearer dependency that asks PyJWKClient for the
-    signing key (PyJWKClient caches the JWKS and the keys itself) and calls jwt.decode.
-
-    The dependency is a plain ``def`` because PyJWKClient does blocking I/O (urllib); FastAPI
-    runs it in its thread pool, as tutorials for this pattern do.
-    """
+def _pyjwt_app(threaded: bool) -> Any:
     import jwt
     from fastapi import Depends, FastAPI, HTTPException
     from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -119,9 +117,7 @@ def fastapi_pyjwt() -> Any:
     bearer = HTTPBearer()
     app = FastAPI()
 
-    def claims_of(
-        credentials: Annotated[HTTPAuthorizationCredentials, Depends(bearer)],
-    ) -> dict[str, Any]:
+    def decode(credentials: HTTPAuthorizationCredentials) -> dict[str, Any]:
         token = credentials.credentials
         try:
             signing_key = jwk_client.get_signing_key_from_jwt(token)
@@ -139,6 +135,20 @@ def fastapi_pyjwt() -> Any:
             ) from None
         return claims
 
+    if threaded:
+
+        def claims_of(
+            credentials: Annotated[HTTPAuthorizationCredentials, Depends(bearer)],
+        ) -> dict[str, Any]:
+            return decode(credentials)
+
+    else:
+
+        async def claims_of(  # type: ignore[misc]
+            credentials: Annotated[HTTPAuthorizationCredentials, Depends(bearer)],
+        ) -> dict[str, Any]:
+            return decode(credentials)
+
     @app.get("/health")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
@@ -148,6 +158,22 @@ def fastapi_pyjwt() -> Any:
         return {"sub": claims.get("sub")}
 
     return app
+
+
+def fastapi_pyjwt() -> Any:
+    """The common hand-written pattern: an HTTPBearer dependency that asks PyJWKClient for the
+    signing key (PyJWKClient caches the JWKS and the keys itself) and calls jwt.decode.
+
+    Here the dependency is a plain ``def`` (PyJWKClient does blocking I/O), which FastAPI runs
+    in its thread pool.
+    """
+    return _pyjwt_app(threaded=True)
+
+
+def fastapi_pyjwt_async() -> Any:
+    """The same pattern with an ``async def`` dependency calling PyJWKClient directly (as in
+    Auth0's FastAPI sample): no thread hop, but a key fetch would block the event loop."""
+    return _pyjwt_app(threaded=False)
 
 
 # -- Flask (the protected one is examples/flask_app.py itself) ---------------------------------

@@ -82,9 +82,7 @@ async def _burst(port: int, tokens: list[str]) -> tuple[list[int], list[float], 
     Returns statuses, per-request latencies from the common start (ms), and the connect time.
     """
     connect_started = time.perf_counter()
-    conns = await asyncio.gather(
-        *(asyncio.open_connection("127.0.0.1", port) for _ in tokens)
-    )
+    conns = await asyncio.gather(*(asyncio.open_connection("127.0.0.1", port) for _ in tokens))
     connect_ms = (time.perf_counter() - connect_started) * 1e3
     go = asyncio.Event()
     host = f"127.0.0.1:{port}"
@@ -139,7 +137,12 @@ def rotation_burst(
 ) -> dict[str, Any]:
     cooldown = 1.0
     env = issuer_env(issuer, BENCH_JWKS_COOLDOWN=str(cooldown))
-    results: dict[str, Any] = {"size": size, "jwks_cooldown_s": cooldown, "rotated": [], "known": []}
+    results: dict[str, Any] = {
+        "size": size,
+        "jwks_cooldown_s": cooldown,
+        "rotated": [],
+        "known": [],
+    }
     with uvicorn(APP, env, cores[0], options) as server:
         server.wait_ready()
         status, _ = _get(server.port, issuer.mint(subject="warm", expires_in=3600))

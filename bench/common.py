@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -40,12 +41,13 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def cores() -> tuple[int | None, int | None]:
-    """(server core, client core): 0 and 1 when at least two CPUs are usable, else no pinning."""
+    """(server core, client core): the first two usable CPUs; no pinning with fewer CPUs or
+    without taskset."""
     try:
         usable = sorted(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return None, None
-    if len(usable) < 2:
+    if len(usable) < 2 or shutil.which("taskset") is None:
         return None, None
     return usable[0], usable[1]
 
@@ -89,7 +91,7 @@ class Server:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.proc: subprocess.Popen[bytes] | None = None
-        self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in stop()
+        self._log = tempfile.NamedTemporaryFile(
             prefix=f"bench-{name}-", suffix=".log", delete=False
         )
         self.started_at = 0.0
@@ -160,6 +162,23 @@ class Server:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU time of every live process in process group ``pgid`` (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:

@@ -3,7 +3,9 @@ for Flask), server pinned to one core and wrk to another."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import math
 import os
 import re
 import shutil
@@ -21,6 +23,8 @@ from common import (
     EXAMPLES,
     Server,
     free_port,
+    group_cpu_seconds,
+    median,
     python,
     run_bounded,
     server_env,
@@ -44,8 +48,11 @@ def ensure_wrk() -> str | None:
         return None
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     # install; if that fails (stale package lists on a fresh machine), update and install again
-    for argv in (["apt-get", "install", "-y", "wrk"], ["apt-get", "update"],
-                 ["apt-get", "install", "-y", "wrk"]):
+    for argv in (
+        ["apt-get", "install", "-y", "wrk"],
+        ["apt-get", "update"],
+        ["apt-get", "install", "-y", "wrk"],
+    ):
         if shutil.which("wrk"):
             break
         print(f"   wrk is missing: {' '.join(argv)}", flush=True)
@@ -69,7 +76,10 @@ def fast_server_options() -> tuple[list[str], str]:
         print(f"   pip install {' '.join(missing)} (into {sys.prefix}) for uvicorn", flush=True)
         done = subprocess.run(  # noqa: S603 - fixed argv
             [python(), "-m", "pip", "install", "-q", *missing],
-            check=False, timeout=300, capture_output=True, text=True,
+            check=False,
+            timeout=300,
+            capture_output=True,
+            text=True,
         )
         importlib.invalidate_caches()
         still = [m for m in missing if importlib.util.find_spec(m) is None]
@@ -98,14 +108,32 @@ def issuer_env(issuer: LocalIssuer, **extra: str) -> dict[str, str]:
 
 
 def uvicorn(
-    factory: str, env: dict[str, str], core: int | None, options: list[str],
+    factory: str,
+    env: dict[str, str],
+    core: int | None,
+    options: list[str],
     log_level: str = "warning",
 ) -> Server:
     port = free_port()
     argv = [
-        *taskset(core), python(), "-m", "uvicorn", "--factory", f"apps:{factory}",
-        "--app-dir", str(BENCH), "--host", "127.0.0.1", "--port", str(port),
-        "--log-level", log_level, "--no-access-log", "--lifespan", "on", *options,
+        *taskset(core),
+        python(),
+        "-m",
+        "uvicorn",
+        "--factory",
+        f"apps:{factory}",
+        "--app-dir",
+        str(BENCH),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        log_level,
+        "--no-access-log",
+        "--lifespan",
+        "on",
+        *options,
     ]
     return Server(factory, argv, env, port)
 
@@ -113,8 +141,21 @@ def uvicorn(
 def gunicorn(target: str, chdir: Path, env: dict[str, str], core: int | None) -> Server:
     port = free_port()
     argv = [
-        *taskset(core), python(), "-m", "gunicorn", "-w", "1", "--threads", "4",
-        "-b", f"127.0.0.1:{port}", "--chdir", str(chdir), "--log-level", "warning", target,
+        *taskset(core),
+        python(),
+        "-m",
+        "gunicorn",
+        "-w",
+        "1",
+        "--threads",
+        "4",
+        "-b",
+        f"127.0.0.1:{port}",
+        "--chdir",
+        str(chdir),
+        "--log-level",
+        "warning",
+        target,
     ]
     return Server(target, argv, env, port)
 
@@ -153,16 +194,40 @@ def parse_wrk(output: str) -> dict[str, Any]:
 
 
 def wrk(
-    wrk_path: str, url: str, token_file: Path, duration: float, core: int | None
+    wrk_path: str,
+    url: str,
+    token_file: Path,
+    duration: float,
+    core: int | None,
+    server: Server | None = None,
 ) -> dict[str, Any]:
+    """One wrk run. With ``server``, also the server's CPU time per request (all processes of
+    its group), which unlike req/s does not drop when other load on the machine steals its core.
+    """
     argv = [
-        *taskset(core), wrk_path, "-t1", f"-c{CONNECTIONS}", f"-d{max(1, round(duration))}s",
-        "--timeout", "5s", "--latency", "-s", str(LUA), url, "--", str(token_file),
+        *taskset(core),
+        wrk_path,
+        "-t1",
+        f"-c{CONNECTIONS}",
+        f"-d{max(1, round(duration))}s",
+        "--timeout",
+        "5s",
+        "--latency",
+        "-s",
+        str(LUA),
+        url,
+        "--",
+        str(token_file),
     ]
+    group = server.proc.pid if server is not None and server.proc is not None else None
+    cpu_before = group_cpu_seconds(group) if group is not None else 0.0
     done = run_bounded(argv, timeout=duration + 30)
+    cpu = group_cpu_seconds(group) - cpu_before if group is not None else float("nan")
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip()[:500]}")
-    return parse_wrk(done.stdout)
+    result = parse_wrk(done.stdout)
+    result["cpu_us_per_req"] = cpu / result["requests"] * 1e6 if result["requests"] else math.nan
+    return result
 
 
 # -- the scenarios -----------------------------------------------------------------------------
@@ -183,14 +248,29 @@ APPS = (
     App("Starlette", "JWTMiddleware", True, "uvicorn", "starlette_protected"),
     App("FastAPI", "bare", False, "uvicorn", "fastapi_bare"),
     App("FastAPI", "JWTMiddleware + RequireScopes", True, "uvicorn", "fastapi_protected"),
-    App("FastAPI", "PyJWKClient + jwt.decode dependency", True, "uvicorn", "fastapi_pyjwt"),
+    App("FastAPI", "PyJWKClient + jwt.decode, def dependency", True, "uvicorn", "fastapi_pyjwt"),
+    App(
+        "FastAPI",
+        "PyJWKClient + jwt.decode, async def dependency",
+        True,
+        "uvicorn",
+        "fastapi_pyjwt_async",
+    ),
     App("Flask", "bare (gunicorn gthread)", False, "gunicorn", "apps:flask_bare()"),
-    App("Flask", "JWTWSGIMiddleware (examples/flask_app.py)", True, "gunicorn", "flask_app:app",
-        EXAMPLES),
+    App(
+        "Flask",
+        "JWTWSGIMiddleware (examples/flask_app.py)",
+        True,
+        "gunicorn",
+        "flask_app:app",
+        EXAMPLES,
+    ),
 )
 
 
-def write_tokens(issuer: LocalIssuer, directory: Path, unique: int, repeated: int) -> dict[str, Path]:
+def write_tokens(
+    issuer: LocalIssuer, directory: Path, unique: int, repeated: int
+) -> dict[str, Path]:
     started = time.perf_counter()
     files = {}
     for mix, count in (("unique", unique), ("repeated", repeated)):
@@ -226,49 +306,80 @@ def run(
     token_files: dict[str, Path],
     duration: float,
     warmup: float,
+    rounds: int,
     cores: tuple[int | None, int | None],
     uvicorn_options: list[str],
 ) -> dict[str, Any]:
+    """Every server is started first (idle servers cost nothing), then the scenarios run in
+    ``rounds`` interleaved rounds, so a slow spell of the machine is spread over all of them
+    instead of landing on one; each row reports medians over the rounds."""
     server_core, client_core = cores
     sample = token_files["repeated"].read_text().split("\n", 1)[0]
-    rows: list[dict[str, Any]] = []
-    for app in APPS:
+    scenarios: list[tuple[App, Server, str]] = []
+    samples: dict[int, list[dict[str, Any]]] = {}
+    with contextlib.ExitStack() as stack:
         env = issuer_env(issuer)
-        server = (
-            uvicorn(app.target, env, server_core, uvicorn_options)
-            if app.server == "uvicorn"
-            else gunicorn(app.target, app.chdir, env, server_core)
-        )
-        with server:
+        started = []
+        for app in APPS:
+            server = (
+                uvicorn(app.target, env, server_core, uvicorn_options)
+                if app.server == "uvicorn"
+                else gunicorn(app.target, app.chdir, env, server_core)
+            )
+            started.append((app, stack.enter_context(server)))
+        for app, server in started:
             server.wait_ready()
             _sanity(server, app, sample)
-            mixes = ("unique", "repeated") if app.protected else ("unique",)
-            for mix in mixes:
-                url = server.url + "/me"
-                wrk(wrk_path, url, token_files[mix], warmup, client_core)  # warm-up, discarded
-                result = wrk(wrk_path, url, token_files[mix], duration, client_core)
-                row = {
-                    "framework": app.framework,
-                    "app": app.label,
-                    "target": app.target,
-                    "protected": app.protected,
-                    "mix": mix if app.protected else "n/a",
-                    **result,
-                }
-                rows.append(row)
+            for mix in ("unique", "repeated") if app.protected else ("unique",):
+                scenarios.append((app, server, mix))
+        for _, server, mix in scenarios:  # warm-up, discarded (fills caches, opens pools)
+            wrk(wrk_path, server.url + "/me", token_files[mix], warmup, client_core)
+        for round_ in range(1, rounds + 1):
+            for index, (app, server, mix) in enumerate(scenarios):
+                result = wrk(
+                    wrk_path, server.url + "/me", token_files[mix], duration, client_core, server
+                )
+                samples.setdefault(index, []).append(result)
                 bad = f", {result['non_2xx']} non-2xx" if result["non_2xx"] else ""
-                bad += f", {result['socket_errors']} socket errors" if result["socket_errors"] else ""
+                if result["socket_errors"]:
+                    bad += f", {result['socket_errors']} socket errors"
+                shown = mix if app.protected else "n/a"
                 print(
-                    f"   {app.framework:9} {app.label:42} {row['mix']:8} "
+                    f"   [{round_}/{rounds}] {app.framework:9} {app.label:42} {shown:8} "
                     f"{result['rps']:9,.0f} req/s  p50 {result['p50_ms']:6.2f} ms  "
-                    f"p99 {result['p99_ms']:6.2f} ms{bad}",
+                    f"p99 {result['p99_ms']:6.2f} ms  server CPU "
+                    f"{result['cpu_us_per_req']:5.0f} us/req{bad}",
                     flush=True,
                 )
+    rows: list[dict[str, Any]] = []
+    for index, (app, _, mix) in enumerate(scenarios):
+        runs = samples[index]
+        rps = [r["rps"] for r in runs]
+        rows.append(
+            {
+                "framework": app.framework,
+                "app": app.label,
+                "target": app.target,
+                "protected": app.protected,
+                "mix": mix if app.protected else "n/a",
+                "rps": median(rps),
+                "rps_min": min(rps),
+                "rps_max": max(rps),
+                "p50_ms": median([r["p50_ms"] for r in runs]),
+                "p99_ms": median([r["p99_ms"] for r in runs]),
+                "cpu_us_per_req": median([r["cpu_us_per_req"] for r in runs]),
+                "requests": sum(r["requests"] for r in runs),
+                "non_2xx": sum(r["non_2xx"] for r in runs),
+                "socket_errors": sum(r["socket_errors"] for r in runs),
+                "rounds": runs,
+            }
+        )
     _ratios(rows)
     return {
         "config": {
             "duration_s": duration,
             "warmup_s": warmup,
+            "rounds": rounds,
             "connections": CONNECTIONS,
             "wrk_threads": 1,
             "server_core": server_core,
@@ -282,10 +393,15 @@ def run(
 
 
 def _ratios(rows: list[dict[str, Any]]) -> None:
-    bare = {r["framework"]: r["rps"] for r in rows if not r["protected"]}
+    bare = {r["framework"]: r for r in rows if not r["protected"]}
     for row in rows:
         base = bare.get(row["framework"])
-        row["ratio_to_bare"] = row["rps"] / base if base else float("nan")
+        row["ratio_to_bare"] = row["rps"] / base["rps"] if base else math.nan
+        # The same ratio from server CPU per request: what the throughput ratio would be with
+        # the server's core to itself.
+        row["cpu_ratio_to_bare"] = (
+            base["cpu_us_per_req"] / row["cpu_us_per_req"] if base else math.nan
+        )
 
 
 def _find(rows: list[dict[str, Any]], target: str, mix: str) -> dict[str, Any] | None:
@@ -300,19 +416,27 @@ def _targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             targets.append(
                 {
                     "name": f"e2e Starlette+JWTMiddleware {mix} >= {minimum:g}x bare Starlette",
+                    "row": ["starlette_protected", mix],
+                    "versus": "bare",
                     "ratio": row["ratio_to_bare"],
+                    "cpu_ratio": row["cpu_ratio_to_bare"],
                     "target": minimum,
                     "pass": row["ratio_to_bare"] >= minimum,
                 }
             )
-    for mix in ("unique", "repeated"):
-        ours, theirs = _find(rows, "fastapi_protected", mix), _find(rows, "fastapi_pyjwt", mix)
-        if ours is not None and theirs is not None:
+    for pattern, what in (("fastapi_pyjwt", "def"), ("fastapi_pyjwt_async", "async def")):
+        for mix in ("unique", "repeated"):
+            ours, theirs = _find(rows, "fastapi_protected", mix), _find(rows, pattern, mix)
+            if ours is None or theirs is None:
+                continue
             ratio = ours["rps"] / theirs["rps"]
             targets.append(
                 {
-                    "name": f"e2e FastAPI+JWTMiddleware {mix} >= 2x PyJWKClient pattern",
+                    "name": f"e2e FastAPI+JWTMiddleware {mix} >= 2x PyJWKClient, {what} dep.",
+                    "row": ["fastapi_protected", mix],
+                    "versus": f"PyJWKClient {what}",
                     "ratio": ratio,
+                    "cpu_ratio": theirs["cpu_us_per_req"] / ours["cpu_us_per_req"],
                     "target": 2.0,
                     "pass": ratio >= 2.0,
                 }

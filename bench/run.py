@@ -16,12 +16,13 @@
 
 All traffic stays on 127.0.0.1; every server is stopped when its scenario ends, including on
 errors and Ctrl-C. Results: printed, and written to bench/results.md and bench/results.json.
-Profiles of the hot paths: ``python bench/profile.py``.
+Profiles of the hot paths: ``python bench/profiling.py``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import math
@@ -31,23 +32,33 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import cold  # noqa: E402
-import common  # noqa: E402
-import e2e  # noqa: E402
-import inprocess  # noqa: E402
+import cold
+import common
+import e2e
+import inprocess
 
-from jwt_middleware.testing import LocalIssuer  # noqa: E402
+from jwt_middleware.testing import LocalIssuer
 
 PARTS = ("inprocess", "e2e", "cold")
 PACKAGES = (
-    "jwt-middleware", "cryptography", "pyjwt", "starlette", "fastapi", "uvicorn", "uvloop",
-    "httptools", "flask", "gunicorn", "httpx",
+    "jwt-middleware",
+    "cryptography",
+    "pyjwt",
+    "starlette",
+    "fastapi",
+    "uvicorn",
+    "uvloop",
+    "httptools",
+    "flask",
+    "gunicorn",
+    "httpx",
 )
 
 
@@ -58,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="shorter runs (about 90 s in all)")
     parser.add_argument(
         "--duration", type=float, help="seconds per end-to-end scenario (default 5; quick 2)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, help="interleaved rounds of the e2e scenarios (default 3; quick 1)"
     )
     parser.add_argument(
         "--only", action="append", choices=PARTS, help="run only this part (repeatable)"
@@ -71,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     duration = args.duration if args.duration is not None else (2.0 if quick else 5.0)
     if duration < 1:
         parser.error("--duration must be at least 1 second")
+    rounds = args.rounds if args.rounds is not None else (1 if quick else 3)
+    if rounds < 1:
+        parser.error("--rounds must be at least 1")
 
     # Stop our servers on SIGTERM/SIGINT too (the finally blocks run on SystemExit).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -81,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {
         "machine": machine(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "options": {"quick": quick, "duration": duration, "parts": list(parts)},
+        "options": {"quick": quick, "duration": duration, "rounds": rounds, "parts": list(parts)},
         "notes": [],
     }
     if cores[0] is None:
@@ -93,39 +110,39 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         if "inprocess" in parts:
-            with common.section("in-process verification"):
+            with common.section("in-process verification"), _guard(results, "inprocess"):
                 results["inprocess"] = inprocess.run(
                     tokens=1000 if quick else 2000,
                     repeats=5 if quick else 7,
                     hit_ops=10_000 if quick else 20_000,
                 )
         if "e2e" in parts or "cold" in parts:
-            with LocalIssuer(audience=common.AUDIENCE) as issuer, tempfile.TemporaryDirectory(
-                prefix="jwt-bench-"
-            ) as tmp:
+            with (
+                LocalIssuer(audience=common.AUDIENCE) as issuer,
+                tempfile.TemporaryDirectory(prefix="jwt-bench-") as tmp,
+            ):
                 options, server_note = e2e.fast_server_options()
                 results["server"] = server_note
                 print(f"   uvicorn runs with {server_note}", flush=True)
                 if "e2e" in parts:
-                    with common.section("end to end (wrk)"):
+                    with common.section("end to end (wrk)"), _guard(results, "e2e"):
                         wrk_path = e2e.ensure_wrk()
                         if wrk_path is None:
                             results["notes"].append("wrk unavailable: end-to-end part skipped")
                         else:
-                            files = e2e.write_tokens(
-                                issuer, Path(tmp), unique=6000, repeated=64
-                            )
+                            files = e2e.write_tokens(issuer, Path(tmp), unique=6000, repeated=64)
                             results["e2e"] = e2e.run(
                                 issuer=issuer,
                                 wrk_path=wrk_path,
                                 token_files=files,
                                 duration=duration,
                                 warmup=1.0,
+                                rounds=rounds,
                                 cores=cores,
                                 uvicorn_options=options,
                             )
                 if "cold" in parts:
-                    with common.section("cold paths"):
+                    with common.section("cold paths"), _guard(results, "cold"):
                         results["cold"] = cold.run(
                             issuer,
                             runs=3 if quick else 5,
@@ -145,9 +162,24 @@ def main(argv: list[str] | None = None) -> int:
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "results.md").write_text(report)
     (args.output / "results.json").write_text(json.dumps(_clean(results), indent=2) + "\n")
-    print(f"\nwrote {args.output / 'results.md'} and results.json "
-          f"({results['elapsed_s']:.0f} s in all)")
-    return 0
+    print(
+        f"\nwrote {args.output / 'results.md'} and results.json "
+        f"({results['elapsed_s']:.0f} s in all)"
+    )
+    return 1 if results.get("failed") else 0
+
+
+@contextlib.contextmanager
+def _guard(results: dict[str, Any], part: str) -> Iterator[None]:
+    """A part that fails is reported and the others still run (its servers are stopped by the
+    context managers that started them)."""
+    try:
+        yield
+    except Exception as exc:
+        message = f"{part} failed: {type(exc).__name__}: {exc}"
+        print("   " + message.replace("\n", "\n   "), file=sys.stderr, flush=True)
+        results["notes"].append(message.splitlines()[0])
+        results["failed"] = [*results.get("failed", []), part]
 
 
 # -- machine -----------------------------------------------------------------------------------
@@ -197,9 +229,10 @@ def _table(head: list[str], rows: list[list[str]]) -> str:
 def _inprocess_table(part: dict[str, Any]) -> str:
     notes = {}
     for target in part["targets"]:
+        against = "RS256 floor" if target["variant"] == "verifier_hit" else "floor"
         notes[(target["alg"], target["variant"])] = (
-            f"{_verdict(target)} (≥ {target['target']:g}× "
-            f"{'RS256 floor' if target['variant'] == 'verifier_hit' else 'floor'})"
+            f"{_verdict(target)} ({_fmt(target['ratio'], 2)}x {against}, "
+            f"need ≥ {target['target']:g}x)"
         )
     rows = [
         [
@@ -207,42 +240,52 @@ def _inprocess_table(part: dict[str, Any]) -> str:
             r["label"],
             _fmt(r["ops_per_s"]),
             _fmt(r["us_per_op"], 1),
-            _fmt(r["ratio_to_floor"], 2) + "×",
+            _fmt(r["ratio_to_floor"], 2) + "x",
             notes.get((r["alg"], r["variant"]), ""),
         ]
         for r in part["rows"]
     ]
-    return _table(["alg", "what", "ops/s", "µs/op", "vs floor", "target"], rows)
+    return _table(["alg", "what", "ops/s", "us/op", "vs floor", "target"], rows)
 
 
 def _e2e_table(part: dict[str, Any]) -> str:
-    notes: dict[tuple[str, str], str] = {}
+    notes: dict[tuple[str, str], list[str]] = {}
     for t in part["targets"]:
-        for target in ("starlette_protected", "fastapi_protected"):
-            name = t["name"]
-            key_fw = "Starlette" if target == "starlette_protected" else "FastAPI"
-            if key_fw in name:
-                mix = "repeated" if " repeated " in name else "unique"
-                what = "bare" if "bare" in name else "PyJWKClient"
-                notes[(target, mix)] = (
-                    f"{_verdict(t)} ({_fmt(t['ratio'], 2)}× {what}, need ≥ {t['target']:g}×)"
-                )
+        notes.setdefault((t["row"][0], t["row"][1]), []).append(
+            f"{_verdict(t)} ({_fmt(t['ratio'], 2)}x {t['versus']}, need ≥ {t['target']:g}x)"
+        )
     rows = [
         [
             r["framework"],
             r["app"],
             r["mix"],
             _fmt(r["rps"]),
+            f"{_fmt(r['rps_min'])}-{_fmt(r['rps_max'])}",
             _fmt(r["p50_ms"], 2),
             _fmt(r["p99_ms"], 2),
-            _fmt(r["ratio_to_bare"], 2) + "×",
+            _fmt(r["ratio_to_bare"], 2) + "x",
+            _fmt(r["cpu_us_per_req"]),
+            _fmt(r["cpu_ratio_to_bare"], 2) + "x",
             str(r["non_2xx"] + r["socket_errors"]),
-            notes.get((r["target"], r["mix"]), ""),
+            "; ".join(notes.get((r["target"], r["mix"]), [])),
         ]
         for r in part["rows"]
     ]
     return _table(
-        ["framework", "app", "tokens", "req/s", "p50 ms", "p99 ms", "vs bare", "errors", "target"],
+        [
+            "framework",
+            "app",
+            "tokens",
+            "req/s",
+            "range",
+            "p50 ms",
+            "p99 ms",
+            "vs bare",
+            "server CPU us/req",
+            "vs bare by CPU",
+            "errors",
+            "target",
+        ],
         rows,
     )
 
@@ -260,8 +303,13 @@ def _cold_tables(part: dict[str, Any]) -> str:
         for key, label in (("with_warm_up", "warm_up=True"), ("without_warm_up", "warm_up=False"))
     ]
     text = _table(
-        ["Starlette + JWTMiddleware", "first 200 (ms)", "next requests (ms)",
-         "key fetches in 1st", "start → ready (ms)"],
+        [
+            "Starlette + JWTMiddleware",
+            "first 200 (ms)",
+            "next requests (ms)",
+            "key fetches in 1st",
+            "start → ready (ms)",
+        ],
         rows,
     )
     burst = part["burst"]
@@ -272,15 +320,21 @@ def _cold_tables(part: dict[str, Any]) -> str:
                 [
                     f"{label} #{i}",
                     str(b["key_fetches"]),
-                    ", ".join(f"{k}×{v}" for k, v in sorted(b["statuses"].items())),
+                    ", ".join(f"{k}x{v}" for k, v in sorted(b["statuses"].items())),
                     _fmt(b["total_ms"], 1),
                     _fmt(b["p50_ms"], 1),
                     _fmt(b["p99_ms"], 1),
                 ]
             )
     text += "\n\n" + _table(
-        [f"burst of {burst['size']} concurrent requests", "key fetches", "statuses",
-         "total ms", "p50 ms", "p99 ms"],
+        [
+            f"burst of {burst['size']} concurrent requests",
+            "key fetches",
+            "statuses",
+            "total ms",
+            "p50 ms",
+            "p99 ms",
+        ],
         rows,
     )
     return text
@@ -296,15 +350,24 @@ def _targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _targets_table(results: dict[str, Any]) -> str:
     rows = [
-        [t["name"], _fmt(t["ratio"], 2), _verdict(t)] for t in _targets(results)
+        [
+            t["name"],
+            _fmt(t["ratio"], 2),
+            _fmt(t["cpu_ratio"], 2) if "cpu_ratio" in t else "",
+            _verdict(t),
+        ]
+        for t in _targets(results)
     ]
-    return _table(["target", "measured", "verdict"], rows)
+    return _table(["target", "measured", "by server CPU (e2e)", "verdict"], rows)
 
 
 def summary(results: dict[str, Any]) -> str:
     blocks = ["== summary =="]
     if "inprocess" in results:
-        blocks += ["\nIn-process (median ops/s)", _inprocess_table(results["inprocess"])]
+        blocks += [
+            "\nIn-process (median ops per CPU-second)",
+            _inprocess_table(results["inprocess"]),
+        ]
     if "e2e" in results:
         blocks += ["\nEnd to end (wrk)", _e2e_table(results["e2e"])]
     if "cold" in results:
@@ -337,9 +400,13 @@ def markdown(results: dict[str, Any]) -> str:
             "",
             "## In-process verification",
             "",
-            f"Median of {c['repeats']} repeats, variants interleaved; {c['tokens']} pre-minted "
+            f"Median of {c['repeats']} repeats, variants interleaved, timed in CPU time of the "
+            "benchmark thread (`time.thread_time`, so other load on the machine does not count); "
+            f"{c['tokens']} pre-minted "
             f"unique tokens per algorithm, {c['hit_ops']:,} verifications of one token for cache "
-            "hits. Keys are static (`Key.from_pem` / `Key.from_secret`). The floor is the bare "
+            "hits; the default-cache variant cycles through more distinct tokens than the "
+            "cache holds, so the cache is full and every miss evicts. Keys are static "
+            "(`Key.from_pem` / `Key.from_secret`). The floor is the bare "
             "`cryptography` verify on the token's signing input (ECDSA signature converted to "
             "DER beforehand), or `hmac.compare_digest(hmac.new(...))` for HS256. PyJWT: "
             "`jwt.decode(token, key, algorithms=[alg], audience=..., issuer=...)` with a "
@@ -362,7 +429,12 @@ def markdown(results: dict[str, Any]) -> str:
             f"{c['unique_tokens']} RS256 tokens cycled (more than the 4096-entry token cache, "
             "so every request verifies a signature); `repeated`: "
             f"{c['repeated_tokens']} tokens cycled (cache hits). Bare apps get the same "
-            "headers. `errors` = non-2xx responses + socket errors.",
+            "headers. Scenarios run in "
+            f"{c['rounds']} interleaved round(s) with all servers up; each row is the median "
+            "over rounds (`range`: min-max req/s). `server CPU us/req`: user+system CPU of the "
+            "server's processes during the run divided by requests served; `vs bare by CPU` is "
+            "the throughput ratio that implies, unaffected by other load stealing the server's "
+            "core. Targets are judged on req/s. `errors` = non-2xx responses + socket errors.",
             "",
             _e2e_table(part),
         ]

@@ -57,6 +57,7 @@ class _Core:
         self.static = settings.static_keys
         self._merged: tuple[KeySet | None, KeySet] = (None, self.static)
         self._cache: OrderedDict[bytes, _Entry] = OrderedDict()
+        self._seen: OrderedDict[bytes, None] = OrderedDict()  # digests verified once
         self._cache_size = settings.token_cache_size
 
     # -- the verified-token cache -------------------------------------------------------------
@@ -83,11 +84,23 @@ class _Core:
     def remember(self, digest: bytes, verified: VerifiedToken, keys: object) -> None:
         if not digest or keys is None:
             return
+        # Admit a token on its second full verification only: a stream of one-off tokens then
+        # never churns the cache (insert + evict per request), while a reused token — the case
+        # the cache is for — gets in on its second use.
+        seen = self._seen
+        if digest not in seen:
+            if len(seen) >= self._cache_size:
+                try:
+                    seen.popitem(last=False)
+                except KeyError:
+                    pass
+            seen[digest] = None
+            return
+        del seen[digest]
         cache = self._cache
         if len(cache) >= self._cache_size:
-            # Oldest first (dicts keep insertion order); bounded whatever tokens arrive.
-            # (OrderedDict: popping the oldest is O(1); a plain dict's next(iter()) would scan
-            # the tombstones FIFO deletion leaves at its front.)
+            # Oldest first; bounded whatever tokens arrive. (OrderedDict: O(1); a plain dict's
+            # next(iter()) would scan the tombstones FIFO deletion leaves at its front.)
             try:
                 cache.popitem(last=False)
             except KeyError:  # another thread emptied it meanwhile

@@ -1,8 +1,8 @@
 """Where the time goes: cProfile of the two hot paths, top functions by own time.
 
-    .venv-test/bin/python bench/profile.py                 # both
-    .venv-test/bin/python bench/profile.py --only verifier # SyncVerifier, unique RS256 tokens
-    .venv-test/bin/python bench/profile.py --only server   # Starlette + JWTMiddleware under wrk
+    .venv-test/bin/python bench/profiling.py                 # both
+    .venv-test/bin/python bench/profiling.py --only verifier # SyncVerifier, unique RS256 tokens
+    .venv-test/bin/python bench/profiling.py --only server   # Starlette + JWTMiddleware under wrk
 
 ``server`` runs uvicorn under cProfile (pinned to core 0) while wrk (core 1) sends unique-token
 traffic for ``--duration`` seconds, then stops uvicorn with SIGINT so the profile is written.
@@ -24,12 +24,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
-import e2e  # noqa: E402
-import inprocess  # noqa: E402
+import common
+import e2e
+import inprocess
 
-from jwt_middleware import Settings, SyncVerifier  # noqa: E402
-from jwt_middleware.testing import LocalIssuer  # noqa: E402
+from jwt_middleware import Settings, SyncVerifier
+from jwt_middleware.testing import LocalIssuer
 
 
 def top(stats: pstats.Stats, count: int, title: str) -> str:
