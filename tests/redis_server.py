@@ -25,6 +25,8 @@ from typing import IO
 
 import pytest
 
+from .servers import free_port, stop_process
+
 __all__ = ["RedisServer", "redis_clean", "redis_url", "require_redis_server", "spare_redis"]
 
 STARTUP_TIMEOUT = 10.0
@@ -39,12 +41,6 @@ def require_redis_server() -> str:
             pytest.fail(f"{message}; CI must run the Redis tests", pytrace=False)
         pytest.skip(message)
     return path
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _ping(port: int) -> bool:
@@ -79,7 +75,7 @@ class RedisServer:
         if self.running:
             return self
         for _attempt in range(3):  # a free port can be taken between probe and bind
-            self.port = self.port or _free_port()
+            self.port = self.port or free_port()
             command = [self.executable, "--port", str(self.port), "--bind", "127.0.0.1"]
             command += ["--save", "", "--appendonly", "no", "--loglevel", "warning"]
             self.log = tempfile.TemporaryFile()
@@ -101,13 +97,7 @@ class RedisServer:
     def _reap(self) -> str:
         process = self.process
         assert process is not None
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+        stop_process(process, timeout=5)
         self.process = None
         output = ""
         if self.log is not None:

@@ -13,14 +13,12 @@ import json
 import logging
 import socket
 import threading
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
 import httpx
 import pytest
-import uvicorn
 from fastapi import Depends, FastAPI
 from starlette.applications import Starlette
 from starlette.authentication import requires
@@ -44,7 +42,10 @@ from jwt_middleware import (
 from jwt_middleware.fastapi import RequireScopes
 from jwt_middleware.testing import LocalIssuer, SigningKey, generate_key
 
-from .conftest import FakeClock, free_port
+from .conftest import FakeClock
+from .servers import bearer, serve_asgi
+
+__all__ = ["serve_asgi"]  # a fixture, used by name
 
 
 @pytest.fixture
@@ -183,10 +184,6 @@ async def client(
     finally:
         for middleware in jwt_middlewares(app):  # no lifespan in process: close the JWKS client
             await middleware.verifier.aclose()
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {token}"}
 
 
 def challenge(response: httpx.Response) -> str:
@@ -943,37 +940,11 @@ async def test_streaming_response_passes_every_chunk(
 # -- real uvicorn ------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def serve() -> Iterator[Callable[[ASGIApp], int]]:
-    """Run apps under a real uvicorn in a thread; every server is stopped at teardown."""
-    running: list[tuple[uvicorn.Server, threading.Thread]] = []
-
-    def start(app: ASGIApp) -> int:
-        port = free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, daemon=True)
-        running.append((server, thread))
-        thread.start()
-        deadline = time.monotonic() + 20
-        while not server.started:
-            assert thread.is_alive(), "uvicorn stopped during startup"
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
-        return port
-
-    yield start
-    for server, _ in running:
-        server.should_exit = True
-    for _, thread in running:
-        thread.join(timeout=10)
-
-
 @pytest.mark.parametrize("warm_up", [True, False])
 def test_lifespan_reaches_the_app_and_warm_up_fetches_keys(
     issuer: LocalIssuer,
     make_settings: Callable[..., Settings],
-    serve: Callable[[ASGIApp], int],
+    serve_asgi: Callable[[ASGIApp], int],
     warm_up: bool,
 ) -> None:
     started: list[str] = []
@@ -989,7 +960,7 @@ def test_lifespan_reaches_the_app_and_warm_up_fetches_keys(
         middleware=[Middleware(JWTMiddleware, settings=make_settings(warm_up=warm_up))],
         lifespan=lifespan,
     )
-    port = serve(app)
+    port = serve_asgi(app)
     assert started == ["startup"]
     assert issuer.jwks_requests == (1 if warm_up else 0)
     response = httpx.get(
@@ -1000,7 +971,9 @@ def test_lifespan_reaches_the_app_and_warm_up_fetches_keys(
 
 
 def test_streaming_is_not_buffered_under_uvicorn(
-    issuer: LocalIssuer, make_settings: Callable[..., Settings], serve: Callable[[ASGIApp], int]
+    issuer: LocalIssuer,
+    make_settings: Callable[..., Settings],
+    serve_asgi: Callable[[ASGIApp], int],
 ) -> None:
     first_chunk_seen = threading.Event()
 
@@ -1016,7 +989,7 @@ def test_streaming_is_not_buffered_under_uvicorn(
     async def endpoint(request: Request) -> StreamingResponse:
         return StreamingResponse(chunks(), media_type="text/plain")
 
-    port = serve(starlette_app(make_settings(), routes=[Route("/stream", endpoint)]))
+    port = serve_asgi(starlette_app(make_settings(), routes=[Route("/stream", endpoint)]))
     received = b""
     with httpx.stream(
         "GET", f"http://127.0.0.1:{port}/stream", headers=bearer(issuer.mint()), timeout=30
@@ -1102,10 +1075,10 @@ def _handshake(port: int, path: str, extra: str = "") -> bytes:
 def test_websocket_handshake_refused_with_403_by_uvicorn(
     issuer: LocalIssuer,
     make_settings: Callable[..., Settings],
-    serve: Callable[[ASGIApp], int],
+    serve_asgi: Callable[[ASGIApp], int],
     stranger_key: SigningKey,
 ) -> None:
-    port = serve(starlette_app(make_settings()))
+    port = serve_asgi(starlette_app(make_settings()))
     bad = issuer.mint(key=stranger_key, kid=issuer.current_key.kid)
     assert _handshake(port, "/ws").startswith(b"HTTP/1.1 403")
     assert _handshake(port, "/ws", f"Authorization: Bearer {bad}\r\n").startswith(b"HTTP/1.1 403")

@@ -25,19 +25,17 @@ instead of being refused by the HTTP server.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import hashlib
 import hmac
 import json
 import os
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -48,8 +46,8 @@ from jwt.algorithms import get_default_algorithms
 
 from jwt_middleware.testing import LocalIssuer, SigningKey, generate_key
 
-ROOT = Path(__file__).resolve().parents[1]
-STARTUP_TIMEOUT = 20.0
+from .servers import AppServer, gunicorn_argv, jwt_env, uvicorn_argv, wait_all_ready
+
 AUDIENCE = "api://attacks"
 COOKIE = "access_token"
 APPS = ("fastapi", "starlette", "flask")
@@ -122,12 +120,6 @@ def cookie_flask_app() -> Any:
 # == servers ===================================================================================
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class Reply:
     status: int
@@ -162,76 +154,26 @@ def raw_get(port: int, headers: list[tuple[bytes, bytes]], path: bytes = b"/me")
     return Reply(int(status_line.split()[1]), parsed, body)
 
 
-class Server:
-    """One app in a subprocess on 127.0.0.1."""
+class Server(AppServer):
+    """One app in a subprocess on 127.0.0.1, asked with raw sockets."""
 
-    def __init__(
-        self, name: str, port: int, command: list[str], env: dict[str, str], log: IO[bytes]
-    ) -> None:
-        self.name = name
-        self.port = port
-        self.log = log
-        self.process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-
-    def output(self) -> str:
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")[-4000:]
-
-    def wait_ready(self, deadline: float) -> None:
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"{self.name} exited with {self.process.returncode}:\n{self.output()}")
-            try:
-                if raw_get(self.port, [], b"/health").status == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        pytest.fail(f"{self.name} did not answer /health in {STARTUP_TIMEOUT}s:\n{self.output()}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        self.log.close()
-
-    def get(self, headers: list[tuple[bytes, bytes]], path: bytes = b"/me") -> Reply:
+    def get(self, headers: list[tuple[bytes, bytes]], path: bytes = b"/me") -> Reply:  # type: ignore[override]
         return raw_get(self.port, headers, path)
 
 
+# Header limits raised so that oversized tokens reach the middleware's size cap.
+UVICORN_OPTIONS = ["--log-level", "warning", "--h11-max-incomplete-event-size", "65536"]
+GUNICORN_OPTIONS = ["-w", "1", "--threads", "4", "--limit-request-field_size", "32768"]
+GUNICORN_OPTIONS += ["--log-level", "warning"]
+
+
 def _uvicorn(target: str, port: int, *, factory: bool = False, app_dir: str = ".") -> list[str]:
-    command = [sys.executable, "-m", "uvicorn", "--app-dir", app_dir, target]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-    command += ["--h11-max-incomplete-event-size", "65536"]
-    return [*command, "--factory"] if factory else command
+    options = [*UVICORN_OPTIONS, "--factory"] if factory else UVICORN_OPTIONS
+    return uvicorn_argv(target, port, app_dir=app_dir, options=options)
 
 
 def _gunicorn(target: str, port: int, *, chdir: str = ".") -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "--chdir",
-        chdir,
-        "-w",
-        "1",
-        "--threads",
-        "4",
-        "-b",
-        f"127.0.0.1:{port}",
-        "--limit-request-field_size",
-        "32768",
-        "--log-level",
-        "warning",
-        target,
-    ]
+    return gunicorn_argv(target, port, chdir=chdir, options=GUNICORN_OPTIONS)
 
 
 @pytest.fixture(scope="module")
@@ -253,8 +195,7 @@ def attacker() -> Iterator[LocalIssuer]:
 def servers(
     issuer: LocalIssuer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Server]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JWT_")}
-    env.update(JWT_ISSUER=issuer.issuer, JWT_AUDIENCE=AUDIENCE, JWT_JWKS_URL=issuer.jwks_url)
+    env = jwt_env(issuer)
     plans: dict[str, Callable[[int], list[str]]] = {
         "fastapi": lambda p: _uvicorn("fastapi_app:app", p, app_dir="examples"),
         "starlette": lambda p: _uvicorn("starlette_app:app", p, app_dir="examples"),
@@ -264,19 +205,15 @@ def servers(
         ),
         "flask-cookie": lambda p: _gunicorn("tests.test_attacks:cookie_flask_app()", p),
     }
-    started: dict[str, Server] = {}
-    try:
-        for name, plan in plans.items():  # start all, then wait: they boot in parallel
-            port = free_port()
-            log = (tmp_path_factory.mktemp(name) / "server.log").open("w+b")
-            started[name] = Server(name, port, plan(port), env, log)
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        for server in started.values():
-            server.wait_ready(deadline)
+    with contextlib.ExitStack() as stack:
+        started = {  # start all, then wait: they boot in parallel
+            name: stack.enter_context(
+                Server(name, plan, env=env, log=tmp_path_factory.mktemp(name) / "server.log")
+            )
+            for name, plan in plans.items()
+        }
+        wait_all_ready(started.values())
         yield started
-    finally:
-        for server in started.values():
-            server.stop()
 
 
 # == token building ============================================================================

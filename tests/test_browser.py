@@ -12,9 +12,6 @@ import base64
 import json
 import os
 import secrets
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,9 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import free_port
+from .servers import AppServer, free_port, uvicorn_argv
 
-ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -38,7 +34,6 @@ CHROMIUM_ARGS = [
 ACCESS = "__Host-access_token"
 REFRESH = "__Secure-refresh_token"
 PASSWORD = secrets.token_urlsafe(12)
-STARTUP_TIMEOUT = 20.0
 UI_TIMEOUT_MS = 10_000
 
 
@@ -54,53 +49,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     env.update(APP_ORIGIN=url, DEMO_PASSWORD=PASSWORD)
-    log = (tmp_path_factory.mktemp("browser_app") / "uvicorn.log").open("w+b")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--app-dir",
-            "examples",
-            "browser_app:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        cwd=ROOT,
+    with AppServer(
+        "browser_app",
+        lambda port: uvicorn_argv("browser_app:app", port, app_dir="examples"),
         env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-
-    def output() -> str:
-        log.flush()
-        log.seek(0)
-        return log.read().decode(errors="replace")[-4000:]
-
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"browser_app exited with {process.returncode}:\n{output()}")
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"browser_app did not answer /health:\n{output()}")
-            time.sleep(0.1)
+        log=tmp_path_factory.mktemp("browser_app") / "uvicorn.log",
+        port=port,
+    ) as app:
+        app.wait_ready()
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-        log.close()
 
 
 @pytest.fixture(scope="module")

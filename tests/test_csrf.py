@@ -22,11 +22,12 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocket, WebSocketDisconnect
-from werkzeug.test import Client
 
 from jwt_middleware import ConfigurationError, JWTMiddleware, Settings
 from jwt_middleware.testing import LocalIssuer
-from jwt_middleware.wsgi import JWTWSGIMiddleware, get_token
+from jwt_middleware.wsgi import get_token
+
+from .servers import Answer, InProcess, closing
 
 CSRF = "abc123"
 APP_ORIGIN = "https://app.example"
@@ -58,34 +59,19 @@ def wsgi_echo(environ: dict[str, Any], start_response: Callable[..., Any]) -> li
     return [body]
 
 
-class Answer:
-    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
-        self.status = status
-        self.headers = headers
-        self.body = body
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-class Caller:
+class Caller(InProcess):
     """Requests to ``/echo`` through JWTMiddleware (Starlette TestClient) or JWTWSGIMiddleware
     (werkzeug test client)."""
 
     def __init__(self, kind: str, settings: Settings) -> None:
-        self.kind = kind
-        if kind == "asgi":
-            app = Starlette(
-                routes=[Route("/echo", echo, methods=METHODS), WebSocketRoute("/ws", ws_echo)],
-                middleware=[Middleware(JWTMiddleware, settings=settings)],
-            )
-            self.test_client = TestClient(app)
-            self.test_client.__enter__()
-            self.host = "testserver"
-        else:
-            self.mw = JWTWSGIMiddleware(wsgi_echo, settings=settings)
-            self.wsgi = Client(self.mw, use_cookies=False)  # send our Cookie header as is
-            self.host = "localhost"
+        super().__init__(
+            kind,
+            settings,
+            routes=[Route("/echo", echo, methods=METHODS), WebSocketRoute("/ws", ws_echo)],
+            wsgi_app=wsgi_echo,
+            use_cookies=False,  # send our Cookie header as is
+        )
+        self.host = "testserver" if kind == "asgi" else "localhost"
 
     @property
     def own_origin(self) -> str:
@@ -105,34 +91,18 @@ class Caller:
             sent.append(("Cookie", f"access_token={cookie}"))
         if bearer is not None:
             sent.append(("Authorization", f"Bearer {bearer}"))
-        if self.kind == "asgi":
-            r = self.test_client.request(method, "/echo", headers=sent)
-            return Answer(r.status_code, {k.lower(): v for k, v in r.headers.items()}, r.content)
-        w = self.wsgi.open("/echo", method=method, headers=sent)
-        return Answer(w.status_code, {k.lower(): v for k, v in w.headers.items()}, w.get_data())
-
-    def close(self) -> None:
-        if self.kind == "asgi":
-            self.test_client.__exit__(None, None, None)
-        else:
-            self.mw.close()
+        return self.request(method, "/echo", sent)
 
 
 @pytest.fixture(params=["asgi", "wsgi"])
 def make_caller(
     request: pytest.FixtureRequest, make_settings: Callable[..., Settings]
 ) -> Iterator[Callable[..., Caller]]:
-    made: list[Caller] = []
-
     def build(**overrides: Any) -> Caller:
         overrides.setdefault("cookie", "access_token")
-        caller = Caller(request.param, make_settings(**overrides))
-        made.append(caller)
-        return caller
+        return Caller(request.param, make_settings(**overrides))
 
-    yield build
-    for caller in made:
-        caller.close()
+    yield from closing(build)
 
 
 @pytest.fixture(scope="module")

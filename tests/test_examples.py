@@ -6,112 +6,46 @@ LocalIssuer on 127.0.0.1, once with JWT_JWKS_URL and once through OIDC discovery
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import httpx
 import pytest
 
 from jwt_middleware.testing import LocalIssuer, SigningKey, generate_key
 
-from .conftest import free_port
+from .servers import ROOT, AppServer, free_port, jwt_env, uvicorn_argv
 
-ROOT = Path(__file__).resolve().parents[1]
 APPS = ["fastapi_app", "starlette_app"]
-STARTUP_TIMEOUT = 20.0
 
 
-class Example:
+class Example(AppServer):
     """One example app under uvicorn in a subprocess."""
 
-    def __init__(self, module: str, env: dict[str, str], log: IO[bytes]) -> None:
-        self.module = module
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--app-dir",
-                "examples",
-                f"{module}:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
-            cwd=ROOT,
+    def __init__(self, module: str, env: dict[str, str], log: Path) -> None:
+        super().__init__(
+            module,
+            lambda port: uvicorn_argv(f"{module}:app", port, app_dir="examples"),
             env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            log=log,
         )
-
-    def output(self) -> str:
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")[-4000:]
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                code = self.process.returncode
-                pytest.fail(f"{self.module} exited with {code}:\n{self.output()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        pytest.fail(
-            f"{self.module} did not answer /health within {STARTUP_TIMEOUT}s:\n{self.output()}"
-        )
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        self.log.close()
-
-    def get(self, path: str, token: str | None = None) -> httpx.Response:
-        headers = {"authorization": f"Bearer {token}"} if token is not None else {}
-        return httpx.get(f"{self.url}{path}", headers=headers, timeout=10)
-
-
-def example_env(issuer: LocalIssuer, *, jwks_url: bool) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JWT_")}
-    env["JWT_ISSUER"] = issuer.issuer
-    env["JWT_AUDIENCE"] = issuer.audience
-    if jwks_url:
-        env["JWT_JWKS_URL"] = issuer.jwks_url
-    return env
 
 
 @pytest.fixture
 def launch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Example]]:
-    started: list[Example] = []
+    with contextlib.ExitStack() as started:
 
-    def start(module: str, env: dict[str, str]) -> Example:
-        log = (tmp_path_factory.mktemp("example") / "uvicorn.log").open("w+b")
-        example = Example(module, env, log)
-        started.append(example)
-        example.wait_ready()
-        return example
+        def start(module: str, env: dict[str, str]) -> Example:
+            log = tmp_path_factory.mktemp("example") / "uvicorn.log"
+            example = started.enter_context(Example(module, env, log))
+            example.wait_ready()
+            return example
 
-    yield start
-    for example in started:
-        example.stop()
+        yield start
 
 
 @pytest.fixture(scope="module")
@@ -136,17 +70,14 @@ def example(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Example]:
     module, mode = request.param
-    log = (tmp_path_factory.mktemp(f"{module}-{mode}") / "uvicorn.log").open("w+b")
+    log = tmp_path_factory.mktemp(f"{module}-{mode}") / "uvicorn.log"
     discovery_before = shared_issuer.discovery_requests
-    running = Example(module, example_env(shared_issuer, jwks_url=mode == "jwks_url"), log)
-    try:
+    with Example(module, jwt_env(shared_issuer, jwks_url=mode == "jwks_url"), log) as running:
         running.wait_ready()
         # Discovery (and only discovery) reads the OpenID configuration at warm-up.
         used_discovery = shared_issuer.discovery_requests > discovery_before
         assert used_discovery == (mode == "discovery")
         yield running
-    finally:
-        running.stop()
 
 
 def test_health_is_public(example: Example) -> None:
@@ -206,7 +137,7 @@ def test_key_rotation_is_picked_up_on_the_first_request(
     module: str, launch: Callable[..., Example]
 ) -> None:
     with LocalIssuer(audience="api://rotation") as issuer:
-        running = launch(module, example_env(issuer, jwks_url=True))
+        running = launch(module, jwt_env(issuer))
         assert running.get("/me", issuer.mint()).status_code == 200
         fetches = issuer.jwks_requests
         issuer.rotate()
@@ -224,7 +155,7 @@ def test_key_published_ahead_of_use_works_without_a_refetch(
     with LocalIssuer(audience="api://rotation") as issuer:
         upcoming = generate_key("ES256")
         issuer.add_key(upcoming, publish=True)
-        running = launch(module, example_env(issuer, jwks_url=True))
+        running = launch(module, jwt_env(issuer))
         fetches = issuer.jwks_requests
         assert fetches == 1  # warm-up
         issuer.add_key(upcoming, make_current=True)
@@ -241,18 +172,7 @@ def test_example_refuses_to_start_without_its_settings(module: str, missing: str
     env.update(JWT_ISSUER="http://127.0.0.1:9", JWT_AUDIENCE="api://x")
     del env[missing]
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--app-dir",
-            "examples",
-            f"{module}:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(free_port()),
-        ],
+        uvicorn_argv(f"{module}:app", free_port(), app_dir="examples"),
         cwd=ROOT,
         env=env,
         capture_output=True,

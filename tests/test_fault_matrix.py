@@ -52,13 +52,11 @@ verifier's caches bounded (``_core._cache`` <= ``token_cache_size``; ``_core.rul
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import itertools
 import json
 import os
 import secrets
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,16 +64,15 @@ from typing import Any
 import pytest
 
 from jwt_middleware import (
-    AsyncVerifier,
     InvalidToken,
     KeysUnavailable,
     Reason,
     Settings,
-    SyncVerifier,
 )
 from jwt_middleware.testing import LocalIssuer, generate_key
 
-from .conftest import FakeClock, free_port
+from .conftest import FakeClock
+from .servers import VerifierDriver, closing, free_port
 
 COOLDOWN = 30.0
 MAX_AGE = 600.0
@@ -86,18 +83,8 @@ UNAVAILABLE = "503"
 KID_UNKNOWN = "401 kid"
 
 
-class Driver:
+class Driver(VerifierDriver):
     """One verifier (async on its own loop, or sync) behind one call interface."""
-
-    def __init__(self, kind: str, settings: Settings) -> None:
-        self.kind = kind
-        self.verifier: Any = AsyncVerifier(settings) if kind == "async" else SyncVerifier(settings)
-        self.loop = asyncio.new_event_loop() if kind == "async" else None
-
-    def verify(self, token: str) -> Any:
-        if self.loop is not None:
-            return self.loop.run_until_complete(self.verifier.verify(token))
-        return self.verifier.verify(token)
 
     def outcome(self, token: str) -> str:
         """ACCEPTED, UNAVAILABLE or KID_UNKNOWN; anything else fails the test."""
@@ -112,27 +99,9 @@ class Driver:
             return KID_UNKNOWN
         return ACCEPTED
 
-    def settle(self) -> None:
-        """Wait for a background refresh to finish."""
-        if self.loop is not None:
-            pending = list(self.verifier.remote._tasks)
-            if pending:
-                self.loop.run_until_complete(asyncio.gather(*pending))
-        else:
-            for thread in threading.enumerate():
-                if thread.name == "jwks-refresh":
-                    thread.join(10)
-
     @property
     def attempts(self) -> int:
         return int(self.verifier.remote.policy.fetches)
-
-    def close(self) -> None:
-        if self.loop is not None:
-            self.loop.run_until_complete(self.verifier.aclose())
-            self.loop.close()
-        else:
-            self.verifier.close()
 
 
 @pytest.fixture(params=["async", "sync"])
@@ -142,16 +111,7 @@ def kind(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def drivers(kind: str) -> Iterator[Callable[..., Driver]]:
-    made: list[Driver] = []
-
-    def build(settings: Settings) -> Driver:
-        driver = Driver(kind, settings)
-        made.append(driver)
-        return driver
-
-    yield build
-    for driver in made:
-        driver.close()
+    yield from closing(lambda settings: Driver(kind, settings))
 
 
 @pytest.fixture
@@ -398,6 +358,7 @@ def test_flood_of_random_signatures_costs_no_fetch(
     v = drivers(settings_for(issuer, clock))
     template = issuer.mint(now=clock.now, expires_in=10**6)
     v.verify(template)
+    v.verify(template)  # the cache admits a token on its second use
     head, body, sig = template.split(".")
     size = len(base64.urlsafe_b64decode(sig + "=" * (-len(sig) % 4)))
     forged = (f"{head}.{body}.{_b64(secrets.token_bytes(size))}" for _ in range(FLOOD))
@@ -423,6 +384,8 @@ def test_caches_stay_bounded_under_many_valid_tokens_and_headers(
             # a distinct header each time (typ varies) and a distinct token
             token = issuer.mint(now=clock.now, headers={"typ": f"JWT-{i}"})
             assert v.verify(token).subject == "user-1"
+            assert v.verify(token).subject == "user-1"  # second use: admitted to the cache
             assert len(v.verifier._core._cache) <= 64
+            assert len(v.verifier._core._seen) <= 64
             assert len(v.verifier._core.rules._cache) <= 256
         assert issuer.jwks_requests == 1

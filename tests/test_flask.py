@@ -7,22 +7,14 @@ server (repeated headers, worker processes, ``--preload`` forks) runs under real
 
 from __future__ import annotations
 
-import http.client
 import json
-import os
-import socket
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import a2wsgi
 import httpx
 import pytest
-import uvicorn
 from flask import Flask, request
 
 from jwt_middleware import AuthError, ConfigurationError, JWTMiddleware, Settings, VerifiedToken
@@ -36,14 +28,10 @@ from jwt_middleware.flask import (
 from jwt_middleware.testing import LocalIssuer, SigningKey, generate_key
 from jwt_middleware.wsgi import JWTWSGIMiddleware
 
-from .conftest import FakeClock, free_port
+from .conftest import FakeClock
+from .servers import AppServer, bearer, gunicorn_argv, jwt_env, raw_request, serve_asgi
 
-ROOT = Path(__file__).resolve().parents[1]
-STARTUP_TIMEOUT = 20.0
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+__all__ = ["serve_asgi"]  # a fixture, used by name
 
 
 def build_app() -> Flask:
@@ -378,73 +366,17 @@ def test_extension_init_app_pattern(issuer: LocalIssuer, clock: FakeClock) -> No
 # -- the example app under a real gunicorn -----------------------------------------------------
 
 
-def raw_get(port: int, path: str, header_lines: list[bytes]) -> tuple[int, bytes]:
-    head = (
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n".encode()
-        + b"".join(line + b"\r\n" for line in header_lines)
-        + b"Connection: close\r\n\r\n"
-    )
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(head)
-        response = http.client.HTTPResponse(sock)
-        response.begin()
-        return response.status, response.read()
-
-
-class Gunicorn:
+class Gunicorn(AppServer):
     """``examples/flask_app.py`` under gunicorn (2 workers x 4 threads) in a subprocess."""
 
-    def __init__(self, issuer: LocalIssuer, log: IO[bytes], *, jwks_url: bool, preload: bool):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        env = {k: v for k, v in os.environ.items() if not k.startswith("JWT_")}
-        env["JWT_ISSUER"] = issuer.issuer
-        env["JWT_AUDIENCE"] = issuer.audience
-        if jwks_url:
-            env["JWT_JWKS_URL"] = issuer.jwks_url
-        command = [
-            sys.executable, "-m", "gunicorn", "--chdir", "examples",
-            "-b", f"127.0.0.1:{self.port}", "-w", "2", "--threads", "4",
-        ]  # fmt: skip
-        if preload:
-            command.append("--preload")
-        self.process = subprocess.Popen(
-            [*command, "flask_app:app"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    def __init__(self, issuer: LocalIssuer, log: Path, *, jwks_url: bool, preload: bool):
+        options = ["-w", "2", "--threads", "4", *(["--preload"] if preload else [])]
+        super().__init__(
+            "gunicorn",
+            lambda port: gunicorn_argv("flask_app:app", port, chdir="examples", options=options),
+            env=jwt_env(issuer, jwks_url=jwks_url),
+            log=log,
         )
-
-    def output(self) -> str:
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")[-4000:]
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"gunicorn exited with {self.process.returncode}:\n{self.output()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        pytest.fail(f"gunicorn did not answer /health in {STARTUP_TIMEOUT}s:\n{self.output()}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        self.log.close()
-
-    def get(self, path: str, token: str | None = None) -> httpx.Response:
-        headers = bearer(token) if token is not None else {}
-        # A fresh connection per request, so requests spread over the workers.
-        return httpx.get(f"{self.url}{path}", headers=headers, timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -457,13 +389,10 @@ def gunicorn_issuer() -> Iterator[LocalIssuer]:
 def gunicorn(
     gunicorn_issuer: LocalIssuer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Gunicorn]:
-    log = (tmp_path_factory.mktemp("gunicorn") / "gunicorn.log").open("w+b")
-    server = Gunicorn(gunicorn_issuer, log, jwks_url=True, preload=False)
-    try:
+    log = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
+    with Gunicorn(gunicorn_issuer, log, jwks_url=True, preload=False) as server:
         server.wait_ready()
         yield server
-    finally:
-        server.stop()
 
 
 def test_gunicorn_health_is_public(gunicorn: Gunicorn) -> None:
@@ -513,10 +442,10 @@ def test_gunicorn_two_authorization_headers_are_refused(
     gunicorn: Gunicorn, gunicorn_issuer: LocalIssuer
 ) -> None:
     line = b"Authorization: Bearer " + gunicorn_issuer.mint().encode()
-    status, body = raw_get(gunicorn.port, "/me", [line, line])
+    status, _, body = raw_request(gunicorn.port, "/me", [line, line])
     assert status == 400
     assert json.loads(body)["error"] == "invalid_request"
-    status, _ = raw_get(gunicorn.port, "/me", [line])
+    status, _, _ = raw_request(gunicorn.port, "/me", [line])
     assert status == 200
 
 
@@ -535,9 +464,8 @@ def test_gunicorn_key_rotation_works_on_the_first_request_to_each_worker(
 def test_gunicorn_preload_discovery_and_rotation(tmp_path_factory: pytest.TempPathFactory) -> None:
     """``--preload``: the app (and its key warm-up) is built in the master, then forked."""
     with LocalIssuer(audience="api://flask-preload") as local:
-        log = (tmp_path_factory.mktemp("gunicorn-preload") / "gunicorn.log").open("w+b")
-        server = Gunicorn(local, log, jwks_url=False, preload=True)
-        try:
+        log = tmp_path_factory.mktemp("gunicorn-preload") / "gunicorn.log"
+        with Gunicorn(local, log, jwks_url=False, preload=True) as server:
             server.wait_ready()
             # Only the master warmed up: discovery + JWKS once, inherited by both workers.
             assert (local.discovery_requests, local.jwks_requests) == (1, 1)
@@ -554,36 +482,9 @@ def test_gunicorn_preload_discovery_and_rotation(tmp_path_factory: pytest.TempPa
             assert statuses == [200] * 16, server.output()
             assert 2 <= local.jwks_requests <= 3
             assert local.discovery_requests == 1  # the jwks_uri found by the master is kept
-        finally:
-            server.stop()
 
 
 # -- Flask served by an ASGI server: a2wsgi behind JWTMiddleware -------------------------------
-
-
-@pytest.fixture
-def serve_asgi() -> Iterator[Callable[[Any], int]]:
-    running: list[tuple[uvicorn.Server, threading.Thread]] = []
-
-    def start(asgi_app: Any) -> int:
-        port = free_port()
-        config = uvicorn.Config(asgi_app, host="127.0.0.1", port=port, log_level="warning")
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, daemon=True)
-        running.append((server, thread))
-        thread.start()
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while not server.started:
-            assert thread.is_alive(), "uvicorn stopped during startup"
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
-        return port
-
-    yield start
-    for server, _ in running:
-        server.should_exit = True
-    for _, thread in running:
-        thread.join(timeout=10)
 
 
 def test_flask_behind_a2wsgi_and_the_asgi_middleware(

@@ -21,58 +21,21 @@ from jwt_middleware import (
 from jwt_middleware.testing import LocalIssuer, generate_key
 
 from .conftest import FakeClock
+from .servers import VerifierDriver as Both
+from .servers import closing
 
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-class Both:
-    """Drive the async and the sync verifier through one interface, for parametrised tests."""
-
-    def __init__(self, kind: str, settings: Any) -> None:
-        self.kind = kind
-        self.verifier: Any = AsyncVerifier(settings) if kind == "async" else SyncVerifier(settings)
-        self.loop = asyncio.new_event_loop() if kind == "async" else None
-
-    def verify(self, token: str) -> Any:
-        if self.loop is not None:
-            return self.loop.run_until_complete(self.verifier.verify(token))
-        return self.verifier.verify(token)
-
-    def settle(self) -> None:
-        """Let background refreshes finish."""
-        if self.loop is not None:
-            remote = self.verifier.remote
-            pending = list(remote._tasks)
-            if pending:
-                self.loop.run_until_complete(asyncio.gather(*pending))
-        else:
-            for thread in threading.enumerate():
-                if thread.name == "jwks-refresh":
-                    thread.join(10)
-
-    def close(self) -> None:
-        if self.loop is not None:
-            self.loop.run_until_complete(self.verifier.aclose())
-            self.loop.close()
-        else:
-            self.verifier.close()
-
-
 @pytest.fixture(params=["async", "sync"])
 def make(request: pytest.FixtureRequest, make_settings: Any, clock: FakeClock):
-    made: list[Both] = []
-
     def build(**overrides: Any) -> Both:
         overrides.setdefault("clock", clock)
-        both = Both(request.param, make_settings(**overrides))
-        made.append(both)
-        return both
+        return Both(request.param, make_settings(**overrides))
 
-    yield build
-    for both in made:
-        both.close()
+    yield from closing(build)
 
 
 def test_keys_are_fetched_once_then_served_from_cache(
@@ -335,7 +298,7 @@ def test_warm_up_fetches_before_the_first_request(
 ) -> None:
     v = make()
     if v.kind == "async":
-        v.loop.run_until_complete(v.verifier.warm_up())
+        v.run(v.verifier.warm_up())
     else:
         v.verifier.warm_up()
     assert issuer.jwks_requests == 1

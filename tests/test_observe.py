@@ -48,11 +48,11 @@ def test_counters_count_each_decision(issuer: LocalIssuer, make_settings: Any) -
     statuses = run(
         make_settings(events=events, warm_up=False),
         issuer,
-        [token, token, None, issuer.mint(expires_in=-600), issuer.mint(audience="x")],
+        [token, token, token, None, issuer.mint(expires_in=-600), issuer.mint(audience="x")],
     )
-    assert statuses == [200, 200, 401, 401, 401]
+    assert statuses == [200, 200, 200, 401, 401, 401]
     assert events.snapshot() == {
-        "verified": 1,
+        "verified": 2,  # the cache admits a token on its second use
         "verified_cached": 1,
         "rejected:token_missing": 1,
         "rejected:token_expired": 1,
@@ -83,9 +83,9 @@ def test_prometheus_exporter(issuer: LocalIssuer, make_settings: Any) -> None:
     registry = CollectorRegistry()
     events = PrometheusEvents(registry)
     token = issuer.mint()
-    run(make_settings(events=events, warm_up=False), issuer, [token, token, None])
+    run(make_settings(events=events, warm_up=False), issuer, [token, token, token, None])
     text = generate_latest(registry).decode()
-    assert 'jwt_middleware_verified_total{cached="false"} 1.0' in text
+    assert 'jwt_middleware_verified_total{cached="false"} 2.0' in text
     assert 'jwt_middleware_verified_total{cached="true"} 1.0' in text
     assert 'jwt_middleware_rejected_total{reason="token_missing"} 1.0' in text
     assert 'jwt_middleware_key_fetches_total{outcome="ok"} 1.0' in text

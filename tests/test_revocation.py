@@ -7,17 +7,14 @@ gunicorn, all sharing that Redis, and log out through one to be refused by the o
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import json
 import logging
 import os
-import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from typing import IO, Any
+from typing import Any
 
 import httpx
 import pytest
@@ -28,17 +25,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
-from werkzeug.test import Client
 
 from jwt_middleware import (
     AsyncVerifier,
     ConfigurationError,
-    InvalidToken,
     JWTMiddleware,
     Reason,
     Settings,
     SyncVerifier,
-    VerifiedToken,
 )
 from jwt_middleware.errors import RevocationUnavailable
 from jwt_middleware.revocation import (
@@ -51,8 +45,22 @@ from jwt_middleware.revocation import (
 from jwt_middleware.testing import OMIT, LocalIssuer
 from jwt_middleware.wsgi import JWTWSGIMiddleware, get_token
 
-from .conftest import FakeClock, free_port
+from .conftest import FakeClock
 from .redis_server import RedisServer, redis_clean, redis_server, redis_url, spare_redis
+from .servers import (
+    Answer,
+    AppServer,
+    Blocking,
+    InProcess,
+    bearer,
+    closing,
+    free_port,
+    gunicorn_argv,
+    jwt_env,
+    uvicorn_argv,
+    wait_all_ready,
+)
+from .servers import VerifierDriver as Verify
 
 __all__ = ["redis_clean", "redis_server", "redis_url", "spare_redis"]  # fixtures, used by name
 
@@ -67,51 +75,15 @@ def issuer() -> Iterator[LocalIssuer]:
 # -- helpers ---------------------------------------------------------------------------------
 
 
-class Verify:
-    """SyncVerifier or AsyncVerifier behind one synchronous call (one event loop per verifier)."""
-
-    def __init__(self, kind: str, settings: Settings) -> None:
-        self.kind = kind
-        if kind == "sync":
-            self.sync = SyncVerifier(settings)
-        else:
-            self.runner = asyncio.Runner()
-            self.async_ = AsyncVerifier(settings)
-
-    def __call__(self, token: str) -> VerifiedToken:
-        if self.kind == "sync":
-            return self.sync.verify(token)
-        return self.runner.run(self.async_.verify(token))
-
-    def refused(self, token: str) -> str:
-        """The reason the token is refused (fails the test if it is accepted)."""
-        with pytest.raises(InvalidToken) as refused:
-            self(token)
-        return refused.value.reason
-
-    def close(self) -> None:
-        if self.kind == "sync":
-            self.sync.close()
-        else:
-            self.runner.run(self.async_.aclose())
-            self.runner.close()
-
-
 @pytest.fixture(params=["sync", "async"])
 def make_verify(
     request: pytest.FixtureRequest, make_settings: Callable[..., Settings], clock: FakeClock
 ) -> Iterator[Callable[..., Verify]]:
-    made: list[Verify] = []
-
     def build(**overrides: Any) -> Verify:
         overrides.setdefault("clock", clock)
-        verify = Verify(request.param, make_settings(**overrides))
-        made.append(verify)
-        return verify
+        return Verify(request.param, make_settings(**overrides))
 
-    yield build
-    for verify in made:
-        verify.close()
+    yield from closing(build)
 
 
 class CountingStore:
@@ -185,67 +157,29 @@ def wsgi_whoami(environ: dict[str, Any], start_response: Callable[..., Any]) -> 
     return [body]
 
 
-class Answer:
-    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
-        self.status = status
-        self.headers = headers
-        self.body = body
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-class HTTP:
+class HTTP(InProcess):
     """An app protected by JWTMiddleware (ASGI, TestClient) or JWTWSGIMiddleware (werkzeug)."""
 
     def __init__(self, kind: str, settings: Settings) -> None:
-        self.kind = kind
-        self.settings = settings
-        if kind == "asgi":
-            app = Starlette(
-                routes=[Route("/whoami", whoami)],
-                middleware=[Middleware(JWTMiddleware, settings=settings)],
-            )
-            self.client = TestClient(app)
-            self.client.__enter__()
-        else:
-            self.mw = JWTWSGIMiddleware(wsgi_whoami, settings=settings)
-            self.wsgi = Client(self.mw)
+        super().__init__(kind, settings, routes=[Route("/whoami", whoami)], wsgi_app=wsgi_whoami)
 
     def get(self, token: str, path: str = "/whoami") -> Answer:
-        headers = {"Authorization": f"Bearer {token}"}
-        if self.kind == "asgi":
-            r = self.client.get(path, headers=headers)
-            return Answer(r.status_code, {k.lower(): v for k, v in r.headers.items()}, r.content)
-        w = self.wsgi.get(path, headers=headers)
-        return Answer(w.status_code, {k.lower(): v for k, v in w.headers.items()}, w.get_data())
+        return self.request("GET", path, bearer(token))
 
     def close(self) -> None:
         store = self.settings.revocation
-        if self.kind == "asgi":
-            if isinstance(store, AsyncRedisRevocationStore):  # on the loop its sockets live on
-                portal = self.client.portal
-                assert portal is not None
-                portal.call(store.client.aclose)
-            self.client.__exit__(None, None, None)
-        else:
-            self.mw.close()
+        if self.kind == "asgi" and isinstance(store, AsyncRedisRevocationStore):
+            portal = self.test_client.portal  # on the loop its sockets live on
+            assert portal is not None
+            portal.call(store.client.aclose)
+        super().close()
         if isinstance(store, RedisRevocationStore):
             store.client.close()
 
 
 @pytest.fixture
 def make_http(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., HTTP]]:
-    made: list[HTTP] = []
-
-    def build(kind: str, **overrides: Any) -> HTTP:
-        http = HTTP(kind, make_settings(**overrides))
-        made.append(http)
-        return http
-
-    yield build
-    for http in made:
-        http.close()
+    yield from closing(lambda kind, **overrides: HTTP(kind, make_settings(**overrides)))
 
 
 def assert_revocation_503(answer: Answer) -> None:
@@ -423,13 +357,14 @@ def test_store_is_consulted_on_every_cache_hit(
     store.checks.clear()
     token = issuer.mint(now=clock.now, subject="carol", claims={"jti": "cached"})
     verify(token)
+    verify(token)  # the cache admits a token on its second use
     verify(token)
-    assert len(signatures) == 1  # the second use was a cache hit...
-    assert len(store.checks) == 2  # ...and the store was asked both times
+    assert len(signatures) == 2  # the third use was a cache hit...
+    assert len(store.checks) == 3  # ...and the store was asked every time
     assert store.checks[0] == ("cached", "carol", clock.now)
     store.revoke_token("cached", clock.now + 300)
     assert verify.refused(token) == Reason.TOKEN_REVOKED
-    assert len(signatures) == 1  # refused from the cache, not re-verified
+    assert len(signatures) == 2  # refused from the cache, not re-verified
 
 
 def test_store_is_consulted_only_after_the_signature_and_claims(
@@ -595,50 +530,34 @@ def test_async_store_under_a_sync_verifier_is_a_configuration_error(
 # -- Redis (a real server) -------------------------------------------------------------------
 
 
-class RedisStore:
+class RedisStore(Blocking):
     """RedisRevocationStore or AsyncRedisRevocationStore behind one synchronous interface."""
 
     def __init__(self, kind: str, url: str, **options: Any) -> None:
-        self.kind = kind
-        if kind == "sync":
-            self.store: Any = RedisRevocationStore.from_url(url, **options)
-        else:
-            self.runner = asyncio.Runner()
-            self.store = AsyncRedisRevocationStore.from_url(url, **options)
-
-    def _call(self, name: str, *args: Any) -> Any:
-        result = getattr(self.store, name)(*args)
-        return result if self.kind == "sync" else self.runner.run(result)
+        super().__init__(kind)
+        cls: Any = RedisRevocationStore if kind == "sync" else AsyncRedisRevocationStore
+        self.store = cls.from_url(url, **options)
 
     def is_revoked(self, jti: str | None, sub: str | None, iat: float | None) -> bool:
-        return bool(self._call("is_revoked", jti, sub, iat))
+        return bool(self.run(self.store.is_revoked(jti, sub, iat)))
 
     def revoke_token(self, jti: str, expires_at: float) -> None:
-        self._call("revoke_token", jti, expires_at)
+        self.run(self.store.revoke_token(jti, expires_at))
 
     def revoke_subject(self, sub: str, before: float) -> None:
-        self._call("revoke_subject", sub, before)
+        self.run(self.store.revoke_subject(sub, before))
 
     def close(self) -> None:
         if self.kind == "sync":
             self.store.client.close()
         else:
-            self.runner.run(self.store.client.aclose())
-            self.runner.close()
+            self.run(self.store.client.aclose())
+        super().close()
 
 
 @pytest.fixture(params=["sync", "async"])
 def make_redis_store(request: pytest.FixtureRequest) -> Iterator[Callable[..., RedisStore]]:
-    made: list[RedisStore] = []
-
-    def build(url: str, **options: Any) -> RedisStore:
-        store = RedisStore(request.param, url, **options)
-        made.append(store)
-        return store
-
-    yield build
-    for store in made:
-        store.close()
+    yield from closing(lambda url, **options: RedisStore(request.param, url, **options))
 
 
 @pytest.fixture
@@ -873,58 +792,15 @@ def logout():
     return {"revoked": claims["jti"], "pid": os.getpid()}
 '''
 
-STARTUP_TIMEOUT = 20.0
 
-
-class Served:
+class Served(AppServer):
     """An app in a server subprocess on its own port; always terminated by its PID."""
 
-    def __init__(
-        self, name: str, command: list[str], port: int, env: dict[str, str], log: IO[bytes]
-    ):
-        self.name = name
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = log
-        self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-    def output(self) -> str:
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")[-4000:]
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"{self.name} exited ({self.process.returncode}):\n{self.output()}"
-                )
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"{self.name} not ready in {STARTUP_TIMEOUT}s:\n{self.output()}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        self.log.close()
-
-    def get(self, token: str) -> httpx.Response:
-        return httpx.get(f"{self.url}/me", headers={"authorization": f"Bearer {token}"}, timeout=10)
+    def get(self, token: str) -> httpx.Response:  # type: ignore[override]
+        return self.request("GET", "/me", token)
 
     def logout(self, token: str) -> httpx.Response:
-        return httpx.post(
-            f"{self.url}/logout", headers={"authorization": f"Bearer {token}"}, timeout=10
-        )
+        return self.request("POST", "/logout", token)
 
 
 @pytest.fixture(scope="module")
@@ -936,39 +812,23 @@ def fleet(
     folder = tmp_path_factory.mktemp("revocation_apps")
     (folder / "revocation_asgi.py").write_text(textwrap.dedent(ASGI_APP))
     (folder / "revocation_wsgi.py").write_text(textwrap.dedent(WSGI_APP))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JWT_")}
-    env.update(
-        JWT_ISSUER=issuer.issuer,
-        JWT_AUDIENCE=issuer.audience,
-        JWT_JWKS_URL=issuer.jwks_url,
-        REDIS_URL=redis_url,
-        PYTHONPATH=os.pathsep.join([str(folder), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-    )
+    pythonpath = os.pathsep.join([str(folder), os.environ.get("PYTHONPATH", "")])
+    env = jwt_env(issuer, REDIS_URL=redis_url, PYTHONPATH=pythonpath.rstrip(os.pathsep))
 
     def uvicorn(port: int) -> list[str]:
-        return [
-            sys.executable, "-m", "uvicorn", "revocation_asgi:app",
-            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-        ]  # fmt: skip
+        return uvicorn_argv("revocation_asgi:app", port, options=["--log-level", "warning"])
 
     def gunicorn(port: int) -> list[str]:
-        return [
-            sys.executable, "-m", "gunicorn", "revocation_wsgi:app",
-            "--bind", f"127.0.0.1:{port}", "--workers", "2", "--graceful-timeout", "3",
-        ]  # fmt: skip
+        options = ["--workers", "2", "--graceful-timeout", "3"]
+        return gunicorn_argv("revocation_wsgi:app", port, options=options)
 
-    started: list[Served] = []
-    try:
-        for name, build in (("A", uvicorn), ("B", uvicorn), ("W", gunicorn)):
-            port = free_port()
-            log = (folder / f"{name}.log").open("w+b")
-            started.append(Served(name, build(port), port, env, log))
-        with ThreadPoolExecutor(len(started)) as pool:
-            list(pool.map(Served.wait_ready, started))
+    with contextlib.ExitStack() as stack:
+        started = [
+            stack.enter_context(Served(name, build, env=env, log=folder / f"{name}.log"))
+            for name, build in (("A", uvicorn), ("B", uvicorn), ("W", gunicorn))
+        ]
+        wait_all_ready(started)
         yield {s.name: s for s in started}
-    finally:
-        for served in started:
-            served.stop()
 
 
 @pytest.fixture

@@ -57,10 +57,19 @@ def test_a_reused_token_skips_the_signature_check(
     calls = count_signature_checks(monkeypatch)
     verifier = SyncVerifier(settings(signer, clock))
     t = token(signer, clock)
-    first = verifier.verify(t)
+    verifier.verify(t)  # seen once: not admitted yet (one-off tokens never churn the cache)
+    second = verifier.verify(t)  # verified again, now remembered
     for _ in range(10):
-        assert verifier.verify(t) is first
-    assert calls == ["ES256"]
+        assert verifier.verify(t) is second
+    assert calls == ["ES256", "ES256"]
+
+
+def test_one_off_tokens_are_not_admitted(signer: Any, clock: FakeClock) -> None:
+    verifier = SyncVerifier(settings(signer, clock, token_cache_size=16))
+    for i in range(100):
+        verifier.verify(token(signer, clock, jti=f"once{i}"))
+    assert len(verifier._core._cache) == 0
+    assert len(verifier._core._seen) == 16  # bounded too
 
 
 def test_disabled_cache_checks_every_time(
@@ -129,7 +138,9 @@ def test_validators_run_on_every_hit(signer: Any, clock: FakeClock) -> None:
 def test_the_cache_is_bounded(signer: Any, clock: FakeClock) -> None:
     verifier = SyncVerifier(settings(signer, clock, token_cache_size=16))
     for i in range(100):
-        verifier.verify(token(signer, clock, jti=f"t{i}"))
+        reused = token(signer, clock, jti=f"t{i}")
+        verifier.verify(reused)
+        verifier.verify(reused)
     assert len(verifier._core._cache) == 16
 
 
@@ -165,12 +176,12 @@ def test_async_verifier_uses_the_cache_too(
     verifier = AsyncVerifier(settings(signer, clock))
     t = token(signer, clock)
 
-    async def twice() -> None:
-        await verifier.verify(t)
-        await verifier.verify(t)
+    async def thrice() -> None:
+        for _ in range(3):
+            await verifier.verify(t)
 
-    asyncio.run(twice())
-    assert calls == ["ES256"]
+    asyncio.run(thrice())
+    assert calls == ["ES256", "ES256"]
 
 
 def test_an_unchanged_jwks_refresh_keeps_the_cache_and_the_parsed_keys(
@@ -180,11 +191,12 @@ def test_an_unchanged_jwks_refresh_keeps_the_cache_and_the_parsed_keys(
     verifier = SyncVerifier(make_settings(clock=clock))
     t = issuer.mint(now=clock.now, expires_in=3600)
     verifier.verify(t)
+    verifier.verify(t)  # now in the cache
     keyset = verifier.remote.policy.keyset  # type: ignore[union-attr]
     clock.advance(601)  # stale: served, refreshed (same document) in the background
     verifier.verify(t)
     verifier.remote.refresh()  # type: ignore[union-attr]  # wait for it
     assert issuer.jwks_requests == 2
     assert verifier.remote.policy.keyset is keyset  # type: ignore[union-attr]
-    verifier.verify(t)
-    assert len(calls) == 2  # the first check, and the one while the keys were stale
+    verifier.verify(t)  # a cache hit again: the entry is bound to the same KeySet
+    assert len(calls) == 3  # two to get in, one while the keys were stale

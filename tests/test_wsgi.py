@@ -7,27 +7,27 @@ werkzeug server or a real ``os.fork``.
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 import os
 import signal
-import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
-from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.test import Client
 
 from jwt_middleware import Settings, VerifiedToken
 from jwt_middleware.testing import LocalIssuer, SigningKey, generate_key
 from jwt_middleware.wsgi import JWTWSGIMiddleware, get_token
 
-from .conftest import FakeClock, free_port
+from .conftest import FakeClock
+from .servers import bearer, closing, raw_request, serve_wsgi
+
+__all__ = ["serve_wsgi"]  # a fixture, used by name
 
 GENERIC_INVALID = "The access token is invalid."
 
@@ -69,65 +69,17 @@ def make_mw(
     make_settings: Callable[..., Settings], clock: FakeClock, app: WhoAmI
 ) -> Iterator[Callable[..., JWTWSGIMiddleware]]:
     """Build the middleware around ``app`` with the test's clock; closed at teardown."""
-    made: list[JWTWSGIMiddleware] = []
 
     def build(**overrides: Any) -> JWTWSGIMiddleware:
         overrides.setdefault("clock", clock)
-        mw = JWTWSGIMiddleware(app, settings=make_settings(**overrides))
-        made.append(mw)
-        return mw
+        return JWTWSGIMiddleware(app, settings=make_settings(**overrides))
 
-    yield build
-    for mw in made:
-        mw.close()
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[[Any], int]]:
-    """Run a WSGI app under a real threaded werkzeug server; stopped at teardown."""
-    running: list[tuple[BaseWSGIServer, threading.Thread]] = []
-
-    def start(wsgi_app: Any) -> int:
-        port = free_port()
-        server = make_server("127.0.0.1", port, wsgi_app, threaded=True)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        running.append((server, thread))
-        thread.start()
-        return port
-
-    yield start
-    for server, thread in running:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    yield from closing(build)
 
 
 @pytest.fixture(scope="module")
 def stranger_key() -> SigningKey:
     return generate_key("RS256")
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def raw_request(port: int, path: str, header_lines: Iterable[bytes]) -> tuple[int, dict, bytes]:
-    """One HTTP/1.1 request written byte by byte on a socket (so headers can repeat)."""
-    head = b"".join(
-        [
-            f"GET {path} HTTP/1.1\r\n".encode(),
-            f"Host: 127.0.0.1:{port}\r\n".encode(),
-            *(line + b"\r\n" for line in header_lines),
-            b"Connection: close\r\n\r\n",
-        ]
-    )
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(head)
-        response = http.client.HTTPResponse(sock)
-        response.begin()
-        body = response.read()
-        headers = {k.lower(): v for k, v in response.getheaders()}
-        return response.status, headers, body
 
 
 def assert_refusal_shape(headers: Any, body: bytes) -> dict[str, Any]:
@@ -182,10 +134,10 @@ def test_bearer_scheme_is_case_insensitive(
 def test_valid_token_over_a_real_server(
     issuer: LocalIssuer,
     make_mw: Callable[..., JWTWSGIMiddleware],
-    serve: Callable[[Any], int],
+    serve_wsgi: Callable[[Any], int],
     clock: FakeClock,
 ) -> None:
-    port = serve(make_mw())
+    port = serve_wsgi(make_mw())
     response = httpx.get(
         f"http://127.0.0.1:{port}/x", headers=bearer(issuer.mint(now=clock.now)), timeout=10
     )
@@ -285,9 +237,9 @@ def test_token_accepted_then_expired_by_the_clock(
 
 
 def test_refusal_over_a_real_server_has_correct_length_and_headers(
-    make_mw: Callable[..., JWTWSGIMiddleware], serve: Callable[[Any], int]
+    make_mw: Callable[..., JWTWSGIMiddleware], serve_wsgi: Callable[[Any], int]
 ) -> None:
-    port = serve(make_mw())
+    port = serve_wsgi(make_mw())
     status, headers, body = raw_request(port, "/x", [b"Authorization: Bearer a.b.c"])
     assert status == 401
     assert int(headers["content-length"]) == len(body)
@@ -301,11 +253,11 @@ def test_refusal_over_a_real_server_has_correct_length_and_headers(
 def test_two_authorization_headers_over_a_real_server_are_refused(
     issuer: LocalIssuer,
     make_mw: Callable[..., JWTWSGIMiddleware],
-    serve: Callable[[Any], int],
+    serve_wsgi: Callable[[Any], int],
     app: WhoAmI,
     clock: FakeClock,
 ) -> None:
-    port = serve(make_mw())
+    port = serve_wsgi(make_mw())
     token = issuer.mint(now=clock.now).encode()
     status, headers, body = raw_request(
         port, "/x", [b"Authorization: Bearer " + token, b"Authorization: Bearer " + token]
@@ -511,10 +463,10 @@ def test_warm_up_fetches_at_construction(
 def test_concurrent_requests_over_real_http_share_one_fetch(
     issuer: LocalIssuer,
     make_mw: Callable[..., JWTWSGIMiddleware],
-    serve: Callable[[Any], int],
+    serve_wsgi: Callable[[Any], int],
     clock: FakeClock,
 ) -> None:
-    port = serve(make_mw())
+    port = serve_wsgi(make_mw())
     url = f"http://127.0.0.1:{port}/x"
     assert httpx.get(url, headers=bearer(issuer.mint(now=clock.now)), timeout=10).status_code == 200
     assert issuer.jwks_requests == 1
@@ -678,9 +630,9 @@ def test_hostile_cookie_is_refused_cleanly(
     ids=["latin1", "nul", "comma", "20000", "cookie"],
 )
 def test_hostile_headers_over_a_real_server_never_5xx(
-    make_mw: Callable[..., JWTWSGIMiddleware], serve: Callable[[Any], int], line: bytes
+    make_mw: Callable[..., JWTWSGIMiddleware], serve_wsgi: Callable[[Any], int], line: bytes
 ) -> None:
-    port = serve(make_mw(cookie="access_token"))
+    port = serve_wsgi(make_mw(cookie="access_token"))
     status, _, _ = raw_request(port, "/x", [line])
     assert status in {400, 401}
 
