@@ -1,7 +1,9 @@
 """The example apps and the demo, as users run them: real processes, real HTTP.
 
-Each example runs under ``python -m uvicorn --app-dir examples`` in a subprocess, against a
-LocalIssuer on 127.0.0.1, once with JWT_JWKS_URL and once through OIDC discovery.
+The same cases run against every example: the FastAPI and Starlette apps under
+``python -m uvicorn --app-dir examples``, the Flask app under ``gunicorn --chdir examples``
+(two workers, four threads each), each in a subprocess against a LocalIssuer on 127.0.0.1, once
+with JWT_JWKS_URL and once through OIDC discovery.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,21 +21,35 @@ import pytest
 
 from jwt_middleware.testing import LocalIssuer, SigningKey, generate_key
 
-from .servers import ROOT, AppServer, free_port, jwt_env, uvicorn_argv
+from .servers import ROOT, AppServer, free_port, gunicorn_argv, jwt_env, uvicorn_argv
 
-APPS = ["fastapi_app", "starlette_app"]
+APPS = ["fastapi_app", "starlette_app", "flask_app"]
+ASGI_APPS = ["fastapi_app", "starlette_app"]
+
+
+WORKERS = {"flask_app": 2}  # processes per example; each warms up (fetches keys) on its own
+
+
+def warmed_up(issuer: LocalIssuer, module: str) -> int:
+    """Wait (bounded) until every worker's start-up fetch has reached the key server."""
+    deadline = time.monotonic() + 20
+    while issuer.jwks_requests < WORKERS.get(module, 1) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return issuer.jwks_requests
+
+
+def _argv(module: str, port: int) -> list[str]:
+    if module == "flask_app":  # WSGI: as its docstring says, gunicorn --chdir examples
+        options = ["-w", "2", "--threads", "4"]
+        return gunicorn_argv(f"{module}:app", port, chdir="examples", options=options)
+    return uvicorn_argv(f"{module}:app", port, app_dir="examples")
 
 
 class Example(AppServer):
-    """One example app under uvicorn in a subprocess."""
+    """One example app in a subprocess: uvicorn for ASGI apps, gunicorn for Flask."""
 
     def __init__(self, module: str, env: dict[str, str], log: Path) -> None:
-        super().__init__(
-            module,
-            lambda port: uvicorn_argv(f"{module}:app", port, app_dir="examples"),
-            env=env,
-            log=log,
-        )
+        super().__init__(module, lambda port: _argv(module, port), env=env, log=log)
 
 
 @pytest.fixture
@@ -138,6 +155,7 @@ def test_key_rotation_is_picked_up_on_the_first_request(
 ) -> None:
     with LocalIssuer(audience="api://rotation") as issuer:
         running = launch(module, jwt_env(issuer))
+        warmed_up(issuer, module)
         assert running.get("/me", issuer.mint()).status_code == 200
         fetches = issuer.jwks_requests
         issuer.rotate()
@@ -156,8 +174,8 @@ def test_key_published_ahead_of_use_works_without_a_refetch(
         upcoming = generate_key("ES256")
         issuer.add_key(upcoming, publish=True)
         running = launch(module, jwt_env(issuer))
-        fetches = issuer.jwks_requests
-        assert fetches == 1  # warm-up
+        fetches = warmed_up(issuer, module)
+        assert fetches == WORKERS.get(module, 1)  # one warm-up per worker process
         issuer.add_key(upcoming, make_current=True)
         response = running.get("/me", issuer.mint(subject="next-key"))
         assert response.status_code == 200
@@ -165,7 +183,7 @@ def test_key_published_ahead_of_use_works_without_a_refetch(
         assert issuer.jwks_requests == fetches
 
 
-@pytest.mark.parametrize("module", APPS)
+@pytest.mark.parametrize("module", ASGI_APPS)
 @pytest.mark.parametrize("missing", ["JWT_ISSUER", "JWT_AUDIENCE"])
 def test_example_refuses_to_start_without_its_settings(module: str, missing: str) -> None:
     env: dict[str, Any] = {k: v for k, v in os.environ.items() if not k.startswith("JWT_")}
