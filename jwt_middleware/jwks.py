@@ -25,7 +25,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -235,11 +235,17 @@ class _Remote:
             logger.info("jwt_middleware: fetched %d keys: %s", len(keyset), keyset.kids[:20])
             self.policy.succeeded(keyset, now, max_age)
 
-    def _target(self) -> tuple[str, bool]:
-        if self.jwks_uri is not None:
-            return self.jwks_uri, False
-        assert self.issuer is not None
-        return discovery_url(self.issuer), True
+    def _steps(self) -> Generator[str, tuple[Any, float | None], tuple[KeySet, float | None]]:
+        """One fetch, sans I/O: yields each URL to GET and is sent back ``(JSON, max_age)``;
+        returns the key set and its max age. Both transports drive this same sequence."""
+        url = self.jwks_uri
+        if url is None:
+            assert self.issuer is not None
+            url = discovery_url(self.issuer)
+            document, _ = yield url
+            url = self.jwks_uri = _jwks_uri_from(document, url, self.issuer)
+        document, max_age = yield url
+        return self._keyset(document, url), max_age
 
 
 class AsyncJWKS(_Remote):
@@ -316,15 +322,14 @@ class AsyncJWKS(_Remote):
         return self._client
 
     async def _fetch(self) -> tuple[KeySet, float | None] | FetchError:
+        steps = self._steps()
         try:
-            url, is_discovery = self._target()
-            if is_discovery:
-                document, _ = await self._get(url)
-                assert self.issuer is not None
-                self.jwks_uri = _jwks_uri_from(document, url, self.issuer)
-                url = self.jwks_uri
-            document, max_age = await self._get(url)
-            return self._keyset(document, url), max_age
+            url = next(steps)
+            while True:
+                url = steps.send(await self._get(url))
+        except StopIteration as done:
+            result: tuple[KeySet, float | None] = done.value
+            return result
         except FetchError as exc:
             return exc
 
@@ -408,15 +413,14 @@ class SyncJWKS(_Remote):
         self._client.close()
 
     def _fetch(self) -> tuple[KeySet, float | None] | FetchError:
+        steps = self._steps()
         try:
-            url, is_discovery = self._target()
-            if is_discovery:
-                document, _ = self._get(url)
-                assert self.issuer is not None
-                self.jwks_uri = _jwks_uri_from(document, url, self.issuer)
-                url = self.jwks_uri
-            document, max_age = self._get(url)
-            return self._keyset(document, url), max_age
+            url = next(steps)
+            while True:
+                url = steps.send(self._get(url))
+        except StopIteration as done:
+            result: tuple[KeySet, float | None] = done.value
+            return result
         except FetchError as exc:
             return exc
 

@@ -192,6 +192,18 @@ class _Core:
                 raise InvalidToken(Reason.CLAIM_INVALID, f"{name} is neither a string nor a list")
         return tuple(found)
 
+    def accept(self, verified: VerifiedToken, *, revoked: bool, hit: bool) -> VerifiedToken:
+        if revoked:
+            raise InvalidToken(Reason.TOKEN_REVOKED, "")
+        events = self.settings.events
+        if events is not None:
+            events.verified(cached=hit)
+        return verified
+
+    def outcome(self, validator: Any, outcome: Any) -> None:
+        if outcome is False:
+            raise InvalidToken(Reason.VALIDATOR_REJECTED, getattr(validator, "__name__", ""))
+
     def revocation_failed(self, exc: Exception) -> bool:
         """Fail closed (raise 503) unless configured to fail open; logged either way."""
         if not isinstance(exc, RevocationStoreError):
@@ -242,6 +254,7 @@ class AsyncVerifier:
         elif self.settings.validators:
             await self._validate(verified)
         store = self.settings.revocation
+        revoked = False
         if store is not None:
             try:
                 revoked = store.is_revoked(*revocation_query(verified.claims))
@@ -249,11 +262,7 @@ class AsyncVerifier:
                     revoked = await revoked
             except Exception as exc:  # the store's own errors, network errors, timeouts
                 revoked = core.revocation_failed(exc)
-            if revoked:
-                raise InvalidToken(Reason.TOKEN_REVOKED, "")
-        if self.settings.events is not None:
-            self.settings.events.verified(cached=hit)
-        return verified
+        return core.accept(verified, revoked=revoked, hit=hit)
 
     async def _validate(self, verified: VerifiedToken) -> None:
         core = self._core
@@ -264,8 +273,7 @@ class AsyncVerifier:
                     outcome = await outcome
             except Exception as exc:  # see rejected_by_validator
                 raise core.rejected_by_validator(exc) from None
-            if outcome is False:
-                raise InvalidToken(Reason.VALIDATOR_REJECTED, getattr(validator, "__name__", ""))
+            core.outcome(validator, outcome)
 
     async def _key(self, kid: str | None, alg: str) -> Key:
         core = self._core
@@ -325,16 +333,13 @@ class SyncVerifier:
         elif self.settings.validators:
             self._validate(verified)
         store = self.settings.revocation
+        revoked = False
         if store is not None:
             try:
                 revoked = store.is_revoked(*revocation_query(verified.claims))
             except Exception as exc:  # the store's own errors, network errors, timeouts
                 revoked = core.revocation_failed(exc)
-            if revoked:
-                raise InvalidToken(Reason.TOKEN_REVOKED, "")
-        if self.settings.events is not None:
-            self.settings.events.verified(cached=hit)
-        return verified
+        return core.accept(verified, revoked=revoked, hit=hit)
 
     def _validate(self, verified: VerifiedToken) -> None:
         core = self._core
@@ -343,8 +348,7 @@ class SyncVerifier:
                 outcome = validator(verified.claims)
             except Exception as exc:  # see rejected_by_validator
                 raise core.rejected_by_validator(exc) from None
-            if outcome is False:
-                raise InvalidToken(Reason.VALIDATOR_REJECTED, getattr(validator, "__name__", ""))
+            core.outcome(validator, outcome)
 
     def _key(self, kid: str | None, alg: str) -> Key:
         core = self._core
