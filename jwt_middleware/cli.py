@@ -251,17 +251,18 @@ def _jwks(url: str, timeout: float, out: TextIO) -> int:
         print(f"{url} answered HTTP {response.status_code}", file=out)
         return EXIT_UNAVAILABLE
     try:
-        keyset, problems = KeySet.from_jwks(loads_strict(response.content), source=url)
+        document = loads_strict(response.content)
+        keyset, problems = KeySet.from_jwks(document, source=url)
     except (ValueError, RecursionError) as exc:
         print(f"{url} is not a usable JWKS: {exc}", file=out)
         return EXIT_UNAVAILABLE
-    print(f"{'kid':<40} {'kty':<4} {'size/crv':<10} algorithms", file=out)
+    uses = {e.get("kid"): e.get("use", "-") for e in document["keys"] if isinstance(e, dict)}
+    print(f"{'kid':<40} {'kty':<4} {'size/crv':<10} {'use':<4} algorithms", file=out)
     for key in keyset.keys:
         size = key.crv or str(key.size)
-        print(
-            f"{key.kid or '-':<40} {key.kty:<4} {size:<10} {','.join(sorted(key.algorithms))}",
-            file=out,
-        )
+        use = str(uses.get(key.kid, "-"))
+        algs = ",".join(sorted(key.algorithms))
+        print(f"{key.kid or '-':<40} {key.kty:<4} {size:<10} {use:<4} {algs}", file=out)
     for problem in problems:
         print(f"skipped: {problem}", file=out)
     return EXIT_OK

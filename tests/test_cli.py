@@ -120,6 +120,8 @@ def test_jwks_lists_keys_and_skipped_entries(issuer: LocalIssuer) -> None:
     result = cli("jwks", issuer.jwks_url)
     assert result.returncode == 0
     assert issuer.current_key.kid in result.stdout and "RS256" in result.stdout
+    row = next(line for line in result.stdout.splitlines() if line.startswith("ec-1"))
+    assert row.split()[1:4] == ["EC", "P-256", "sig"]
     assert "ec-1" in result.stdout and "P-256" in result.stdout
     assert "skipped: key 'enc-1': key use is 'enc'" in result.stdout
 
