@@ -149,7 +149,7 @@ def _headers(environ: WSGIEnvironment) -> list[tuple[bytes, bytes]]:
         parts = authorization.split(",")
         # Only a Bearer credential proves the commas joined several headers: other schemes
         # (Digest, AWS4-HMAC-SHA256, …) carry commas in a single value.
-        if len(parts) > 1 and any(p.strip()[:7].lower() == "bearer " for p in parts):
+        if len(parts) > 1 and any(p.strip()[:6].lower() == "bearer" for p in parts):
             pairs.extend((b"authorization", part.encode("latin-1")) for part in parts)
         else:
             pairs.append((b"authorization", authorization.encode("latin-1")))
