@@ -256,7 +256,11 @@ def _jwks(url: str, timeout: float, out: TextIO) -> int:
     except (ValueError, RecursionError) as exc:
         print(f"{url} is not a usable JWKS: {exc}", file=out)
         return EXIT_UNAVAILABLE
-    uses = {e.get("kid"): e.get("use", "-") for e in document["keys"] if isinstance(e, dict)}
+    uses = {
+        e["kid"]: e.get("use", "-")
+        for e in document["keys"]
+        if isinstance(e, dict) and isinstance(e.get("kid"), str)
+    }
     print(f"{'kid':<40} {'kty':<4} {'size/crv':<10} {'use':<4} algorithms", file=out)
     for key in keyset.keys:
         size = key.crv or str(key.size)

@@ -39,7 +39,9 @@ class Gate:
             return True
         if method == "OPTIONS":
             # A CORS preflight carries no credentials by design (Fetch standard); CORS answers it.
-            return any(name == b"access-control-request-method" for name, _ in headers)
+            # Browsers always send both headers on one; anything less is not a preflight.
+            names = {name for name, _ in headers}
+            return b"access-control-request-method" in names and b"origin" in names
         return False
 
     def token(self, headers: Iterable[tuple[bytes, bytes]]) -> tuple[str, str] | None:

@@ -25,6 +25,7 @@ import os
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from enum import Enum
@@ -46,8 +47,19 @@ _NO_CACHE = re.compile(r"(?:^|,)\s*(?:no-cache|no-store)\s*(?:,|$)", re.IGNORECA
 _ACCEPT = "application/jwk-set+json, application/json"
 
 
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]*@")
+
+
+def _redact(text: str) -> str:
+    """Drop ``user:password@`` from URLs: messages about key servers end up in logs."""
+    return _USERINFO.sub(r"\1***@", text)
+
+
 class FetchError(Exception):
     """The key server did not give us a usable document. The message is safe to log."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(_redact(message))
 
 
 class Plan(Enum):
@@ -161,8 +173,10 @@ def _keyset_from(document: Any, url: str) -> KeySet:
         keyset, problems = KeySet.from_jwks(document, allow_symmetric=False, source=url)
     except KeyError_ as exc:
         raise FetchError(str(exc)) from None
-    for problem in problems:
-        logger.warning("jwt_middleware: ignoring a key from %s: %s", url, problem)
+    for problem in problems[:10]:  # bounded: a hostile document must not flood the logs
+        logger.warning("jwt_middleware: ignoring a key from %s: %s", _redact(url), problem)
+    if len(problems) > 10:
+        logger.warning("jwt_middleware: ... and %d more unusable keys", len(problems) - 10)
     if not keyset.keys:
         raise FetchError(f"{url} holds no usable signing key")
     return keyset
@@ -182,7 +196,8 @@ def _jwks_uri_from(document: Any, url: str, issuer: str) -> str:
         raise FetchError(f"{url} has no jwks_uri")
     try:
         check_key_url(jwks_uri, "jwks_uri")
-    except ValueError as exc:
+        httpx.URL(jwks_uri)  # e.g. control characters, bad IDNA: refuse here, not mid-fetch
+    except (ValueError, httpx.InvalidURL) as exc:
         raise FetchError(str(exc)) from None
     return jwks_uri
 
@@ -235,6 +250,16 @@ class _Remote:
             logger.info("jwt_middleware: fetched %d keys: %s", len(keyset), keyset.kids[:20])
             self.policy.succeeded(keyset, now, max_age)
 
+    def _failed(self, exc: Exception) -> FetchError:
+        if self.issuer is not None and self.settings.jwks_url is None:
+            # Discovered, not configured: look the jwks_uri up again next time, in case the
+            # provider fixed or moved it.
+            self.jwks_uri = None
+        if isinstance(exc, FetchError):
+            return exc
+        logger.error("jwt_middleware: unexpected error while fetching keys", exc_info=exc)
+        return FetchError(f"key fetch failed: {type(exc).__name__}")
+
     def _steps(self) -> Generator[str, tuple[Any, float | None], tuple[KeySet, float | None]]:
         """One fetch, sans I/O: yields each URL to GET and is sent back ``(JSON, max_age)``;
         returns the key set and its max age. Both transports drive this same sequence."""
@@ -246,6 +271,12 @@ class _Remote:
             url = self.jwks_uri = _jwks_uri_from(document, url, self.issuer)
         document, max_age = yield url
         return self._keyset(document, url), max_age
+
+
+def _after_fork(ref: weakref.ReferenceType[SyncJWKS]) -> None:
+    remote = ref()
+    if remote is not None:
+        remote._forked()
 
 
 class AsyncJWKS(_Remote):
@@ -330,8 +361,8 @@ class AsyncJWKS(_Remote):
         except StopIteration as done:
             result: tuple[KeySet, float | None] = done.value
             return result
-        except FetchError as exc:
-            return exc
+        except Exception as exc:  # FetchError, and anything a hostile document provokes
+            return self._failed(exc)
 
     async def _get(self, url: str) -> tuple[Any, float | None]:
         try:
@@ -358,6 +389,10 @@ class SyncJWKS(_Remote):
         super().__init__(settings)
         self._pid = -1
         self._forked()
+        # Also reset right at fork (not only on the next refresh): a child forked while a
+        # refresh was in flight would otherwise never start another one.
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _after_fork(ref))
 
     def _forked(self) -> None:
         # gunicorn --preload builds the app before forking workers: a child must not share the
@@ -421,8 +456,8 @@ class SyncJWKS(_Remote):
         except StopIteration as done:
             result: tuple[KeySet, float | None] = done.value
             return result
-        except FetchError as exc:
-            return exc
+        except Exception as exc:  # FetchError, and anything a hostile document provokes
+            return self._failed(exc)
 
     def _get(self, url: str) -> tuple[Any, float | None]:
         deadline = time.monotonic() + self.settings.jwks_timeout * 2

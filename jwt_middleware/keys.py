@@ -28,6 +28,8 @@ __all__ = ["ASYMMETRIC_ALGORITHMS", "HMAC_ALGORITHMS", "Key", "KeyError_", "KeyS
 logger = logging.getLogger("jwt_middleware")
 
 MIN_RSA_BITS = 2048
+MAX_RSA_BITS = 16384
+MAX_RSA_EXPONENT_BITS = 64
 # alg -> minimum secret length in bytes (RFC 7518 §3.2)
 HMAC_ALGORITHMS = {"HS256": 32, "HS384": 48, "HS512": 64}
 _RSA_ALGS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
@@ -346,8 +348,15 @@ def _narrow(possible: frozenset[str], alg: str | None) -> frozenset[str]:
 def _checked_rsa(numbers: rsa.RSAPublicNumbers) -> rsa.RSAPublicKey:
     if numbers.n.bit_length() < MIN_RSA_BITS:
         raise KeyError_(f"RSA key of {numbers.n.bit_length()} bits; at least {MIN_RSA_BITS} needed")
+    if numbers.n.bit_length() > MAX_RSA_BITS:
+        # OpenSSL cannot verify with larger moduli anyway; refuse instead of keeping a dead key.
+        raise KeyError_(f"RSA key of {numbers.n.bit_length()} bits; at most {MAX_RSA_BITS}")
     if numbers.e < 3 or numbers.e % 2 == 0:
         raise KeyError_("RSA public exponent must be odd and at least 3")
+    if numbers.e.bit_length() > MAX_RSA_EXPONENT_BITS:
+        # A huge exponent makes every verification (of any forged token naming the kid)
+        # orders of magnitude slower: a denial of service on the event loop.
+        raise KeyError_(f"RSA public exponent over {MAX_RSA_EXPONENT_BITS} bits")
     if _roca_fingerprint(numbers.n):
         raise KeyError_("RSA key has the ROCA weakness (CVE-2017-15361); it can be factored")
     return numbers.public_key()

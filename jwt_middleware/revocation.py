@@ -64,10 +64,17 @@ def revocation_query(claims: Mapping[str, Any]) -> tuple[str | None, str | None,
     """``(jti, sub, iat)`` from verified claims, each None when absent or not of its type."""
     jti, sub, iat = claims.get("jti"), claims.get("sub"), claims.get("iat")
     return (
-        jti if isinstance(jti, str) else None,
+        _jti(jti) if isinstance(jti, (str, int)) and not isinstance(jti, bool) else None,
         sub if isinstance(sub, str) else None,
         float(iat) if isinstance(iat, (int, float)) and not isinstance(iat, bool) else None,
     )
+
+
+def _jti(jti: str | int) -> str:
+    # RFC 7519 says jti is a string; some issuers send numbers. Both sides normalise alike.
+    if isinstance(jti, bool) or not isinstance(jti, (str, int)):
+        raise TypeError(f"jti must be a string (or an integer), got {type(jti).__name__}")
+    return jti if isinstance(jti, str) else str(jti)
 
 
 def _revoked_by_subject(before: float | None, iat: float | None) -> bool:
@@ -116,6 +123,7 @@ class MemoryRevocationStore:
         return False
 
     def revoke_token(self, jti: str, expires_at: float) -> None:
+        jti = _jti(jti)
         with self._lock:
             if jti not in self._tokens:
                 self._make_room()
@@ -193,7 +201,7 @@ class RedisRevocationStore:
 
     def revoke_token(self, jti: str, expires_at: float) -> None:
         try:
-            self.client.set(self._keys.token(jti), b"1", exat=_exat(expires_at))
+            self.client.set(self._keys.token(_jti(jti)), b"1", exat=_exat(expires_at))
         except Exception as exc:
             raise RevocationStoreError(type(exc).__name__) from None
 
@@ -231,7 +239,7 @@ class AsyncRedisRevocationStore:
 
     async def revoke_token(self, jti: str, expires_at: float) -> None:
         try:
-            await self.client.set(self._keys.token(jti), b"1", exat=_exat(expires_at))
+            await self.client.set(self._keys.token(_jti(jti)), b"1", exat=_exat(expires_at))
         except Exception as exc:
             raise RevocationStoreError(type(exc).__name__) from None
 

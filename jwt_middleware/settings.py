@@ -3,8 +3,10 @@ message that says how to fix them, never on the first request."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
@@ -49,7 +51,7 @@ class Settings:
     discovery: bool | None = None
     """OIDC discovery from ``{issuer}/.well-known/openid-configuration``. ``None`` (default):
     used when no other key source is given."""
-    jwks: Mapping[str, Any] | None = None
+    jwks: Mapping[str, Any] | None = field(default=None, repr=False)  # may hold HMAC secrets
     keys: Sequence[Key] = ()
     # -- token rules -------------------------------------------------------------------------
     algorithms: Sequence[str] = DEFAULT_ALGORITHMS
@@ -103,6 +105,7 @@ class Settings:
     discovery_issuer: str | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        self._check_types()
         put = object.__setattr__
         put(self, "issuers", _names("issuer", self.issuer, self.allow_any_issuer))
         put(self, "audiences", _names("audience", self.audience, self.allow_any_audience))
@@ -167,16 +170,37 @@ class Settings:
         if self.max_lifetime is not None:
             positive["max_lifetime"] = self.max_lifetime
         for name, value in positive.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            if not _finite(value) or not value > 0:
                 raise ConfigurationError(f"{name} must be a positive number, got {value!r}")
         size = self.token_cache_size
         if isinstance(size, bool) or not isinstance(size, int) or size < 0:
             raise ConfigurationError(f"token_cache_size must be an integer >= 0, got {size!r}")
         for name, value in {"leeway": self.leeway, "jwks_max_stale": self.jwks_max_stale}.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            if not _finite(value) or not value >= 0:
                 raise ConfigurationError(f"{name} must be a number >= 0, got {value!r}")
+        if self.leeway > MAX_LEEWAY:
+            raise ConfigurationError(
+                f"leeway {self.leeway}s is over {MAX_LEEWAY}s: not clock skew; fix the clocks"
+            )
         if self.jwks_cooldown > self.jwks_max_age:
             raise ConfigurationError("jwks_cooldown must not exceed jwks_max_age")
+
+    def _check_types(self) -> None:
+        # Settings often come from environment strings: "false" is truthy, and "scope" is a
+        # sequence of one-letter names. Refuse both rather than guess.
+        for f in dataclasses.fields(self):
+            if f.init and f.type == "bool" and type(getattr(self, f.name)) is not bool:
+                raise ConfigurationError(
+                    f"{f.name} must be True or False, got {getattr(self, f.name)!r}"
+                )
+        for name in ("algorithms", "required_claims", "scope_claims", "public_paths",
+                     "allowed_origins", "validators", "keys"):  # fmt: skip
+            if isinstance(getattr(self, name), (str, bytes)):
+                raise ConfigurationError(f"{name} must be a list, not a single string")
+        if not isinstance(self.realm, str):
+            raise ConfigurationError(f"realm must be a string, got {self.realm!r}")
+        if not callable(self.clock):
+            raise ConfigurationError("clock must be a callable returning the time in seconds")
 
     def _check_requests(self) -> None:
         if not self.header and self.cookie is None:
@@ -258,6 +282,13 @@ class Settings:
         (issuer,) = self.issuers
         check_key_url(issuer, "issuer (for discovery)")
         return issuer
+
+
+MAX_LEEWAY = 3600.0
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _names(what: str, value: str | Sequence[str] | None, waived: bool) -> frozenset[str]:

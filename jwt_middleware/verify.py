@@ -82,13 +82,16 @@ class _Core:
         return digest, None
 
     def remember(self, digest: bytes, verified: VerifiedToken, keys: object) -> None:
-        if not digest or keys is None:
+        """``keys``: the key set the token was verified against, or None when it changed (or
+        was not fresh) during the verification — then the result is not cached, since the key
+        that verified it may already be gone."""
+        if not digest:
             return
         # Admit a token on its second full verification only: a stream of one-off tokens then
         # never churns the cache (insert + evict per request), while a reused token — the case
         # the cache is for — gets in on its second use.
         seen = self._seen
-        if digest not in seen:
+        if seen.pop(digest, _ABSENT) is _ABSENT:  # one atomic step: threads may race here
             if len(seen) >= self._cache_size:
                 try:
                     seen.popitem(last=False)
@@ -96,7 +99,8 @@ class _Core:
                     pass
             seen[digest] = None
             return
-        del seen[digest]
+        if keys is None:
+            return
         cache = self._cache
         if len(cache) >= self._cache_size:
             # Oldest first; bounded whatever tokens arrive. (OrderedDict: O(1); a plain dict's
@@ -250,7 +254,7 @@ class AsyncVerifier:
             key = await self._key(parsed.header.kid, parsed.header.alg)
             verified = core.finish(parsed, claims, key)
             await self._validate(verified)
-            core.remember(digest, verified, _keys_version(core, self.remote, now))
+            core.remember(digest, verified, _same(keys, _keys_version(core, self.remote, now)))
         elif self.settings.validators:
             await self._validate(verified)
         store = self.settings.revocation
@@ -329,7 +333,7 @@ class SyncVerifier:
             key = self._key(parsed.header.kid, parsed.header.alg)
             verified = core.finish(parsed, claims, key)
             self._validate(verified)
-            core.remember(digest, verified, _keys_version(core, self.remote, now))
+            core.remember(digest, verified, _same(keys, _keys_version(core, self.remote, now)))
         elif self.settings.validators:
             self._validate(verified)
         store = self.settings.revocation
@@ -365,6 +369,13 @@ class SyncVerifier:
     def close(self) -> None:
         if self.remote is not None:
             self.remote.close()
+
+
+_ABSENT = object()
+
+
+def _same(before: object, after: object) -> object:
+    return before if before is not None and before is after else None
 
 
 def _keys_version(core: _Core, remote: AsyncJWKS | SyncJWKS | None, now: float) -> object:

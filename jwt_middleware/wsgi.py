@@ -159,6 +159,8 @@ def _headers(environ: WSGIEnvironment) -> list[tuple[bytes, bytes]]:
         pairs.extend((b"cookie", part.encode("latin-1")) for part in cookie.split(","))
     if "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ:
         pairs.append((b"access-control-request-method", b"*"))
+    if "HTTP_ORIGIN" in environ:
+        pairs.append((b"origin", environ["HTTP_ORIGIN"].encode("latin-1")))
     return pairs
 
 
