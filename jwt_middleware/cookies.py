@@ -34,12 +34,9 @@ def set_token_cookie(
     secure: bool = True,
 ) -> None:
     """Set ``name=token`` on ``response`` (anything with Starlette's/werkzeug's ``set_cookie``)."""
-    _check(name, path, samesite, secure)
     if isinstance(max_age, bool) or not isinstance(max_age, int) or max_age <= 0:
         raise ValueError("max_age must be a positive number of seconds (the token's lifetime)")
-    response.set_cookie(
-        name, token, max_age=max_age, path=path, secure=secure, httponly=True, samesite=samesite
-    )
+    _set(response, name, token, max_age, path, samesite, secure)
 
 
 def clear_token_cookie(
@@ -51,9 +48,23 @@ def clear_token_cookie(
     secure: bool = True,
 ) -> None:
     """Expire the cookie (same attributes, or browsers keep the old one)."""
+    _set(response, name, "", 0, path, samesite, secure)
+
+
+def _set(
+    response: Any, name: str, value: str, max_age: int, path: str, samesite: str, secure: bool
+) -> None:
     _check(name, path, samesite, secure)
+    expires = {"expires": 0} if max_age == 0 else {}  # clearing: old browsers need Expires too
     response.set_cookie(
-        name, "", max_age=0, expires=0, path=path, secure=secure, httponly=True, samesite=samesite
+        name,
+        value,
+        max_age=max_age,
+        path=path,
+        secure=secure,
+        httponly=True,
+        samesite=samesite,
+        **expires,
     )
 
 

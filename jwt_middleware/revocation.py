@@ -22,7 +22,8 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
@@ -193,25 +194,19 @@ class RedisRevocationStore:
         return cls(redis.Redis.from_url(url, socket_timeout=timeout), **options)
 
     def is_revoked(self, jti: str | None, sub: str | None, iat: float | None) -> bool:
-        try:
+        with _unavailable_as_error():
             values = self.client.mget(self._keys.keys(jti, sub))
-        except Exception as exc:  # redis.RedisError, OSError, timeouts
-            raise RevocationStoreError(type(exc).__name__) from None
         return self._keys.verdict(values, jti, sub, iat)
 
     def revoke_token(self, jti: str, expires_at: float) -> None:
-        try:
+        with _unavailable_as_error():
             self.client.set(self._keys.token(_jti(jti)), b"1", exat=_exat(expires_at))
-        except Exception as exc:
-            raise RevocationStoreError(type(exc).__name__) from None
 
     def revoke_subject(self, sub: str, before: float) -> None:
-        try:
+        with _unavailable_as_error():
             self.client.eval(
                 _RAISE_CUTOFF, 1, self._keys.subject(sub), repr(before), self._keys.subject_ttl
             )
-        except Exception as exc:
-            raise RevocationStoreError(type(exc).__name__) from None
 
 
 class AsyncRedisRevocationStore:
@@ -231,25 +226,28 @@ class AsyncRedisRevocationStore:
         return cls(redis.asyncio.Redis.from_url(url, socket_timeout=timeout), **options)
 
     async def is_revoked(self, jti: str | None, sub: str | None, iat: float | None) -> bool:
-        try:
+        with _unavailable_as_error():
             values = await self.client.mget(self._keys.keys(jti, sub))
-        except Exception as exc:
-            raise RevocationStoreError(type(exc).__name__) from None
         return self._keys.verdict(values, jti, sub, iat)
 
     async def revoke_token(self, jti: str, expires_at: float) -> None:
-        try:
+        with _unavailable_as_error():
             await self.client.set(self._keys.token(_jti(jti)), b"1", exat=_exat(expires_at))
-        except Exception as exc:
-            raise RevocationStoreError(type(exc).__name__) from None
 
     async def revoke_subject(self, sub: str, before: float) -> None:
-        try:
+        with _unavailable_as_error():
             await self.client.eval(
                 _RAISE_CUTOFF, 1, self._keys.subject(sub), repr(before), self._keys.subject_ttl
             )
-        except Exception as exc:
-            raise RevocationStoreError(type(exc).__name__) from None
+
+
+@contextmanager
+def _unavailable_as_error() -> Iterator[None]:
+    """Any failure talking to Redis (network, timeout, auth, script) is "cannot answer"."""
+    try:
+        yield
+    except Exception as exc:
+        raise RevocationStoreError(type(exc).__name__) from None
 
 
 def _exat(expires_at: float) -> int:
