@@ -14,11 +14,12 @@ from starlette.authentication import AuthCredentials, UnauthenticatedUser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import AuthError, Unavailable
-from .extract import COOKIE
+from .extract import COOKIE, HEADER, plain_bearer
 from .gate import Gate
 from .identity import JWTCredentials, JWTUser
 from .issuers import async_verifier
 from .settings import Settings
+from .verify import token_digest
 
 __all__ = ["SCOPE_GATE", "JWTMiddleware", "send_refusal"]
 
@@ -53,34 +54,49 @@ class JWTMiddleware:
         self.app = app
         self.settings, self.verifier = async_verifier(settings, options)
         self.gate = Gate(self.settings)
+        # The hot path needs a token cache, and a header token (cookies need CSRF checks).
+        self._plain = self.verifier.caches and self.settings.header
+        self._cookie = self.gate.cookie
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind == "lifespan":
-            await self.app(scope, self._lifespan_receive(receive), send)
-            return
-        if kind not in ("http", "websocket"):
+        if kind != "http" and kind != "websocket":
+            if kind == "lifespan":
+                receive = self._lifespan_receive(receive)
             await self.app(scope, receive, send)
             return
         gate = self.gate
         scope[SCOPE_GATE] = gate
+        headers = scope["headers"]
         try:
-            if gate.unchecked(scope.get("method"), scope["path"], scope["headers"]):
-                _anonymous(scope)
-            elif (found := gate.token(scope["headers"])) is None:
+            if gate.unchecked(scope.get("method"), scope["path"], headers):
                 _anonymous(scope)
             else:
-                token, location = found
-                verified = await self.verifier.verify(token)
-                if location == COOKIE:
-                    gate.check_csrf(
-                        scope.get("method"),
-                        scope["headers"],
-                        verified,
-                        websocket=kind == "websocket",
-                    )
-                scope["user"] = JWTUser(verified)
-                scope["auth"] = JWTCredentials(verified, location)
+                # The hot path: a token seen before, looked up by its digest as sent. A hit
+                # means the exact bytes were verified before; everything else (a miss, a cookie,
+                # anything unusual about the header) takes the full extraction and verification.
+                plain = plain_bearer(headers, cookie=self._cookie) if self._plain else None
+                digest = token_digest(plain) if plain is not None else None
+                verified = self.verifier.cached(digest) if digest is not None else None
+                if verified is not None:
+                    scope["user"] = JWTUser(verified)
+                    scope["auth"] = JWTCredentials(verified, HEADER)
+                elif (found := gate.token(headers)) is None:
+                    _anonymous(scope)
+                else:
+                    token, location = found
+                    if digest is not None and token.encode() != plain:
+                        digest = None  # the general extraction read the header differently
+                    verified = await self.verifier.verify(token, digest)
+                    if location == COOKIE:
+                        gate.check_csrf(
+                            scope.get("method"),
+                            headers,
+                            verified,
+                            websocket=kind == "websocket",
+                        )
+                    scope["user"] = JWTUser(verified)
+                    scope["auth"] = JWTCredentials(verified, location)
         except AuthError as exc:
             await self._refuse(exc, scope, send)
             return

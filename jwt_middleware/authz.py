@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
+from starlette.types import Scope
 from starlette.websockets import WebSocket
 
 from .asgi import SCOPE_GATE, send_refusal
@@ -28,12 +29,19 @@ def check_scopes(conn: HTTPConnection, scopes: Iterable[str] = (), *, any_of: bo
     With ``any_of=True`` one of them suffices; otherwise all are needed. No scopes: any valid
     token passes (useful on routes of an app that runs the middleware in anonymous mode).
     """
-    if "auth" not in conn.scope or "user" not in conn.scope:
+    authorize(conn.scope, tuple(scopes), any_of)
+
+
+def authorize(scope: Scope, required: tuple[str, ...], any_of: bool) -> None:
+    # Straight from the ASGI scope: this runs on every request to a protected route, and the
+    # HTTPConnection properties add an assert and a call per attribute.
+    user = scope.get("user")
+    auth = scope.get("auth")
+    if user is None or auth is None:
         raise RuntimeError("JWTMiddleware is not installed in front of this route")
-    if not conn.user.is_authenticated:
+    if not user.is_authenticated:
         raise MissingToken()
-    required = tuple(scopes)
-    if required and not scopes_granted(conn.auth.scopes, required, any_of=any_of):
+    if required and not scopes_granted(auth.scopes, required, any_of=any_of):
         raise InsufficientScope(required, any_of=any_of)
 
 
@@ -65,7 +73,7 @@ async def _refused(exc: AuthError, conn: HTTPConnection) -> Response | None:
 def scopes_granted(
     granted: Iterable[str], required: Iterable[str], *, any_of: bool = False
 ) -> bool:
-    have = set(granted)
+    have = granted if isinstance(granted, (list, tuple, set, frozenset)) else list(granted)
     return any(s in have for s in required) if any_of else all(s in have for s in required)
 
 
@@ -79,6 +87,8 @@ def requires_scopes(*scopes: str, any_of: bool = False) -> Callable[[F], F]:
         if not isinstance(scope, str) or not scope or " " in scope:
             raise ValueError(f"a scope is a non-empty string without spaces, got {scope!r}")
 
+    required = tuple(scopes)
+
     def decorator(func: F) -> F:
         def connection(args: tuple[Any, ...], kwargs: dict[str, Any]) -> HTTPConnection:
             for value in (*args, *kwargs.values()):
@@ -90,9 +100,12 @@ def requires_scopes(*scopes: str, any_of: bool = False) -> Callable[[F], F]:
 
             @functools.wraps(func)
             async def async_endpoint(*args: Any, **kwargs: Any) -> Any:
-                conn = connection(args, kwargs)
+                # A plain endpoint gets the request first; methods and odd signatures search.
+                conn = args[0] if args and isinstance(args[0], HTTPConnection) else None
+                if conn is None:
+                    conn = connection(args, kwargs)
                 try:
-                    check_scopes(conn, scopes, any_of=any_of)
+                    authorize(conn.scope, required, any_of)
                 except AuthError as exc:
                     return await _refused(exc, conn)
                 return await func(*args, **kwargs)
@@ -101,9 +114,11 @@ def requires_scopes(*scopes: str, any_of: bool = False) -> Callable[[F], F]:
 
         @functools.wraps(func)
         def endpoint(*args: Any, **kwargs: Any) -> Any:
-            conn = connection(args, kwargs)
+            conn = args[0] if args and isinstance(args[0], HTTPConnection) else None
+            if conn is None:
+                conn = connection(args, kwargs)
             try:
-                check_scopes(conn, scopes, any_of=any_of)
+                authorize(conn.scope, required, any_of)
             except AuthError as exc:
                 return _response(exc, conn)
             return func(*args, **kwargs)

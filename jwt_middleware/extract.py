@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 from .errors import InvalidRequest, Reason
 
-__all__ = ["COOKIE", "HEADER", "extract_token"]
+__all__ = ["COOKIE", "HEADER", "extract_token", "plain_bearer"]
 
 HEADER = "header"
 COOKIE = "cookie"
@@ -32,6 +32,32 @@ def bearer_token(value: bytes) -> str | None:
     scheme = value[:7].lower()
     if scheme == b"bearer" or (scheme[:6] == b"bearer" and scheme[6:7] in (b" ", b"\t")):
         raise InvalidRequest(Reason.MALFORMED_AUTHORIZATION, "malformed Bearer credentials")
+    return None
+
+
+_BEARER = (b"Bearer ", b"bearer ")
+
+
+def plain_bearer(
+    headers: Iterable[tuple[bytes, bytes]], *, cookie: bytes | None = None
+) -> bytes | None:
+    """The token of the request's only ``Authorization`` header when it is exactly ``Bearer
+    <token>`` and no ``Cookie`` header could carry another (with a ``cookie`` configured).
+
+    The token is NOT checked: this is the token cache's key, so the hot path looks up a token it
+    verified before without parsing anything. None (anything less plain, or no token): ask
+    :func:`extract_token`, which applies every rule and says what is wrong.
+    """
+    found = None
+    for name, value in headers:
+        if name == b"authorization":
+            if found is not None:
+                return None
+            found = value
+        elif name == b"cookie" and cookie is not None:
+            return None
+    if found is not None and found.startswith(_BEARER):
+        return found[7:]
     return None
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from fastapi import Request
 from fastapi.security import HTTPBearer
 
-from .authz import check_scopes
+from .authz import authorize
 from .identity import JWTUser
 from .verify import VerifiedToken
 
@@ -40,7 +40,8 @@ class RequireScopes(HTTPBearer):
 
     async def __call__(self, request: Request) -> VerifiedToken:  # type: ignore[override]
         # async on purpose: FastAPI would run a plain function in a worker thread.
-        check_scopes(request, self.scopes, any_of=self.any_of)
-        user = request.user
+        scope = request.scope
+        authorize(scope, self.scopes, self.any_of)
+        user = scope["user"]
         assert isinstance(user, JWTUser)
         return user.token

@@ -20,13 +20,14 @@ _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
 
 class Gate:
-    __slots__ = ("_cookie", "_csrf_name", "_public", "_public_prefixes", "settings")
+    __slots__ = ("_csrf_name", "_public", "_public_prefixes", "cookie", "settings")
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._public = frozenset(p for p in settings.public_paths if not p.endswith("*"))
         self._public_prefixes = tuple(p[:-1] for p in settings.public_paths if p.endswith("*"))
-        self._cookie = settings.cookie.encode("ascii") if settings.cookie is not None else None
+        #: The token cookie's name as it appears in a Cookie header, or None.
+        self.cookie = settings.cookie.encode("ascii") if settings.cookie is not None else None
         self._csrf_name = settings.csrf_header.encode("latin-1")
 
     def unchecked(
@@ -47,7 +48,7 @@ class Gate:
     def token(self, headers: Iterable[tuple[bytes, bytes]]) -> tuple[str, str] | None:
         """``(token, location)``, None (absent; allowed only in anonymous mode), or AuthError."""
         s = self.settings
-        found = extract_token(headers, header=s.header, cookie=self._cookie)
+        found = extract_token(headers, header=s.header, cookie=self.cookie)
         if found is None and not s.anonymous:
             raise MissingToken()
         return found

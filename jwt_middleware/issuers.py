@@ -83,6 +83,15 @@ class _Router:
             for iss in entry.issuers
         }
         self.max_bytes = max(entry.max_token_bytes for entry in entries)
+        self.caches = any(v.caches for v in self.verifiers)
+
+    def cached(self, digest: bytes) -> VerifiedToken | None:
+        # A digest names one token, so at most one issuer's cache can hold it.
+        for verifier in self.verifiers:
+            verified: VerifiedToken | None = verifier.cached(digest)
+            if verified is not None:
+                return verified
+        return None
 
     def route(self, token: str) -> Any:
         iss = _unverified_issuer(token, self.max_bytes)
@@ -96,9 +105,9 @@ class AsyncIssuerRouter(_Router):
     def __init__(self, entries: list[Settings]) -> None:
         super().__init__(entries, AsyncVerifier)
 
-    async def verify(self, token: str) -> VerifiedToken:
+    async def verify(self, token: str, digest: bytes | None = None) -> VerifiedToken:
         verifier: AsyncVerifier = self.route(token)
-        return await verifier.verify(token)
+        return await verifier.verify(token, digest)
 
     async def warm_up(self) -> None:
         for verifier in self.verifiers:
@@ -113,9 +122,9 @@ class SyncIssuerRouter(_Router):
     def __init__(self, entries: list[Settings]) -> None:
         super().__init__(entries, SyncVerifier)
 
-    def verify(self, token: str) -> VerifiedToken:
+    def verify(self, token: str, digest: bytes | None = None) -> VerifiedToken:
         verifier: SyncVerifier = self.route(token)
-        return verifier.verify(token)
+        return verifier.verify(token, digest)
 
     def warm_up(self) -> None:
         for verifier in self.verifiers:

@@ -7,7 +7,7 @@ header segment; tokens from one issuer repeat the same header, so the result is 
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
@@ -44,11 +44,25 @@ def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 _decoder = json.JSONDecoder(object_pairs_hook=_unique_object, parse_constant=_reject_constant)
+# The scanner JSONDecoder.raw_decode calls (an attribute since Python 2.6; typeshed omits it).
+_scan: Callable[[str, int], tuple[Any, int]] = _decoder.scan_once  # type: ignore[attr-defined]
+_WHITESPACE = " \t\n\r"  # RFC 8259 §2: the only insignificant whitespace
 
 
 def loads_strict(data: bytes) -> Any:
     """JSON as RFC 8259 defines it: UTF-8, no NaN/Infinity, no duplicate member names."""
-    return _decoder.decode(data.decode("utf-8"))
+    text = data.decode("utf-8")
+    # The decoder's scanner directly: JSONDecoder.decode adds two Python-level calls and two
+    # regex matches per document, a third of the cost for a token-sized one. Same rules: the
+    # whitespace RFC 8259 allows around the value, nothing else.
+    start = len(text) - len(text.lstrip(_WHITESPACE)) if text[:1] in _WHITESPACE else 0
+    try:
+        value, end = _scan(text, start)
+    except StopIteration:
+        raise ValueError("not JSON") from None
+    if end != len(text) and text[end:].strip(_WHITESPACE):
+        raise ValueError("extra data after the JSON value")
+    return value
 
 
 class HeaderRules:
@@ -59,10 +73,10 @@ class HeaderRules:
     def __init__(self, algorithms: Collection[str], typ: str | None, cache_size: int = 256) -> None:
         self.algorithms = frozenset(algorithms)
         self.typ = _media_type(typ) if typ is not None else None
-        self._cache: dict[str, Header] = {}
+        self._cache: dict[bytes, Header] = {}
         self._cache_size = cache_size
 
-    def header(self, segment: str) -> Header:
+    def header(self, segment: bytes) -> Header:
         cached = self._cache.get(segment)
         if cached is not None:
             return cached
@@ -73,9 +87,9 @@ class HeaderRules:
         self._cache[segment] = header
         return header
 
-    def _check(self, segment: str) -> Header:
+    def _check(self, segment: bytes) -> Header:
         try:
-            fields = loads_strict(b64.decode(segment))
+            fields = loads_strict(b64.decode_bytes(segment))
         except (ValueError, RecursionError):
             raise InvalidToken(Reason.MALFORMED_HEADER, "header is not base64url JSON") from None
         if not isinstance(fields, dict):
@@ -114,7 +128,11 @@ def _media_type(value: str) -> str:
 
 def parse(token: str, rules: HeaderRules) -> ParsedToken:
     """Split and decode a compact JWS; checks the header. The signature is NOT checked here."""
-    parts = token.split(".")
+    try:
+        raw = token.encode("ascii")
+    except UnicodeEncodeError:
+        raise InvalidToken(Reason.MALFORMED_TOKEN, "token is not ASCII") from None
+    parts = raw.split(b".")
     if len(parts) != 3:
         # 5 parts is JWE, 1 is JSON serialization or junk; neither is a signed JWT for us.
         raise InvalidToken(Reason.MALFORMED_TOKEN, f"{len(parts)} segments")
@@ -123,8 +141,8 @@ def parse(token: str, rules: HeaderRules) -> ParsedToken:
         raise InvalidToken(Reason.MALFORMED_TOKEN, "no signature")
     header = rules.header(head)
     try:
-        payload = b64.decode(body)
-        signature = b64.decode(sig)
+        payload = b64.decode_bytes(body)
+        signature = b64.decode_bytes(sig)
     except ValueError:
         raise InvalidToken(Reason.MALFORMED_TOKEN, "segment is not base64url") from None
-    return ParsedToken(header, payload, token[: -len(sig) - 1].encode("ascii"), signature)
+    return ParsedToken(header, payload, raw[: len(head) + 1 + len(body)], signature)

@@ -494,6 +494,10 @@ _CLAIMS_JSON = json.dumps(claims(), separators=(",", ":"))[1:-1].encode()
         b"{" + _CLAIMS_JSON + b',"x":Infinity}',
         b"{" + _CLAIMS_JSON + b',"x":"\xc3\x28"}',
         b"{" + _CLAIMS_JSON + b"}}",
+        b"{" + _CLAIMS_JSON + b"} x",
+        b" \n\t",
+        b"\xef\xbb\xbf{" + _CLAIMS_JSON + b"}",
+        b"\xc2\xa0{" + _CLAIMS_JSON + b"}",
     ],
     ids=[
         "not-json",
@@ -508,10 +512,20 @@ _CLAIMS_JSON = json.dumps(claims(), separators=(",", ":"))[1:-1].encode()
         "infinity",
         "bad-utf8",
         "trailing-junk",
+        "junk-after-whitespace",
+        "only-whitespace",
+        "utf8-bom",
+        "non-json-whitespace",
     ],
 )
 def test_malformed_payload(payload: bytes, rsa_priv: Any, make: Any):
     refuse(make(), forge(rs_header(), payload, rsa_priv), Reason.MALFORMED_PAYLOAD)
+
+
+def test_json_whitespace_around_payload_accepted(rsa_priv: Any, make: Any):
+    # RFC 8259 §2: insignificant whitespace may surround the value.
+    payload = b" \r\n{" + _CLAIMS_JSON + b"}\t\n "
+    assert accept(make(), forge(rs_header(), payload, rsa_priv)).claims["sub"] == "user-1"
 
 
 @pytest.mark.parametrize(
