@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 from .asgi import SCOPE_GATE
 from .errors import AuthError
-from .extract import COOKIE
+from .extract import COOKIE, HEADER
 from .gate import Gate
 from .identity import JWTUser
 from .issuers import sync_verifier
 from .settings import Settings
-from .verify import VerifiedToken
+from .verify import VerifiedToken, token_digest
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -44,6 +44,8 @@ _CSRF_ENVIRON = (
     ("HTTP_SEC_FETCH_SITE", b"sec-fetch-site"),
     ("HTTP_HOST", b"host"),
 )
+
+_BEARER = ("Bearer ", "bearer ")
 
 _STATUS = {
     400: "400 Bad Request",
@@ -71,21 +73,33 @@ class JWTWSGIMiddleware:
         self.app = app
         self.settings, self.verifier = sync_verifier(settings, options)
         self.gate = Gate(self.settings)
+        self._plain = self.verifier.caches and self.settings.header
         if self.settings.warm_up:
             self.verifier.warm_up()
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         gate = self.gate
-        headers = _headers(environ)
         path = environ.get("PATH_INFO", "")
         environ[ENVIRON_GATE] = gate
         environ[ENVIRON_TOKEN] = environ[ENVIRON_LOCATION] = None
+        # The hot path, as in the ASGI middleware: a token verified before, looked up by digest.
+        plain = self._plain_token(environ) if self._plain else None
+        digest = token_digest(plain) if plain is not None else None
+        if digest is not None and not self._unchecked(environ.get("REQUEST_METHOD"), path):
+            verified = self.verifier.cached(digest)
+            if verified is not None:
+                environ[ENVIRON_TOKEN] = verified
+                environ[ENVIRON_LOCATION] = HEADER
+                return self.app(environ, start_response)
+        headers = _headers(environ)
         try:
             if not gate.unchecked(environ.get("REQUEST_METHOD"), path, headers):
                 found = gate.token(headers)
                 if found is not None:
                     token, location = found
-                    verified = self.verifier.verify(token)
+                    if digest is not None and token.encode() != plain:
+                        digest = None  # the general extraction read the header differently
+                    verified = self.verifier.verify(token, digest)
                     if location == COOKIE:
                         gate.check_csrf(
                             environ.get("REQUEST_METHOD"), _csrf_headers(environ), verified
@@ -96,6 +110,24 @@ class JWTWSGIMiddleware:
             gate.report(exc, "http", path)
             return refusal(exc, self.settings, start_response)
         return self.app(environ, start_response)
+
+    def _plain_token(self, environ: WSGIEnvironment) -> bytes | None:
+        """The token cache's key: see ``extract.plain_bearer``. WSGI servers join repeated
+        headers with commas, and a token never holds one, so a comma means "not plain"."""
+        value: str | None = environ.get("HTTP_AUTHORIZATION")
+        if value is None or not value.startswith(_BEARER) or "," in value:
+            return None
+        if self.gate.cookie is not None and "HTTP_COOKIE" in environ:
+            return None
+        try:
+            return value[7:].encode("ascii")
+        except UnicodeEncodeError:
+            return None
+
+    def _unchecked(self, method: str | None, path: str) -> bool:
+        """Whether the general path might let the request through unchecked: a public path, or
+        an OPTIONS request (a CORS preflight is decided there, from its headers)."""
+        return method == "OPTIONS" or self.gate.unchecked(None, path, ())
 
     def close(self) -> None:
         """Close the key fetcher's HTTP client."""
