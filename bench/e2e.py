@@ -310,32 +310,41 @@ def run(
     cores: tuple[int | None, int | None],
     uvicorn_options: list[str],
 ) -> dict[str, Any]:
-    """Every server is started first (idle servers cost nothing), then the scenarios run in
-    ``rounds`` interleaved rounds, so a slow spell of the machine is spread over all of them
-    instead of landing on one; each row reports medians over the rounds."""
+    """The scenarios run in ``rounds`` interleaved rounds, so a slow spell of the machine is
+    spread over all of them instead of landing on one; each row reports medians over the rounds.
+
+    Every round starts every server anew (idle servers cost nothing while another is measured):
+    one process's memory layout can make it a few per cent faster or slower than the next start
+    of the same app, for as long as it lives, and the ratios here are smaller than that bias
+    would be if each app were measured in one process only."""
     server_core, client_core = cores
     sample = token_files["repeated"].read_text().split("\n", 1)[0]
-    scenarios: list[tuple[App, Server, str]] = []
+    scenarios = [
+        (app, mix)
+        for app in APPS
+        for mix in (("unique", "repeated") if app.protected else ("unique",))
+    ]
     samples: dict[int, list[dict[str, Any]]] = {}
-    with contextlib.ExitStack() as stack:
-        env = issuer_env(issuer)
-        started = []
-        for app in APPS:
-            server = (
-                uvicorn(app.target, env, server_core, uvicorn_options)
-                if app.server == "uvicorn"
-                else gunicorn(app.target, app.chdir, env, server_core)
-            )
-            started.append((app, stack.enter_context(server)))
-        for app, server in started:
-            server.wait_ready()
-            _sanity(server, app, sample)
-            for mix in ("unique", "repeated") if app.protected else ("unique",):
-                scenarios.append((app, server, mix))
-        for _, server, mix in scenarios:  # warm-up, discarded (fills caches, opens pools)
-            wrk(wrk_path, server.url + "/me", token_files[mix], warmup, client_core)
-        for round_ in range(1, rounds + 1):
-            for index, (app, server, mix) in enumerate(scenarios):
+    env = issuer_env(issuer)
+    for round_ in range(1, rounds + 1):
+        with contextlib.ExitStack() as stack:
+            servers: dict[str, Server] = {}
+            for app in APPS:
+                server = (
+                    uvicorn(app.target, env, server_core, uvicorn_options)
+                    if app.server == "uvicorn"
+                    else gunicorn(app.target, app.chdir, env, server_core)
+                )
+                servers[app.target] = stack.enter_context(server)
+            for app in APPS:
+                servers[app.target].wait_ready()
+                _sanity(servers[app.target], app, sample)
+            for app, mix in scenarios:  # warm-up, discarded (fills caches, opens pools)
+                wrk(
+                    wrk_path, servers[app.target].url + "/me", token_files[mix], warmup, client_core
+                )
+            for index, (app, mix) in enumerate(scenarios):
+                server = servers[app.target]
                 result = wrk(
                     wrk_path, server.url + "/me", token_files[mix], duration, client_core, server
                 )
@@ -352,7 +361,7 @@ def run(
                     flush=True,
                 )
     rows: list[dict[str, Any]] = []
-    for index, (app, _, mix) in enumerate(scenarios):
+    for index, (app, mix) in enumerate(scenarios):
         runs = samples[index]
         rps = [r["rps"] for r in runs]
         rows.append(

@@ -1,6 +1,6 @@
 """Benchmarks for jwt_middleware (not part of the tests).
 
-    bash dev.sh bench                     # everything, about 4-6 minutes
+    bash dev.sh bench                     # everything, about 9-11 minutes
     bash dev.sh bench --quick             # shorter runs, about 90 s
     bash dev.sh bench --only inprocess    # or e2e, or cold (repeatable)
     bash dev.sh bench --duration 10       # seconds per end-to-end scenario (default 5)
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         "--duration", type=float, help="seconds per end-to-end scenario (default 5; quick 2)"
     )
     parser.add_argument(
-        "--rounds", type=int, help="interleaved rounds of the e2e scenarios (default 3; quick 1)"
+        "--rounds", type=int, help="interleaved rounds of the e2e scenarios (default 5; quick 1)"
     )
     parser.add_argument(
         "--only", action="append", choices=PARTS, help="run only this part (repeatable)"
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     duration = args.duration if args.duration is not None else (2.0 if quick else 5.0)
     if duration < 1:
         parser.error("--duration must be at least 1 second")
-    rounds = args.rounds if args.rounds is not None else (1 if quick else 3)
+    rounds = args.rounds if args.rounds is not None else (1 if quick else 5)
     if rounds < 1:
         parser.error("--rounds must be at least 1")
 
@@ -430,7 +430,8 @@ def markdown(results: dict[str, Any]) -> str:
             "so every request verifies a signature); `repeated`: "
             f"{c['repeated_tokens']} tokens cycled (cache hits). Bare apps get the same "
             "headers. Scenarios run in "
-            f"{c['rounds']} interleaved round(s) with all servers up; each row is the median "
+            f"{c['rounds']} interleaved round(s), every server started anew for each round (one "
+            "process's memory layout biases it for as long as it lives); each row is the median "
             "over rounds (`range`: min-max req/s). `server CPU us/req`: user+system CPU of the "
             "server's processes during the run divided by requests served; `vs bare by CPU` is "
             "the throughput ratio that implies, unaffected by other load stealing the server's "

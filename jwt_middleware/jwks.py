@@ -289,8 +289,10 @@ class AsyncJWKS(_Remote):
         self._flight: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def keyset_for(self, kid: str | None) -> KeySet:
-        """Keys to look ``kid`` up in, fetching first when the policy says so."""
+    def keyset_now(self, kid: str | None) -> KeySet | None:
+        """Keys to look ``kid`` up in when no fetch needs waiting for (a refresh may start in
+        the background); None: await :meth:`keyset_for`. Synchronous, because it is the usual
+        case of every new token and an await costs more than the lookup."""
         policy = self.policy
         now = self.clock()
         plan = policy.plan(kid, now)
@@ -299,9 +301,16 @@ class AsyncJWKS(_Remote):
         if plan is Plan.USE_AND_REFRESH:
             self._start()
             return policy.usable_keyset(kid, now)
-        if plan is Plan.FETCH:
+        return None
+
+    async def keyset_for(self, kid: str | None) -> KeySet:
+        """Keys to look ``kid`` up in, fetching first when the policy says so."""
+        keyset = self.keyset_now(kid)
+        if keyset is not None:
+            return keyset
+        if self.policy.plan(kid, self.clock()) is Plan.FETCH:
             await self.refresh()
-        return policy.usable_keyset(kid, self.clock())
+        return self.policy.usable_keyset(kid, self.clock())
 
     async def refresh(self, *, rate_limited: bool = True) -> None:
         """Fetch now, or join the fetch in flight. Never raises: failures go to the policy."""

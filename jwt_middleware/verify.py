@@ -304,9 +304,13 @@ class AsyncVerifier(_Cached):
         hit = verified is not None
         if verified is None:
             parsed, claims = core.precheck(token, now)
-            key = await self._key(parsed.header.kid, parsed.header.alg)
+            kid, alg = parsed.header.kid, parsed.header.alg
+            key = self._key_now(kid, alg)
+            if key is None:
+                key = await self._key(kid, alg)
             verified = core.finish(parsed, claims, key)
-            await self._validate(verified)
+            if self.settings.validators:
+                await self._validate(verified)
             core.remember(digest, verified, _same(keys, _keys_version(core, self.remote, now)))
         elif self.settings.validators:
             await self._validate(verified)
@@ -332,12 +336,21 @@ class AsyncVerifier(_Cached):
                 raise core.rejected_by_validator(exc) from None
             core.outcome(validator, outcome)
 
-    async def _key(self, kid: str | None, alg: str) -> Key:
+    def _key_now(self, kid: str | None, alg: str) -> Key | None:
+        """The key, when finding it needs no fetch; None: await :meth:`_key`."""
         core = self._core
         if self.remote is None or (kid is not None and kid in core.static):
             return core.static.find(kid, alg)
-        remote = await self.remote.keyset_for(kid)
+        remote = self.remote.keyset_now(kid)
+        if remote is None:
+            return None
         return (core.keys_with(remote) if kid is None else remote).find(kid, alg)
+
+    async def _key(self, kid: str | None, alg: str) -> Key:
+        if self.remote is None:  # not reached: _key_now answers for static keys
+            return self._core.static.find(kid, alg)
+        remote = await self.remote.keyset_for(kid)
+        return (self._core.keys_with(remote) if kid is None else remote).find(kid, alg)
 
     async def warm_up(self) -> None:
         """Fetch the remote keys now, so the first request does not wait for them."""
@@ -387,7 +400,8 @@ class SyncVerifier(_Cached):
             parsed, claims = core.precheck(token, now)
             key = self._key(parsed.header.kid, parsed.header.alg)
             verified = core.finish(parsed, claims, key)
-            self._validate(verified)
+            if self.settings.validators:
+                self._validate(verified)
             core.remember(digest, verified, _same(keys, _keys_version(core, self.remote, now)))
         elif self.settings.validators:
             self._validate(verified)
