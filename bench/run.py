@@ -229,7 +229,7 @@ def _table(head: list[str], rows: list[list[str]]) -> str:
 def _inprocess_table(part: dict[str, Any]) -> str:
     notes = {}
     for target in part["targets"]:
-        against = "RS256 floor" if target["variant"] == "verifier_hit" else "floor"
+        against = "RS256 floor" if target["variant"] in ("verifier_hit", "adapter_hit") else "floor"
         notes[(target["alg"], target["variant"])] = (
             f"{_verdict(target)} ({_fmt(target['ratio'], 2)}x {against}, "
             f"need ≥ {target['target']:g}x)"
