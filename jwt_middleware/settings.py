@@ -71,7 +71,8 @@ class Settings:
     jwks_max_stale: float = 24 * 3600.0
     # -- verified-token cache ------------------------------------------------------------------
     token_cache_size: int = 4096
-    """Verified tokens remembered (by SHA-256), so a reused token skips the signature check.
+    """Verified tokens remembered (by a BLAKE2b-256 digest), so a reused token skips parsing
+    and the signature check.
     ``exp``/``nbf`` and validators are still checked on every use; 0 disables the cache."""
     # -- revocation ----------------------------------------------------------------------------
     revocation: Any = None

@@ -62,9 +62,10 @@ class _Core:
 
     # -- the verified-token cache -------------------------------------------------------------
     # A client reuses its token for minutes; verifying the same bytes again would redo the
-    # public-key operation for nothing. Entries are keyed by SHA-256 of the whole token (so no
-    # other token can hit them), bound to the key set they were verified with (a new or shrunk
-    # key set misses everything), and their time window (exp/nbf) is checked on every hit.
+    # public-key operation for nothing. Entries are keyed by token_digest() of the whole token
+    # (so no other token can hit them), bound to the key set they were verified with (a new or
+    # shrunk key set misses everything), and their time window (exp/nbf) is checked on every
+    # hit. The adapters look a request's token up here before extracting or parsing anything.
 
     def hit(self, digest: bytes, now: float, keys: object) -> VerifiedToken | None:
         """The cached verification of the token with this digest, if still good for ``keys``
@@ -243,27 +244,32 @@ class _Cached:
         nothing else needs checking; None: call ``verify``. No I/O, no parsing, no await."""
         if not self._plain:
             return None
-        # The request hot path: the checks of _Core.hit and _keys_version, inlined (each call
-        # saved here is measurable end to end).
-        entry = self._core._cache.get(digest)
-        if entry is None:
+        try:
+            # The request hot path: the checks of _Core.hit and _keys_version, inlined (each
+            # call saved here is measurable end to end).
+            entry = self._core._cache.get(digest)
+            if entry is None:
+                return None
+            now = self.settings.clock()
+            remote = self.remote
+            if remote is None:
+                keys: object = self._core.static
+            else:
+                policy = remote.policy
+                if now >= policy.fresh_until:
+                    return None  # the keys need a refresh first: verify() does it
+                keys = policy.keyset
+            verified, not_before, expires, entry_keys = entry
+            if entry_keys is not keys or not not_before <= now < expires:
+                return None  # verify() drops the entry
+            events = self.settings.events
+            if events is not None:
+                events.verified(cached=True)
+            return verified
+        except Exception:
+            # A raising clock or events hook: verify() meets the same error and refuses the
+            # token the way it refuses every internal error (logged, 401, never a 500).
             return None
-        now = self.settings.clock()
-        remote = self.remote
-        if remote is None:
-            keys: object = self._core.static
-        else:
-            policy = remote.policy
-            if now >= policy.fresh_until:
-                return None  # the keys need a refresh first: verify() does it
-            keys = policy.keyset
-        verified, not_before, expires, entry_keys = entry
-        if entry_keys is not keys or not not_before <= now < expires:
-            return None  # verify() drops the entry
-        events = self.settings.events
-        if events is not None:
-            events.verified(cached=True)
-        return verified
 
     def _lookup(
         self, token: str, digest: bytes | None, now: float

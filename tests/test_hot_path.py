@@ -316,3 +316,21 @@ def test_scope_checks_apply_to_cached_tokens(
             ok = call([("authorization", f"Bearer {admin}")], path="/admin")
             assert ok.status == 200 and ok.json["sub"] == "root"
     assert [e.reason for e in errors] == [Reason.INSUFFICIENT_SCOPE] * 3
+
+
+class _BrokenOnHits(Counters):
+    def verified(self, *, cached: bool) -> None:
+        if cached:
+            raise RuntimeError("metrics backend down")
+        super().verified(cached=cached)
+
+
+def test_a_raising_events_hook_on_a_hit_is_a_logged_401_not_a_500(
+    open_caller: Any, issuer: LocalIssuer, clock: FakeClock
+) -> None:
+    call = open_caller(events=_BrokenOnHits())
+    token = issuer.mint(now=clock.now)
+    warm(call, token)
+    answer = call([("authorization", f"Bearer {token}")])
+    assert answer.status == 401
+    assert answer.json["reason"] == Reason.VERIFIER_ERROR
