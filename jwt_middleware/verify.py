@@ -14,7 +14,7 @@ import logging
 import math
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from hashlib import blake2b as _blake2b
 from types import MappingProxyType
 from typing import Any
@@ -41,11 +41,12 @@ class VerifiedToken:
     claims: Mapping[str, Any]
     header: Mapping[str, Any]
     scopes: tuple[str, ...]
+    #: The ``sub`` claim (None when absent). Worked out once: a cached token serves many requests.
+    subject: str | None = field(init=False, repr=False, compare=False)
 
-    @property
-    def subject(self) -> str | None:
+    def __post_init__(self) -> None:
         sub = self.claims.get("sub")
-        return sub if isinstance(sub, str) else None
+        object.__setattr__(self, "subject", sub if isinstance(sub, str) else None)
 
 
 class _Core:
