@@ -57,6 +57,8 @@ class JWTMiddleware:
         # The hot path needs a token cache, and a header token (cookies need CSRF checks).
         self._plain = self.verifier.caches and self.settings.header
         self._cookie = self.gate.cookie
+        # Whether any path skips verification (else only a CORS preflight can).
+        self._public = bool(self.settings.public_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -68,14 +70,17 @@ class JWTMiddleware:
         gate = self.gate
         scope[SCOPE_GATE] = gate
         headers = scope["headers"]
+        method = scope.get("method")
         try:
-            if gate.unchecked(scope.get("method"), scope["path"], headers):
+            if (method == "OPTIONS" or self._public) and gate.unchecked(
+                method, scope["path"], headers
+            ):
                 _anonymous(scope)
             else:
                 # The hot path: a token seen before, looked up by its digest as sent. A hit
                 # means the exact bytes were verified before; everything else (a miss, a cookie,
                 # anything unusual about the header) takes the full extraction and verification.
-                plain = plain_bearer(headers, cookie=self._cookie) if self._plain else None
+                plain = plain_bearer(headers, self._cookie) if self._plain else None
                 digest = token_digest(plain) if plain is not None else None
                 verified = self.verifier.cached(digest) if digest is not None else None
                 if verified is not None:
@@ -90,7 +95,7 @@ class JWTMiddleware:
                     verified = await self.verifier.verify(token, digest)
                     if location == COOKIE:
                         gate.check_csrf(
-                            scope.get("method"),
+                            method,
                             headers,
                             verified,
                             websocket=kind == "websocket",

@@ -39,7 +39,7 @@ _BEARER = (b"Bearer ", b"bearer ")
 
 
 def plain_bearer(
-    headers: Iterable[tuple[bytes, bytes]], *, cookie: bytes | None = None
+    headers: Iterable[tuple[bytes, bytes]], cookie: bytes | None = None
 ) -> bytes | None:
     """The token of the request's only ``Authorization`` header when it is exactly ``Bearer
     <token>`` and no ``Cookie`` header could carry another (with a ``cookie`` configured).
