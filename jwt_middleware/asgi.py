@@ -14,7 +14,7 @@ from starlette.authentication import AuthCredentials, UnauthenticatedUser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import AuthError, Unavailable
-from .extract import COOKIE, HEADER, plain_bearer
+from .extract import COOKIE, HEADER, plain_bearer, plain_token
 from .gate import Gate
 from .identity import JWTCredentials, JWTUser
 from .issuers import async_verifier
@@ -83,23 +83,15 @@ class JWTMiddleware:
                 plain = plain_bearer(headers, self._cookie) if self._plain else None
                 digest = token_digest(plain) if plain is not None else None
                 verified = self.verifier.cached(digest) if digest is not None else None
-                if verified is not None:
-                    scope["user"] = JWTUser(verified)
-                    scope["auth"] = JWTCredentials(verified, HEADER)
-                elif (found := gate.token(headers)) is None:
-                    _anonymous(scope)
-                else:
-                    token, location = found
-                    if digest is not None and token.encode() != plain:
-                        digest = None  # the general extraction read the header differently
+                location = HEADER
+                if verified is None and (found := self._locate(headers, plain, digest)):
+                    token, location, digest = found
                     verified = await self.verifier.verify(token, digest)
                     if location == COOKIE:
-                        gate.check_csrf(
-                            method,
-                            headers,
-                            verified,
-                            websocket=kind == "websocket",
-                        )
+                        gate.check_csrf(method, headers, verified, websocket=kind == "websocket")
+                if verified is None:
+                    _anonymous(scope)
+                else:
                     scope["user"] = JWTUser(verified)
                     scope["auth"] = JWTCredentials(verified, location)
         except AuthError as exc:
@@ -109,6 +101,22 @@ class JWTMiddleware:
             await self.app(scope, receive, send)
         except AuthError as exc:
             await self._refuse(exc, scope, send)
+
+    def _locate(
+        self, headers: list[tuple[bytes, bytes]], plain: bytes | None, digest: bytes | None
+    ) -> tuple[str, str, bytes | None] | None:
+        """``(token, location, digest)`` by every extraction rule; None when there is no token
+        (anonymous mode; otherwise that raises MissingToken)."""
+        token = plain_token(plain) if plain is not None else None
+        if token is not None:
+            return token, HEADER, digest  # what gate.token() would find, found already
+        found = self.gate.token(headers)
+        if found is None:
+            return None
+        token, location = found
+        if digest is not None and token.encode() != plain:
+            digest = None  # the general extraction read the header differently
+        return token, location, digest
 
     async def _refuse(self, exc: AuthError, scope: Scope, send: Send) -> None:
         self.gate.report(exc, scope["type"], scope["path"])

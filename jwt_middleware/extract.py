@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 from .errors import InvalidRequest, Reason
 
-__all__ = ["COOKIE", "HEADER", "extract_token", "plain_bearer"]
+__all__ = ["COOKIE", "HEADER", "extract_token", "plain_bearer", "plain_token"]
 
 HEADER = "header"
 COOKIE = "cookie"
@@ -58,6 +58,15 @@ def plain_bearer(
             return None
     if found is not None and found.startswith(_BEARER):
         return found[7:]
+    return None
+
+
+def plain_token(plain: bytes) -> str | None:
+    """A :func:`plain_bearer` token as :func:`extract_token` would return it, when it is a
+    well-formed b64token (RFC 6750 §2.1) as it stands; None: let extract_token decide."""
+    body = plain.rstrip(b"=")
+    if body and not body.translate(None, _B64TOKEN):
+        return plain.decode("ascii")
     return None
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .asgi import SCOPE_GATE
 from .errors import AuthError
-from .extract import COOKIE, HEADER
+from .extract import COOKIE, HEADER, plain_token
 from .gate import Gate
 from .identity import JWTUser
 from .issuers import sync_verifier
@@ -82,34 +82,51 @@ class JWTWSGIMiddleware:
         path = environ.get("PATH_INFO", "")
         environ[ENVIRON_GATE] = gate
         environ[ENVIRON_TOKEN] = environ[ENVIRON_LOCATION] = None
+        method = environ.get("REQUEST_METHOD")
         # The hot path, as in the ASGI middleware: a token verified before, looked up by digest.
         plain = self._plain_token(environ) if self._plain else None
         digest = token_digest(plain) if plain is not None else None
-        if digest is not None and not self._unchecked(environ.get("REQUEST_METHOD"), path):
-            verified = self.verifier.cached(digest)
+        try:
+            verified = None
+            if plain is not None and digest is not None and not self._unchecked(method, path):
+                verified = self.verifier.cached(digest)
+                if verified is None and (token := plain_token(plain)) is not None:
+                    # what gate.token() would find, found already
+                    verified = self.verifier.verify(token, digest)
             if verified is not None:
                 environ[ENVIRON_TOKEN] = verified
                 environ[ENVIRON_LOCATION] = HEADER
-                return self.app(environ, start_response)
-        headers = _headers(environ)
-        try:
-            if not gate.unchecked(environ.get("REQUEST_METHOD"), path, headers):
-                found = gate.token(headers)
-                if found is not None:
-                    token, location = found
-                    if digest is not None and token.encode() != plain:
-                        digest = None  # the general extraction read the header differently
-                    verified = self.verifier.verify(token, digest)
-                    if location == COOKIE:
-                        gate.check_csrf(
-                            environ.get("REQUEST_METHOD"), _csrf_headers(environ), verified
-                        )
-                    environ[ENVIRON_TOKEN] = verified
-                    environ[ENVIRON_LOCATION] = location
+            else:
+                self._full(environ, method, path, plain, digest)
         except AuthError as exc:
             gate.report(exc, "http", path)
             return refusal(exc, self.settings, start_response)
         return self.app(environ, start_response)
+
+    def _full(
+        self,
+        environ: WSGIEnvironment,
+        method: str | None,
+        path: str,
+        plain: bytes | None,
+        digest: bytes | None,
+    ) -> None:
+        """Every extraction rule, the verifier and (for a cookie) the CSRF checks."""
+        gate = self.gate
+        headers = _headers(environ)
+        if gate.unchecked(method, path, headers):
+            return
+        found = gate.token(headers)
+        if found is None:
+            return
+        token, location = found
+        if digest is not None and token.encode() != plain:
+            digest = None  # the general extraction read the header differently
+        verified = self.verifier.verify(token, digest)
+        if location == COOKIE:
+            gate.check_csrf(method, _csrf_headers(environ), verified)
+        environ[ENVIRON_TOKEN] = verified
+        environ[ENVIRON_LOCATION] = location
 
     def _plain_token(self, environ: WSGIEnvironment) -> bytes | None:
         """The token cache's key: see ``extract.plain_bearer``. WSGI servers join repeated

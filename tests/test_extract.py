@@ -9,7 +9,14 @@ from __future__ import annotations
 import pytest
 
 from jwt_middleware.errors import InvalidRequest, Reason
-from jwt_middleware.extract import COOKIE, HEADER, bearer_token, cookie_values, extract_token
+from jwt_middleware.extract import (
+    COOKIE,
+    HEADER,
+    bearer_token,
+    cookie_values,
+    extract_token,
+    plain_bearer,
+)
 
 TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"
 
@@ -192,3 +199,33 @@ def test_header_names_are_matched_lower_case_as_asgi_delivers_them() -> None:
     # ASGI lower-cases header names; other names (x-authorization, etc.) are never read.
     headers = [(b"x-authorization", f"Bearer {TOKEN}".encode()), (b"proxy-authorization", b"x")]
     assert extract_token(headers) is None
+
+
+# -- the token cache's key (plain_bearer) -----------------------------------------------------
+
+
+@pytest.mark.parametrize("scheme", ["Bearer ", "bearer "])
+def test_plain_bearer_is_the_token_as_sent(scheme: str) -> None:
+    headers = [(b"host", b"x"), *auth(scheme + TOKEN)]
+    assert plain_bearer(headers) == TOKEN.encode()
+    # a Cookie header matters only when a token cookie is configured
+    assert plain_bearer([*headers, (b"cookie", b"a=b")]) == TOKEN.encode()
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [],
+        auth("Basic eDp5"),
+        auth("BEARER " + TOKEN),  # not plain: extract_token decides
+        auth(" Bearer " + TOKEN),
+        auth("Bearer" + TOKEN),
+        [*auth("Bearer " + TOKEN), *auth("Bearer " + TOKEN)],
+        [*auth("Bearer " + TOKEN), (b"cookie", b"a=b")],
+    ],
+    ids=["none", "basic", "upper", "leading-space", "no-space", "two-headers", "cookie"],
+)
+def test_plain_bearer_leaves_anything_else_to_extract_token(
+    headers: list[tuple[bytes, bytes]],
+) -> None:
+    assert plain_bearer(headers, b"access_token") is None
