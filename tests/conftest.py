@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from jwt_middleware import Settings
+from jwt_middleware import Key, Settings
 from jwt_middleware.testing import LocalIssuer
 
 VECTORS = __import__("pathlib").Path(__file__).resolve().parents[1].parent / "shared" / "vectors"
@@ -30,6 +30,21 @@ class FakeClock:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture
+def signature_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The ``alg`` of every public-key operation from here on (Key.verify is spied on, not
+    replaced), so a test can tell a cache hit from a full verification."""
+    calls: list[str] = []
+    real = Key.verify
+
+    def spy(self: Key, alg: str, signing_input: bytes, signature: bytes) -> bool:
+        calls.append(alg)
+        return real(self, alg, signing_input, signature)
+
+    monkeypatch.setattr(Key, "verify", spy)
+    return calls
 
 
 @pytest.fixture

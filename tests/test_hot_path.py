@@ -20,7 +20,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 from werkzeug.test import Client
 
-from jwt_middleware import AuthError, JWTMiddleware, Key, Reason, Settings, requires_scopes
+from jwt_middleware import AuthError, JWTMiddleware, Reason, Settings, requires_scopes
 from jwt_middleware.observe import Counters
 from jwt_middleware.revocation import MemoryRevocationStore
 from jwt_middleware.testing import LocalIssuer
@@ -98,20 +98,6 @@ CALLERS = {"asgi": asgi_caller, "wsgi": wsgi_caller}
 @pytest.fixture(params=sorted(CALLERS))
 def adapter(request: pytest.FixtureRequest) -> str:
     return str(request.param)
-
-
-@pytest.fixture
-def signature_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every public-key operation, counted (Key.verify is spied on, not replaced)."""
-    calls: list[str] = []
-    real = Key.verify
-
-    def spy(self: Key, alg: str, signing_input: bytes, signature: bytes) -> bool:
-        calls.append(alg)
-        return real(self, alg, signing_input, signature)
-
-    monkeypatch.setattr(Key, "verify", spy)
-    return calls
 
 
 @pytest.fixture

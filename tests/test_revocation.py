@@ -338,18 +338,9 @@ def test_store_is_consulted_on_every_cache_hit(
     issuer: LocalIssuer,
     clock: FakeClock,
     make_verify: Callable[..., Verify],
-    monkeypatch: pytest.MonkeyPatch,
+    signature_checks: list[str],
 ) -> None:
-    from jwt_middleware import Key
-
-    signatures: list[str] = []
-    real = Key.verify
-
-    def spy(self: Key, alg: str, signing_input: bytes, signature: bytes) -> bool:
-        signatures.append(alg)
-        return real(self, alg, signing_input, signature)
-
-    monkeypatch.setattr(Key, "verify", spy)
+    signatures = signature_checks
     store = CountingStore(MemoryRevocationStore(clock=clock))
     verify = make_verify(revocation=store)
     verify(issuer.mint(now=clock.now))  # the keys are fetched (and fresh) from here on

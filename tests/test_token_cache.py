@@ -38,23 +38,10 @@ def token(signer: Any, clock: FakeClock, **claims: Any) -> str:
     return str(signer.sign(base))
 
 
-def count_signature_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Spy on Key.verify (the public-key operation) without changing what it does."""
-    calls: list[str] = []
-    real = Key.verify
-
-    def spy(self: Key, alg: str, signing_input: bytes, signature: bytes) -> bool:
-        calls.append(alg)
-        return real(self, alg, signing_input, signature)
-
-    monkeypatch.setattr(Key, "verify", spy)
-    return calls
-
-
 def test_a_reused_token_skips_the_signature_check(
-    signer: Any, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    signer: Any, clock: FakeClock, signature_checks: list[str]
 ) -> None:
-    calls = count_signature_checks(monkeypatch)
+    calls = signature_checks
     verifier = SyncVerifier(settings(signer, clock))
     t = token(signer, clock)
     verifier.verify(t)  # seen once: not admitted yet (one-off tokens never churn the cache)
@@ -73,9 +60,9 @@ def test_one_off_tokens_are_not_admitted(signer: Any, clock: FakeClock) -> None:
 
 
 def test_disabled_cache_checks_every_time(
-    signer: Any, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    signer: Any, clock: FakeClock, signature_checks: list[str]
 ) -> None:
-    calls = count_signature_checks(monkeypatch)
+    calls = signature_checks
     verifier = SyncVerifier(settings(signer, clock, token_cache_size=0))
     t = token(signer, clock)
     for _ in range(3):
@@ -168,11 +155,11 @@ def test_cached_tokens_are_dropped_when_the_remote_keys_change(
 
 
 def test_async_verifier_uses_the_cache_too(
-    signer: Any, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    signer: Any, clock: FakeClock, signature_checks: list[str]
 ) -> None:
     from jwt_middleware import AsyncVerifier
 
-    calls = count_signature_checks(monkeypatch)
+    calls = signature_checks
     verifier = AsyncVerifier(settings(signer, clock))
     t = token(signer, clock)
 
@@ -185,9 +172,9 @@ def test_async_verifier_uses_the_cache_too(
 
 
 def test_an_unchanged_jwks_refresh_keeps_the_cache_and_the_parsed_keys(
-    issuer: LocalIssuer, make_settings: Any, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    issuer: LocalIssuer, make_settings: Any, clock: FakeClock, signature_checks: list[str]
 ) -> None:
-    calls = count_signature_checks(monkeypatch)
+    calls = signature_checks
     verifier = SyncVerifier(make_settings(clock=clock))
     t = issuer.mint(now=clock.now, expires_in=3600)
     verifier.verify(t)
