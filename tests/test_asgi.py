@@ -621,7 +621,27 @@ def fastapi_app(settings: Settings) -> FastAPI:
     ) -> dict[str, Any]:
         return {"sub": token.subject}
 
+    @app.get("/decorated-admin")
+    @requires_scopes("admin")
+    async def decorated_admin(request: Request) -> dict[str, Any]:
+        return {"sub": request.user.identity}
+
     return app
+
+
+@pytest.mark.anyio
+async def test_requires_scopes_decorates_a_fastapi_path_operation(
+    issuer: LocalIssuer, make_settings: Callable[..., Settings]
+) -> None:
+    async with client(fastapi_app(make_settings())) as http:
+        admin = await http.get("/decorated-admin", headers=bearer(issuer.mint(scope="admin")))
+        reader = await http.get("/decorated-admin", headers=bearer(issuer.mint(scope="read")))
+        anonymous = await http.get("/decorated-admin")
+    assert admin.status_code == 200
+    assert admin.json() == {"sub": "user-1"}
+    assert reader.status_code == 403
+    assert 'error="insufficient_scope"' in challenge(reader)
+    assert anonymous.status_code == 401
 
 
 @pytest.mark.anyio
