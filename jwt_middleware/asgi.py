@@ -77,16 +77,21 @@ class JWTMiddleware:
             ):
                 _anonymous(scope)
             else:
-                # The hot path: a token seen before, looked up by its digest as sent. A hit
-                # means the exact bytes were verified before; everything else (a miss, a cookie,
-                # anything unusual about the header) takes the full extraction and verification.
-                plain = plain_bearer(headers, self._cookie) if self._plain else None
-                digest = token_digest(plain) if plain is not None else None
-                verified = self.verifier.cached(digest) if digest is not None else None
+                # The hot path: a plain "Bearer <token>" header is looked up by the digest of
+                # the token as sent (a hit means these exact bytes were verified before), and a
+                # well-formed one that misses is verified without a second extraction pass.
+                # Everything else (a cookie, two headers, odd spacing) takes gate.token().
+                verified = None
                 location = HEADER
-                if verified is None and (found := self._locate(headers, plain, digest)):
-                    token, location, digest = found
-                    verified = await self.verifier.verify(token, digest)
+                plain = plain_bearer(headers, self._cookie) if self._plain else None
+                if plain is not None:
+                    digest = token_digest(plain)
+                    verified = self.verifier.cached(digest)
+                    if verified is None and (token := plain_token(plain)) is not None:
+                        verified = await self.verifier.verify(token, digest)
+                if verified is None and (found := gate.token(headers)) is not None:
+                    token, location = found
+                    verified = await self.verifier.verify(token)
                     if location == COOKIE:
                         gate.check_csrf(method, headers, verified, websocket=kind == "websocket")
                 if verified is None:
@@ -101,22 +106,6 @@ class JWTMiddleware:
             await self.app(scope, receive, send)
         except AuthError as exc:
             await self._refuse(exc, scope, send)
-
-    def _locate(
-        self, headers: list[tuple[bytes, bytes]], plain: bytes | None, digest: bytes | None
-    ) -> tuple[str, str, bytes | None] | None:
-        """``(token, location, digest)`` by every extraction rule; None when there is no token
-        (anonymous mode; otherwise that raises MissingToken)."""
-        token = plain_token(plain) if plain is not None else None
-        if token is not None:
-            return token, HEADER, digest  # what gate.token() would find, found already
-        found = self.gate.token(headers)
-        if found is None:
-            return None
-        token, location = found
-        if digest is not None and token.encode() != plain:
-            digest = None  # the general extraction read the header differently
-        return token, location, digest
 
     async def _refuse(self, exc: AuthError, scope: Scope, send: Send) -> None:
         self.gate.report(exc, scope["type"], scope["path"])

@@ -74,7 +74,7 @@ async def _refused(exc: AuthError, conn: HTTPConnection) -> Response | None:
 def scopes_granted(
     granted: Iterable[str], required: Iterable[str], *, any_of: bool = False
 ) -> bool:
-    have = granted if isinstance(granted, (list, tuple, set, frozenset)) else list(granted)
+    have = set(granted)
     return any(s in have for s in required) if any_of else all(s in have for s in required)
 
 

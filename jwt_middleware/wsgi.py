@@ -83,34 +83,27 @@ class JWTWSGIMiddleware:
         environ[ENVIRON_GATE] = gate
         environ[ENVIRON_TOKEN] = environ[ENVIRON_LOCATION] = None
         method = environ.get("REQUEST_METHOD")
-        # The hot path, as in the ASGI middleware: a token verified before, looked up by digest.
+        # The hot path, as in the ASGI middleware: a plain Bearer token is looked up by digest
+        # and, when new and well formed, verified without a second extraction pass.
         plain = self._plain_token(environ) if self._plain else None
-        digest = token_digest(plain) if plain is not None else None
         try:
             verified = None
-            if plain is not None and digest is not None and not self._unchecked(method, path):
+            if plain is not None and not self._unchecked(method, path):
+                digest = token_digest(plain)
                 verified = self.verifier.cached(digest)
                 if verified is None and (token := plain_token(plain)) is not None:
-                    # what gate.token() would find, found already
                     verified = self.verifier.verify(token, digest)
             if verified is not None:
                 environ[ENVIRON_TOKEN] = verified
                 environ[ENVIRON_LOCATION] = HEADER
             else:
-                self._full(environ, method, path, plain, digest)
+                self._full(environ, method, path)
         except AuthError as exc:
             gate.report(exc, "http", path)
             return refusal(exc, self.settings, start_response)
         return self.app(environ, start_response)
 
-    def _full(
-        self,
-        environ: WSGIEnvironment,
-        method: str | None,
-        path: str,
-        plain: bytes | None,
-        digest: bytes | None,
-    ) -> None:
+    def _full(self, environ: WSGIEnvironment, method: str | None, path: str) -> None:
         """Every extraction rule, the verifier and (for a cookie) the CSRF checks."""
         gate = self.gate
         headers = _headers(environ)
@@ -120,9 +113,7 @@ class JWTWSGIMiddleware:
         if found is None:
             return
         token, location = found
-        if digest is not None and token.encode() != plain:
-            digest = None  # the general extraction read the header differently
-        verified = self.verifier.verify(token, digest)
+        verified = self.verifier.verify(token)
         if location == COOKIE:
             gate.check_csrf(method, _csrf_headers(environ), verified)
         environ[ENVIRON_TOKEN] = verified
