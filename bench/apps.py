@@ -202,6 +202,25 @@ def fastapi_protected() -> Any:
     return app
 
 
+def fastapi_middleware_only() -> Any:
+    """JWTMiddleware alone: outside anonymous mode it refuses every request to /me without a
+    valid token, and the endpoint reads the identity from the request (no dependency)."""
+    from fastapi import FastAPI
+
+    app = FastAPI()
+    app.add_middleware(JWTMiddleware, settings=settings())
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/me")
+    async def me(request: Request) -> dict[str, Any]:
+        return {"sub": request.user.identity}
+
+    return app
+
+
 def _pyjwt_app(threaded: bool) -> Any:
     import jwt
     from fastapi import Depends, FastAPI, HTTPException
