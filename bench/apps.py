@@ -22,7 +22,7 @@ target above their ratio is out of reach on the machine measured.
 import binascii
 import hashlib
 import os
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import httpx
 from cryptography.exceptions import InvalidSignature
@@ -36,6 +36,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from jwt_middleware import JWTMiddleware, Settings, VerifiedToken, requires_scopes
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 PUBLIC = {"/health"}
 
@@ -85,6 +88,13 @@ def starlette_protected() -> Starlette:
 _B64URL = bytes.maketrans(b"-_", b"+/")
 
 
+def _authorization(scope: Scope) -> bytes:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            return bytes(value)
+    return b""
+
+
 async def _refuse(send: Send) -> None:
     await send({"type": "http.response.start", "status": 401, "headers": []})
     await send({"type": "http.response.body", "body": b""})
@@ -105,11 +115,7 @@ class SignatureOnly:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] != "/health":
-            value = b""
-            for name, found in scope["headers"]:
-                if name == b"authorization":
-                    value = found
-                    break
+            value = _authorization(scope)
             signing_input, _, signature = value[7:].rpartition(b".")
             try:
                 padded = signature.translate(_B64URL) + b"=" * (-len(signature) % 4)
@@ -130,15 +136,11 @@ class DigestOnly:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] != "/health":
-            value = b""
-            for name, found in scope["headers"]:
-                if name == b"authorization":
-                    value = found
-                    break
+            value = _authorization(scope)
+            if not value:
+                return await _refuse(send)
             digest = hashlib.blake2b(value[7:], digest_size=32).digest()
-            if self.seen.get(digest) is None:
-                if not value:
-                    return await _refuse(send)
+            if digest not in self.seen:
                 self.seen[digest] = True
         await self.app(scope, receive, send)
 
@@ -166,14 +168,24 @@ def fastapi_signature_ceiling() -> Any:
 # -- FastAPI -----------------------------------------------------------------------------------
 
 
-def fastapi_bare() -> Any:
+def _fastapi(protected: bool) -> "FastAPI":
+    """A FastAPI app with the public /health route, behind JWTMiddleware when ``protected``;
+    the caller adds /me."""
     from fastapi import FastAPI
 
     app = FastAPI()
+    if protected:
+        app.add_middleware(JWTMiddleware, settings=settings())
 
     @app.get("/health")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
+
+    return app
+
+
+def fastapi_bare() -> Any:
+    app = _fastapi(protected=False)
 
     @app.get("/me")
     async def me() -> dict[str, Any]:
@@ -184,16 +196,11 @@ def fastapi_bare() -> Any:
 
 def fastapi_protected() -> Any:
     """JWTMiddleware + the RequireScopes dependency, as in examples/fastapi_app.py."""
-    from fastapi import Depends, FastAPI
+    from fastapi import Depends
 
     from jwt_middleware.fastapi import RequireScopes
 
-    app = FastAPI()
-    app.add_middleware(JWTMiddleware, settings=settings())
-
-    @app.get("/health")
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
+    app = _fastapi(protected=True)
 
     @app.get("/me")
     async def me(token: Annotated[VerifiedToken, Depends(RequireScopes())]) -> dict[str, Any]:
@@ -205,14 +212,7 @@ def fastapi_protected() -> Any:
 def fastapi_middleware_only() -> Any:
     """JWTMiddleware alone: outside anonymous mode it refuses every request to /me without a
     valid token, and the endpoint reads the identity from the request (no dependency)."""
-    from fastapi import FastAPI
-
-    app = FastAPI()
-    app.add_middleware(JWTMiddleware, settings=settings())
-
-    @app.get("/health")
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
+    app = _fastapi(protected=True)
 
     @app.get("/me")
     async def me(request: Request) -> dict[str, Any]:

@@ -243,8 +243,6 @@ class App:
     chdir: Path = BENCH
     #: token mixes to run; default: both for protected apps, one (tokens ignored) for bare ones
     mixes: tuple[str, ...] = ()
-    #: a yardstick (apps.py's *_ceiling): compared with bare like the others, never a target
-    ceiling: bool = False
 
     def scenarios(self) -> tuple[str, ...]:
         return self.mixes or (("unique", "repeated") if self.protected else ("unique",))
@@ -260,7 +258,6 @@ APPS = (
         "uvicorn",
         "starlette_signature_ceiling",
         mixes=("unique",),
-        ceiling=True,
     ),
     App(
         "Starlette",
@@ -269,7 +266,6 @@ APPS = (
         "uvicorn",
         "starlette_digest_ceiling",
         mixes=("repeated",),
-        ceiling=True,
     ),
     App("FastAPI", "bare", False, "uvicorn", "fastapi_bare"),
     App("FastAPI", "JWTMiddleware + RequireScopes", True, "uvicorn", "fastapi_protected"),
@@ -287,7 +283,6 @@ APPS = (
         "uvicorn",
         "fastapi_signature_ceiling",
         mixes=("unique",),
-        ceiling=True,
     ),
     App("FastAPI", "PyJWKClient + jwt.decode, def dependency", True, "uvicorn", "fastapi_pyjwt"),
     App(
