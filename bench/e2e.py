@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import itertools
 import math
 import os
 import re
@@ -250,7 +251,14 @@ class App:
 
 APPS = (
     App("Starlette", "bare", False, "uvicorn", "starlette_bare"),
-    App("Starlette", "JWTMiddleware", True, "uvicorn", "starlette_protected"),
+    App(
+        "Starlette",
+        "JWTMiddleware alone (endpoint reads request.user)",
+        True,
+        "uvicorn",
+        "starlette_middleware_only",
+    ),
+    App("Starlette", "JWTMiddleware + @requires_scopes()", True, "uvicorn", "starlette_protected"),
     App(
         "Starlette",
         "ceiling: raw RSA signature check only",
@@ -265,6 +273,14 @@ APPS = (
         True,
         "uvicorn",
         "starlette_digest_ceiling",
+        mixes=("repeated",),
+    ),
+    App(
+        "Starlette",
+        "ceiling: digest + lookup + time and key-set checks + request.user/auth",
+        True,
+        "uvicorn",
+        "starlette_hit_ceiling",
         mixes=("repeated",),
     ),
     App("FastAPI", "bare", False, "uvicorn", "fastapi_bare"),
@@ -462,15 +478,20 @@ def _targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     the row's unavoidable operation (None where the run has none). A target above its
     ceiling cannot be met by any verifier on this machine."""
     targets = []
-    ceilings = {"unique": "starlette_signature_ceiling", "repeated": "starlette_digest_ceiling"}
-    for mix, minimum in (("repeated", 0.85), ("unique", 0.6)):
-        row = _find(rows, "starlette_protected", mix)
+    # A cached request's ceiling is the hit row, not the digest row: the issue itself asks a
+    # hit to check exp/nbf and the key set, and the app needs request.user and request.auth.
+    ceilings = {"unique": "starlette_signature_ceiling", "repeated": "starlette_hit_ceiling"}
+    starlette = (("starlette_middleware_only", " alone"), ("starlette_protected", "+decorator"))
+    for (ours, how), (mix, minimum) in itertools.product(
+        starlette, (("repeated", 0.85), ("unique", 0.6))
+    ):
+        row = _find(rows, ours, mix)
         if row is not None:
             ceiling = _find(rows, ceilings[mix], mix)
             targets.append(
                 {
-                    "name": f"e2e Starlette+JWTMiddleware {mix} >= {minimum:g}x bare Starlette",
-                    "row": ["starlette_protected", mix],
+                    "name": f"e2e Starlette+JWTMiddleware{how} {mix} >= {minimum:g}x bare",
+                    "row": [ours, mix],
                     "versus": "bare",
                     "ratio": row["ratio_to_bare"],
                     "cpu_ratio": row["cpu_ratio_to_bare"],

@@ -20,7 +20,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .errors import AuthError, ConfigurationError, InvalidToken, Reason, RevocationUnavailable
-from .jwks import AsyncJWKS, SyncJWKS
+from .jwks import AsyncJWKS, JWKSPolicy, SyncJWKS
 from .jws import HeaderRules, ParsedToken, loads_strict, parse
 from .keys import Key, KeySet
 from .revocation import RevocationStoreError, revocation_query
@@ -60,6 +60,9 @@ class _Core:
         self._cache: OrderedDict[bytes, _Entry] = OrderedDict()
         self._seen: OrderedDict[bytes, None] = OrderedDict()  # digests verified once
         self._cache_size = settings.token_cache_size
+        #: Where the current key set comes from: the remote cache's policy (set by the
+        #: verifier), else the static keys, which never go stale.
+        self.source: JWKSPolicy | _StaticSource = _StaticSource(self.static)
 
     # -- the verified-token cache -------------------------------------------------------------
     # A client reuses its token for minutes; verifying the same bytes again would redo the
@@ -68,14 +71,23 @@ class _Core:
     # shrunk key set misses everything), and their time window (exp/nbf) is checked on every
     # hit. The adapters look a request's token up here before extracting or parsing anything.
 
-    def hit(self, digest: bytes, now: float, keys: object) -> VerifiedToken | None:
-        """The cached verification of the token with this digest, if still good for ``keys``
-        (None: the keys need a refresh, so nothing cached may be used) at ``now``."""
+    def keys_now(self, now: float) -> KeySet | None:
+        """The key set a verification at ``now`` is bound to; None when it needs a refresh."""
+        source = self.source
+        return source.keyset if now < source.fresh_until else None
+
+    def hit(self, digest: bytes, now: float) -> VerifiedToken | None:
+        """The cached verification of the token with this digest, if still good at ``now``
+        for the current key set (none while the keys need a refresh)."""
         entry = self._cache.get(digest)
-        if entry is None or keys is None:
+        if entry is None:
+            return None
+        # keys_now(), inlined: this is the hot path of every request with a known token.
+        source = self.source
+        if now >= source.fresh_until:
             return None
         verified, not_before, expires, entry_keys = entry
-        if entry_keys is keys and not_before <= now < expires:
+        if entry_keys is source.keyset and not_before <= now < expires:
             return verified
         self._cache.pop(digest, None)
         return None
@@ -251,9 +263,7 @@ class _Cached:
         if not self._plain:
             return None
         try:
-            core = self._core
-            now = self.settings.clock()
-            verified = core.hit(digest, now, _keys_version(core, self.remote, now))
+            verified = self._core.hit(digest, self.settings.clock())
             if verified is not None:
                 events = self.settings.events
                 if events is not None:
@@ -268,12 +278,12 @@ class _Cached:
         self, token: str, digest: bytes | None, now: float
     ) -> tuple[bytes, object, VerifiedToken | None]:
         core = self._core
-        keys = _keys_version(core, self.remote, now)
+        keys = core.keys_now(now)
         if not self.caches:
             return b"", keys, None
         if digest is None:
             digest = token_digest(token.encode())
-        return digest, keys, core.hit(digest, now, keys)
+        return digest, keys, core.hit(digest, now)
 
 
 class AsyncVerifier(_Cached):
@@ -284,6 +294,8 @@ class AsyncVerifier(_Cached):
     def __init__(self, settings: Settings) -> None:
         self._setup(settings)
         self.remote = AsyncJWKS(settings) if settings.remote else None
+        if self.remote is not None:
+            self._core.source = self.remote.policy
 
     async def verify(self, token: str, digest: bytes | None = None) -> VerifiedToken:
         """The verified token, or an AuthError (never any other exception).
@@ -305,7 +317,7 @@ class AsyncVerifier(_Cached):
                 verified = core.finish(parsed, claims, key)
                 if self.settings.validators:
                     await self._validate(verified)
-                core.remember(digest, verified, _same(keys, _keys_version(core, self.remote, now)))
+                core.remember(digest, verified, _same(keys, core.keys_now(now)))
             elif self.settings.validators:
                 await self._validate(verified)
             store = self.settings.revocation
@@ -370,6 +382,8 @@ class SyncVerifier(_Cached):
             )
         self._setup(settings)
         self.remote = SyncJWKS(settings) if settings.remote else None
+        if self.remote is not None:
+            self._core.source = self.remote.policy
 
     def verify(self, token: str, digest: bytes | None = None) -> VerifiedToken:
         """The verified token, or an AuthError (never any other exception).
@@ -388,7 +402,7 @@ class SyncVerifier(_Cached):
                 verified = core.finish(parsed, claims, key)
                 if self.settings.validators:
                     self._validate(verified)
-                core.remember(digest, verified, _same(keys, _keys_version(core, self.remote, now)))
+                core.remember(digest, verified, _same(keys, core.keys_now(now)))
             elif self.settings.validators:
                 self._validate(verified)
             store = self.settings.revocation
@@ -445,12 +459,14 @@ def _same(before: object, after: object) -> object:
     return before if before is not None and before is after else None
 
 
-def _keys_version(core: _Core, remote: AsyncJWKS | SyncJWKS | None, now: float) -> object:
-    """The key set a cached verification is bound to; None when the keys need a refresh."""
-    if remote is None:
-        return core.static
-    policy = remote.policy
-    return policy.keyset if now < policy.fresh_until else None
+class _StaticSource:
+    """The static keys in the shape of a JWKSPolicy: always fresh."""
+
+    __slots__ = ("fresh_until", "keyset")
+
+    def __init__(self, keyset: KeySet) -> None:
+        self.keyset = keyset
+        self.fresh_until = math.inf
 
 
 def _internal_error(exc: Exception) -> AuthError:

@@ -21,7 +21,7 @@ import httpx
 import pytest
 from fastapi import Depends, FastAPI
 from starlette.applications import Starlette
-from starlette.authentication import requires
+from starlette.authentication import AuthCredentials, requires
 from starlette.background import BackgroundTask
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -588,6 +588,69 @@ def test_requires_scopes_refuses_bad_scope_names() -> None:
             requires_scopes(bad)
         with pytest.raises(ValueError):
             RequireScopes(bad)
+
+
+async def scope_keys(request: Request) -> JSONResponse:
+    auth = request.scope.get("auth")
+    return JSONResponse(
+        {
+            "keys": sorted(request.scope),
+            "auth_is_starlette_credentials": isinstance(auth, AuthCredentials),
+            "scopes": list(auth.scopes) if auth is not None else None,
+        }
+    )
+
+
+@pytest.mark.anyio
+async def test_the_middleware_adds_only_user_and_auth_to_the_scope(
+    issuer: LocalIssuer, make_settings: Callable[..., Settings]
+) -> None:
+    # Nothing else: a request's scope is the app's namespace, and every key costs every request.
+    routes = [Route("/keys", scope_keys), Route("/public", scope_keys)]
+    async with client(Starlette(routes=routes)) as http:
+        bare = set((await http.get("/keys")).json()["keys"])
+    app = starlette_app(make_settings(public_paths={"/public"}), routes=routes)
+    async with client(app) as http:
+        verified = (await http.get("/keys", headers=bearer(issuer.mint(scope="a b")))).json()
+        anonymous = (await http.get("/public")).json()
+    for seen, scopes in ((verified, ["a", "b"]), (anonymous, [])):
+        assert set(seen["keys"]) - bare == {"user", "auth"}
+        assert seen["auth_is_starlette_credentials"] is True
+        assert seen["scopes"] == scopes
+
+
+class ReplaceAuth:
+    """An app's own middleware inside JWTMiddleware that swaps request.auth for its own."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope["auth"] = AuthCredentials(["read"])
+        await self.app(scope, receive, send)
+
+
+@pytest.mark.anyio
+async def test_a_decorator_refusal_after_request_auth_was_replaced_is_still_rfc_6750(
+    issuer: LocalIssuer, make_settings: Callable[..., Settings]
+) -> None:
+    # The decorator cannot find the middleware's settings on a foreign request.auth; it raises,
+    # and JWTMiddleware answers with its realm, as for any AuthError the app raises.
+    app = Starlette(
+        routes=ROUTES,
+        middleware=[
+            Middleware(JWTMiddleware, settings=make_settings(realm="shop")),
+            Middleware(ReplaceAuth),
+        ],
+    )
+    async with client(app) as http:
+        refused = await http.get("/admin", headers=bearer(issuer.mint(scope="admin")))
+        allowed = await http.get("/read-or-write", headers=bearer(issuer.mint()))
+    assert refused.status_code == 403
+    assert challenge(refused).startswith('Bearer realm="shop", error="insufficient_scope"')
+    assert refused.json()["error"] == "insufficient_scope"
+    assert allowed.status_code == 200
 
 
 # -- FastAPI ------------------------------------------------------------------------------------
