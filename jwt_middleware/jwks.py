@@ -87,7 +87,9 @@ class JWKSPolicy:
     def plan(self, kid: str | None, now: float) -> Plan:
         keyset = self.keyset
         usable = keyset is not None and now < self.stale_until
-        if usable and (kid is None or kid in keyset):  # type: ignore[operator]
+        # by_kid, not `kid in keyset`: KeySet.__contains__ is a Python call, and this runs
+        # (with usable_keyset) for every new token.
+        if usable and (kid is None or kid in keyset.by_kid):  # type: ignore[union-attr]
             if now < self.fresh_until:
                 return Plan.USE
             return Plan.USE_AND_REFRESH if self.may_fetch(now) else Plan.USE
@@ -133,7 +135,7 @@ class JWKSPolicy:
         keyset = self.keyset
         if keyset is None or now >= self.stale_until:
             raise self.unavailable(now)
-        if kid is not None and kid not in keyset and self.last_error is not None:
+        if kid is not None and kid not in keyset.by_kid and self.last_error is not None:
             # We could not refresh, so "unknown kid" may just mean "not seen yet".
             raise self.unavailable(now)
         return keyset

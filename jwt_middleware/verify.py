@@ -350,7 +350,7 @@ class AsyncVerifier(_Cached):
         """The key, or the remote key cache to await when finding it needs a fetch first (an
         await costs more than the lookup, and most new tokens need no fetch)."""
         core = self._core
-        if self.remote is None or (kid is not None and kid in core.static):
+        if self.remote is None or (kid is not None and kid in core.static.by_kid):
             return core.static.find(kid, alg)
         keyset = self.remote.keyset_now(kid)
         return self.remote if keyset is None else core.find(keyset, kid, alg)
@@ -429,7 +429,7 @@ class SyncVerifier(_Cached):
 
     def _key(self, kid: str | None, alg: str) -> Key:
         core = self._core
-        if self.remote is None or (kid is not None and kid in core.static):
+        if self.remote is None or (kid is not None and kid in core.static.by_kid):
             return core.static.find(kid, alg)
         return core.find(self.remote.keyset_for(kid), kid, alg)
 
