@@ -21,6 +21,7 @@ target above their ratio is out of reach on the machine measured.
 # the path functions defined inside the factories as objects, not as strings.
 import binascii
 import hashlib
+import json
 import math
 import os
 import time
@@ -143,6 +144,77 @@ class SignatureOnly:
         await self.app(scope, receive, send)
 
 
+_B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_CANONICAL_LAST = (
+    None,
+    None,
+    frozenset(_B64_ALPHABET[::16]),  # 2 chars: the last one carries 4 unused bits
+    frozenset(_B64_ALPHABET[::4]),  # 3 chars: 2 unused bits
+)
+
+
+def _b64url(segment: bytes) -> bytes:
+    """Strict base64url: the alphabet only, no padding, canonical last character."""
+    rem = len(segment) % 4
+    allowed = _CANONICAL_LAST[rem]
+    if rem == 1 or segment.translate(None, _B64_ALPHABET):
+        raise ValueError("not base64url")
+    if allowed is not None and segment[-1] not in allowed:
+        raise ValueError("not canonical")
+    return binascii.a2b_base64(segment.translate(_B64URL) + b"=" * (-rem % 4))
+
+
+class VerifyOnly:
+    """The ceiling for new tokens with what the issue asks of a verifier, written as one tight
+    function: strict base64url, the header once per distinct header segment (alg allow-list,
+    crit refused, kid), the payload's JSON, iss, aud, exp, nbf and iat with leeway, the key by
+    kid, the RSA check, and request.user/request.auth for the endpoint. No duplicate-member
+    check, no typ, size or scope rules, no error answers beyond a bare 401."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        import jwt
+
+        self.app = app
+        jwks = httpx.get(os.environ["BENCH_JWKS_URL"]).json()
+        self.keys = {jwk["kid"]: jwt.PyJWK(jwk).key for jwk in jwks["keys"]}
+        self.issuer, self.audience = os.environ["BENCH_ISSUER"], os.environ["BENCH_AUDIENCE"]
+        self.kids: dict[bytes, str] = {}
+        self.padding, self.hash = padding.PKCS1v15(), hashes.SHA256()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] != "/health":
+            try:
+                claims = self._verify(_authorization(scope)[7:])
+            except (ValueError, KeyError, TypeError, InvalidSignature, binascii.Error):
+                return await _refuse(send)
+            scope["user"] = _User(claims["sub"])
+            scope["auth"] = AuthCredentials(claims.get("scope", "").split())
+        await self.app(scope, receive, send)
+
+    def _verify(self, token: bytes) -> dict[str, Any]:
+        head, body, signature = token.split(b".")
+        kid = self.kids.get(head)
+        if kid is None:
+            header = json.loads(_b64url(head))
+            if header.get("alg") != "RS256" or "crit" in header:
+                raise ValueError("header refused")
+            kid = self.kids[head] = header["kid"]
+        key = self.keys[kid]
+        claims: dict[str, Any] = json.loads(_b64url(body))
+        now, leeway = time.time(), 60
+        aud = claims["aud"]
+        if claims["iss"] != self.issuer or not (
+            aud == self.audience or (isinstance(aud, list) and self.audience in aud)
+        ):
+            raise ValueError("iss or aud")
+        if now >= claims["exp"] + leeway or now + leeway < claims.get("nbf", 0):
+            raise ValueError("time window")
+        if now + leeway < claims.get("iat", 0):
+            raise ValueError("issued in the future")
+        key.verify(_b64url(signature), token[: len(head) + 1 + len(body)], self.padding, self.hash)
+        return claims
+
+
 class DigestOnly:
     """The ceiling for cached tokens: a BLAKE2b-256 digest of the token and a dict lookup (a
     token is "verified" on first sight). No time checks, no identity objects."""
@@ -219,6 +291,17 @@ def starlette_hit_ceiling() -> Starlette:
         routes=[Route("/health", _health), Route("/me", _me_user)],
         middleware=[Middleware(HitOnly)],
     )
+
+
+def fastapi_verify_ceiling() -> Any:
+    app = _fastapi(protected=False)
+
+    @app.get("/me")
+    async def me(request: Request) -> dict[str, Any]:
+        return {"sub": request.user.identity}
+
+    app.add_middleware(VerifyOnly)
+    return app
 
 
 def fastapi_signature_ceiling() -> Any:
