@@ -10,18 +10,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from starlette.authentication import UnauthenticatedUser
+from starlette.authentication import AuthCredentials, UnauthenticatedUser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import AuthError, Unavailable
 from .extract import COOKIE, HEADER, plain_bearer, plain_token
 from .gate import Gate
-from .identity import AnonymousCredentials, JWTCredentials, JWTUser
+from .identity import JWTCredentials, JWTUser
 from .issuers import async_verifier
 from .settings import Settings
 from .verify import token_digest
 
-__all__ = ["JWTMiddleware", "send_refusal"]
+__all__ = ["SCOPE_GATE", "JWTMiddleware", "send_refusal"]
+
+#: The scope key holding the middleware's Gate (settings + reporting) for per-route decorators.
+SCOPE_GATE = "jwt_middleware.gate"
 
 # RFC 6455 §7.4.1: 1008 policy violation; 1013 try again later.
 _WS_POLICY_VIOLATION = 1008
@@ -65,13 +68,14 @@ class JWTMiddleware:
             await self.app(scope, receive, send)
             return
         gate = self.gate
+        scope[SCOPE_GATE] = gate
         headers = scope["headers"]
         method = scope.get("method")
         try:
             if (method == "OPTIONS" or self._public) and gate.unchecked(
                 method, scope["path"], headers
             ):
-                _anonymous(scope, gate)
+                _anonymous(scope)
             else:
                 # The hot path: a plain "Bearer <token>" header is looked up by the digest of
                 # the token as sent (a hit means these exact bytes were verified before), and a
@@ -91,11 +95,10 @@ class JWTMiddleware:
                     if location == COOKIE:
                         gate.check_csrf(method, headers, verified, websocket=kind == "websocket")
                 if verified is None:
-                    _anonymous(scope, gate)
+                    _anonymous(scope)
                 else:
-                    # The per-route decorators find the gate on request.auth (see gate_of).
                     scope["user"] = JWTUser(verified)
-                    scope["auth"] = JWTCredentials(verified, location, gate)
+                    scope["auth"] = JWTCredentials(verified, location)
         except AuthError as exc:
             await self._refuse(exc, scope, send)
             return
@@ -134,6 +137,6 @@ async def send_refusal(exc: AuthError, settings: Settings, scope: Scope, send: S
     await send({"type": "http.response.body", "body": body})
 
 
-def _anonymous(scope: Scope, gate: Gate) -> None:
+def _anonymous(scope: Scope) -> None:
     scope["user"] = UnauthenticatedUser()
-    scope["auth"] = AnonymousCredentials(gate)
+    scope["auth"] = AuthCredentials()

@@ -14,10 +14,10 @@ from starlette.responses import Response
 from starlette.types import Scope
 from starlette.websockets import WebSocket
 
-from .asgi import send_refusal
+from .asgi import SCOPE_GATE, send_refusal
 from .errors import AuthError, InsufficientScope, MissingToken
 from .gate import Gate
-from .identity import JWTUser, gate_of
+from .identity import JWTUser
 
 __all__ = ["check_scopes", "requires_scopes", "scopes_granted"]
 
@@ -50,17 +50,8 @@ def authorize(scope: Scope, required: tuple[str, ...], any_of: bool) -> None:
 # one even where no JWTMiddleware sits outside Starlette's error handling to catch a raise.
 
 
-def _gate(exc: AuthError, conn: HTTPConnection) -> Gate:
-    gate = gate_of(conn.scope)
-    if gate is None:
-        # request.auth was replaced after JWTMiddleware set it: leave the answer to the
-        # middleware, which answers an AuthError the app raises.
-        raise exc
-    return gate
-
-
 def _response(exc: AuthError, conn: HTTPConnection) -> Response:
-    gate = _gate(exc, conn)
+    gate: Gate = conn.scope[SCOPE_GATE]
     gate.report(exc, conn.scope["type"], conn.scope["path"])
     settings = gate.settings
     expose = settings.expose_error_details
@@ -73,7 +64,7 @@ def _response(exc: AuthError, conn: HTTPConnection) -> Response:
 
 async def _refused(exc: AuthError, conn: HTTPConnection) -> Response | None:
     if isinstance(conn, WebSocket):
-        gate = _gate(exc, conn)
+        gate: Gate = conn.scope[SCOPE_GATE]
         gate.report(exc, "websocket", conn.scope["path"])
         await send_refusal(exc, gate.settings, conn.scope, conn.send)
         return None

@@ -5,14 +5,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.authentication import AuthCredentials, BaseUser
 
 from .verify import VerifiedToken
-
-if TYPE_CHECKING:
-    from .gate import Gate
 
 __all__ = ["JWTCredentials", "JWTUser"]
 
@@ -43,33 +40,14 @@ class JWTUser(BaseUser):
 class JWTCredentials(AuthCredentials):
     """``request.auth``: the scopes, the verified token and where it was found."""
 
-    def __init__(self, token: VerifiedToken, location: str, _gate: Gate | None = None) -> None:
+    def __init__(self, token: VerifiedToken, location: str) -> None:
         # AuthCredentials.__init__ only copies the scopes into a list; doing it here saves a
         # call and a second copy on every request. A fresh list each time: an app that edits
         # request.auth.scopes must not change what other requests with this token see.
         self.scopes = list(token.scopes)
         self.token = token
         self.location = location
-        self._gate = _gate
 
     @property
     def claims(self) -> Mapping[str, Any]:
         return self.token.claims
-
-
-class AnonymousCredentials(AuthCredentials):
-    """``request.auth`` of a request let in without a token (public path, anonymous mode)."""
-
-    def __init__(self, _gate: Gate | None = None) -> None:
-        self.scopes = []
-        self._gate = _gate
-
-
-def gate_of(scope: Mapping[str, Any]) -> Gate | None:
-    """The Gate of the JWTMiddleware that authenticated this ASGI scope, if one did.
-
-    It rides on ``scope["auth"]`` rather than in a scope key of its own: one key more makes
-    CPython grow a plain Starlette request's scope dict on every request (measured: 0.5 µs).
-    """
-    gate: Gate | None = getattr(scope.get("auth"), "_gate", None)
-    return gate

@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .asgi import SCOPE_GATE
 from .errors import AuthError
 from .extract import COOKIE, HEADER, plain_token
 from .gate import Gate
-from .identity import JWTUser, gate_of
+from .identity import JWTUser
 from .issuers import sync_verifier
 from .settings import Settings
 from .verify import VerifiedToken, token_digest
@@ -157,9 +158,9 @@ def lookup(environ: WSGIEnvironment) -> tuple[VerifiedToken | None, Gate]:
         token: VerifiedToken | None = environ[ENVIRON_TOKEN]
         return token, gate
     scope = environ.get("asgi.scope")
-    if isinstance(scope, dict) and (gate := gate_of(scope)) is not None:
+    if isinstance(scope, dict) and SCOPE_GATE in scope:
         user = scope.get("user")
-        return (user.token if isinstance(user, JWTUser) else None), gate
+        return (user.token if isinstance(user, JWTUser) else None), scope[SCOPE_GATE]
     raise RuntimeError("no JWTWSGIMiddleware (nor JWTMiddleware) in front of this app")
 
 

@@ -21,7 +21,7 @@ import httpx
 import pytest
 from fastapi import Depends, FastAPI
 from starlette.applications import Starlette
-from starlette.authentication import AuthCredentials, requires
+from starlette.authentication import AuthCredentials, SimpleUser, requires
 from starlette.background import BackgroundTask
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -39,6 +39,7 @@ from jwt_middleware import (
     VerifiedToken,
     requires_scopes,
 )
+from jwt_middleware.asgi import SCOPE_GATE
 from jwt_middleware.fastapi import RequireScopes
 from jwt_middleware.testing import LocalIssuer, SigningKey, generate_key
 
@@ -592,65 +593,80 @@ def test_requires_scopes_refuses_bad_scope_names() -> None:
 
 async def scope_keys(request: Request) -> JSONResponse:
     auth = request.scope.get("auth")
-    return JSONResponse(
-        {
-            "keys": sorted(request.scope),
-            "auth_is_starlette_credentials": isinstance(auth, AuthCredentials),
-            "scopes": list(auth.scopes) if auth is not None else None,
-        }
-    )
+    return JSONResponse({"keys": sorted(request.scope), "scopes": getattr(auth, "scopes", None)})
 
 
 @pytest.mark.anyio
-async def test_the_middleware_adds_only_user_and_auth_to_the_scope(
+async def test_the_middleware_adds_only_user_auth_and_its_gate_to_the_scope(
     issuer: LocalIssuer, make_settings: Callable[..., Settings]
 ) -> None:
     # Nothing else: a request's scope is the app's namespace, and every key costs every request.
     routes = [Route("/keys", scope_keys), Route("/public", scope_keys)]
     async with client(Starlette(routes=routes)) as http:
         bare = set((await http.get("/keys")).json()["keys"])
-    app = starlette_app(make_settings(public_paths={"/public"}), routes=routes)
+    app = starlette_app(make_settings(public_paths={"/public"}, anonymous=True), routes=routes)
     async with client(app) as http:
         verified = (await http.get("/keys", headers=bearer(issuer.mint(scope="a b")))).json()
-        anonymous = (await http.get("/public")).json()
-    for seen, scopes in ((verified, ["a", "b"]), (anonymous, [])):
-        assert set(seen["keys"]) - bare == {"user", "auth"}
-        assert seen["auth_is_starlette_credentials"] is True
+        public = (await http.get("/public")).json()
+        anonymous = (await http.get("/keys")).json()
+    for seen, scopes in ((verified, ["a", "b"]), (public, []), (anonymous, [])):
+        assert set(seen["keys"]) - bare == {"user", "auth", SCOPE_GATE}
         assert seen["scopes"] == scopes
 
 
-class ReplaceAuth:
-    """An app's own middleware inside JWTMiddleware that swaps request.auth for its own."""
+class ReplaceIdentity:
+    """An app's own middleware inside JWTMiddleware that swaps request.user and request.auth
+    for its own (as Starlette's AuthenticationMiddleware would)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] in ("http", "websocket"):
+            scope["user"] = SimpleUser("someone")
             scope["auth"] = AuthCredentials(["read"])
         await self.app(scope, receive, send)
 
 
 @pytest.mark.anyio
-async def test_a_decorator_refusal_after_request_auth_was_replaced_is_still_rfc_6750(
-    issuer: LocalIssuer, make_settings: Callable[..., Settings]
+@pytest.mark.parametrize("layout", ["middleware list", "wrapping the app"])
+@pytest.mark.parametrize("path", ["/admin", "/admin-sync"])
+async def test_decorator_refusals_keep_the_middlewares_answer_when_the_identity_is_replaced(
+    issuer: LocalIssuer, make_settings: Callable[..., Settings], layout: str, path: str
 ) -> None:
-    # The decorator cannot find the middleware's settings on a foreign request.auth; it raises,
-    # and JWTMiddleware answers with its realm, as for any AuthError the app raises.
-    app = Starlette(
-        routes=ROUTES,
-        middleware=[
-            Middleware(JWTMiddleware, settings=make_settings(realm="shop")),
-            Middleware(ReplaceAuth),
-        ],
-    )
+    # The decorators answer with JWTMiddleware's settings (realm) whatever sits between them,
+    # whether JWTMiddleware is in Starlette's middleware list (outside its error handling) or
+    # wraps the app object (inside it, so a raise would become Starlette's 500).
+    settings = make_settings(realm="shop")
+    if layout == "middleware list":
+        app: Any = Starlette(
+            routes=ROUTES,
+            middleware=[Middleware(JWTMiddleware, settings=settings), Middleware(ReplaceIdentity)],
+        )
+    else:
+        inner = Starlette(routes=ROUTES, middleware=[Middleware(ReplaceIdentity)])
+        app = JWTMiddleware(inner, settings=settings)
     async with client(app) as http:
-        refused = await http.get("/admin", headers=bearer(issuer.mint(scope="admin")))
+        refused = await http.get(path, headers=bearer(issuer.mint(scope="admin")))
         allowed = await http.get("/read-or-write", headers=bearer(issuer.mint()))
     assert refused.status_code == 403
     assert challenge(refused).startswith('Bearer realm="shop", error="insufficient_scope"')
     assert refused.json()["error"] == "insufficient_scope"
     assert allowed.status_code == 200
+
+
+def test_a_websocket_decorator_refusal_with_the_identity_replaced_closes_before_accept(
+    issuer: LocalIssuer, make_settings: Callable[..., Settings]
+) -> None:
+    inner = Starlette(routes=ROUTES, middleware=[Middleware(ReplaceIdentity)])
+    app = JWTMiddleware(inner, settings=make_settings())
+    with TestClient(app) as http:
+        with pytest.raises(WebSocketDisconnect) as closed:
+            with http.websocket_connect(
+                "/ws-admin", headers=bearer(issuer.mint(scope="admin"))
+            ) as ws:
+                ws.receive_text()
+    assert closed.value.code == 1008
 
 
 # -- FastAPI ------------------------------------------------------------------------------------

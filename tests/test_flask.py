@@ -504,7 +504,19 @@ def test_flask_behind_a2wsgi_and_the_asgi_middleware(
             "location": scope["auth"].location,
         }
 
-    asgi_app = JWTMiddleware(a2wsgi.WSGIMiddleware(flask_app), settings=make_settings())
+    @flask_app.get("/admin")
+    @require_scopes("admin")
+    def admin() -> dict[str, Any]:
+        # The Flask helpers find JWTMiddleware's verdict through a2wsgi's asgi.scope.
+        token = current_token()
+        return {"sub": token.subject if token is not None else None}
+
+    @flask_app.get("/health")
+    def health() -> dict[str, Any]:
+        return {"token": current_token() is not None}
+
+    settings = make_settings(public_paths={"/health"}, realm="shop")
+    asgi_app = JWTMiddleware(a2wsgi.WSGIMiddleware(flask_app), settings=settings)
     port = serve_asgi(asgi_app)
     assert issuer.jwks_requests == 1  # warm-up at lifespan startup, through a2wsgi
     url = f"http://127.0.0.1:{port}"
@@ -513,4 +525,16 @@ def test_flask_behind_a2wsgi_and_the_asgi_middleware(
     assert response.json() == {"sub": "user-1", "scopes": ["read"], "location": "header"}
     response = httpx.get(f"{url}/me", timeout=10)
     assert response.status_code == 401
-    assert response.headers["www-authenticate"] == 'Bearer realm="api"'
+    assert response.headers["www-authenticate"] == 'Bearer realm="shop"'
+    admin_token = issuer.mint(subject="root", scope="admin")
+    response = httpx.get(f"{url}/admin", headers=bearer(admin_token), timeout=10)
+    assert response.status_code == 200
+    assert response.json() == {"sub": "root"}
+    response = httpx.get(f"{url}/admin", headers=bearer(issuer.mint(scope="read")), timeout=10)
+    assert response.status_code == 403
+    assert response.headers["www-authenticate"].startswith(
+        'Bearer realm="shop", error="insufficient_scope"'
+    )
+    response = httpx.get(f"{url}/health", timeout=10)
+    assert response.status_code == 200
+    assert response.json() == {"token": False}
