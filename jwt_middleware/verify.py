@@ -60,8 +60,8 @@ class _Core:
         self._cache: OrderedDict[bytes, _Entry] = OrderedDict()
         self._seen: OrderedDict[bytes, None] = OrderedDict()  # digests verified once
         self._cache_size = settings.token_cache_size
-        #: Where the current key set comes from: the remote cache's policy (set by the
-        #: verifier), else the static keys, which never go stale.
+        #: Where the current key set comes from: the remote cache's policy (set by
+        #: _Cached._setup), else the static keys, which never go stale.
         self.source: JWKSPolicy | _StaticSource = _StaticSource(self.static)
 
     # -- the verified-token cache -------------------------------------------------------------
@@ -249,9 +249,12 @@ class _Cached:
     _core: _Core
     remote: AsyncJWKS | SyncJWKS | None
 
-    def _setup(self, settings: Settings) -> None:
+    def _setup(self, settings: Settings, remote: AsyncJWKS | SyncJWKS | None) -> None:
         self.settings = settings
         self._core = _Core(settings)
+        self.remote = remote
+        if remote is not None:
+            self._core.source = remote.policy
         #: Whether ``cached()`` can answer: a token cache, and no validator or revocation
         #: store (those must run on every use, and may do I/O).
         self.caches = settings.token_cache_size > 0
@@ -292,10 +295,7 @@ class AsyncVerifier(_Cached):
     remote: AsyncJWKS | None
 
     def __init__(self, settings: Settings) -> None:
-        self._setup(settings)
-        self.remote = AsyncJWKS(settings) if settings.remote else None
-        if self.remote is not None:
-            self._core.source = self.remote.policy
+        self._setup(settings, AsyncJWKS(settings) if settings.remote else None)
 
     async def verify(self, token: str, digest: bytes | None = None) -> VerifiedToken:
         """The verified token, or an AuthError (never any other exception).
@@ -380,10 +380,7 @@ class SyncVerifier(_Cached):
             raise ConfigurationError(
                 "an async revocation store cannot run under WSGI; use RedisRevocationStore"
             )
-        self._setup(settings)
-        self.remote = SyncJWKS(settings) if settings.remote else None
-        if self.remote is not None:
-            self._core.source = self.remote.policy
+        self._setup(settings, SyncJWKS(settings) if settings.remote else None)
 
     def verify(self, token: str, digest: bytes | None = None) -> VerifiedToken:
         """The verified token, or an AuthError (never any other exception).
