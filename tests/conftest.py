@@ -11,8 +11,6 @@ import pytest
 from jwt_middleware import Key, Settings
 from jwt_middleware.testing import LocalIssuer
 
-VECTORS = __import__("pathlib").Path(__file__).resolve().parents[1].parent / "shared" / "vectors"
-
 
 class FakeClock:
     """A clock tests move by hand: expiry, cooldowns and staleness without sleeping."""

@@ -93,34 +93,32 @@ def test_cache_entry_is_bound_to_the_key_set_that_verified_it_async(
 
 
 class _ContendedOrderedDict(OrderedDict):  # type: ignore[type-arg]
-    """Makes two threads interleave exactly between ``digest in seen`` and ``del seen[digest]``
-    in _Core.remember (the GIL can switch there in production too)."""
+    """Holds each of two threads at its first membership step on the digest (``pop`` in
+    today's _Core.remember, ``in`` in a check-then-delete version) until both are there, so the
+    two second uses of a token really interleave at the step that must be atomic."""
 
     def __init__(self, parties: int) -> None:
         super().__init__()
         self.barrier = threading.Barrier(parties)
+        self.met = 0  # threads released by the barrier: proves the race was run
 
-    def __contains__(self, key: object) -> bool:
+    def _meet(self, key: object) -> bool:
         found = super().__contains__(key)
-        if found:
+        if found and threading.current_thread() is not threading.main_thread():
             self.barrier.wait(5)
+            self.met += 1
         return found
 
+    def __contains__(self, key: object) -> bool:
+        return self._meet(key)  # both threads have read True before either acts on it
 
-def test_concurrent_second_use_of_a_token_is_not_refused(clock: FakeClock) -> None:
-    signer = generate_key("ES256", kid="k1")
-    verifier = SyncVerifier(
-        Settings(
-            issuer="https://iss.example",
-            audience="api://x",
-            keys=[Key.from_pem(signer.public_pem(), kid="k1")],
-            algorithms=["ES256"],
-            clock=clock,
-        )
-    )
-    token = signer.sign(
-        {"iss": "https://iss.example", "aud": "api://x", "sub": "u", "exp": clock.now + 300}
-    )
+    def pop(self, key: Any, *default: Any) -> Any:
+        self._meet(key)
+        return super().pop(key, *default)
+
+
+def _second_use_race(verifier: SyncVerifier, token: str) -> tuple[list[BaseException], int]:
+    """Two threads make the second use of ``token`` at once; their errors and barrier count."""
     verifier.verify(token)  # first use: the digest goes into _seen
     contended = _ContendedOrderedDict(2)
     contended.update(verifier._core._seen)
@@ -138,7 +136,52 @@ def test_concurrent_second_use_of_a_token_is_not_refused(clock: FakeClock) -> No
         thread.start()
     for thread in threads:
         thread.join(10)
+    return errors, contended.met
+
+
+def _race_verifier(clock: FakeClock) -> tuple[SyncVerifier, str]:
+    signer = generate_key("ES256", kid="k1")
+    verifier = SyncVerifier(
+        Settings(
+            issuer="https://iss.example",
+            audience="api://x",
+            keys=[Key.from_pem(signer.public_pem(), kid="k1")],
+            algorithms=["ES256"],
+            clock=clock,
+        )
+    )
+    token = signer.sign(
+        {"iss": "https://iss.example", "aud": "api://x", "sub": "u", "exp": clock.now + 300}
+    )
+    return verifier, token
+
+
+def test_concurrent_second_use_of_a_token_is_not_refused(clock: FakeClock) -> None:
+    """Two threads making a token's second use at the same instant both get it verified."""
+    verifier, token = _race_verifier(clock)
+    errors, met = _second_use_race(verifier, token)
+    assert met == 2, "the two threads never met inside remember(): the race was not exercised"
     assert errors == []
+
+
+def test_the_race_harness_catches_a_check_then_delete_remember(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The harness above fails a remember() whose 'seen before?' step is not atomic."""
+    from jwt_middleware import verify as verify_module
+
+    def racy_remember(self: Any, digest: bytes, verified: Any, keys: object) -> None:
+        seen = self._seen
+        if digest in seen:  # check, then act: another thread can delete in between
+            del seen[digest]
+            return
+        seen[digest] = None
+
+    monkeypatch.setattr(verify_module._Core, "remember", racy_remember)
+    verifier, token = _race_verifier(clock)
+    errors, met = _second_use_race(verifier, token)
+    assert met == 2
+    assert [getattr(e, "reason", None) for e in errors] == [Reason.VERIFIER_ERROR]
 
 
 # -- keys.py: RSA bounds -----------------------------------------------------------------------

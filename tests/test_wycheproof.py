@@ -17,11 +17,9 @@ from jwt_middleware import InvalidToken, Reason
 from jwt_middleware.jws import HeaderRules, parse
 from jwt_middleware.keys import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, KeyError_, KeySet
 
-VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "wycheproof"
+# Vendored (Apache-2.0, LICENSE beside them), so every clone runs them: no skip.
+VECTORS = Path(__file__).resolve().parent / "vectors" / "wycheproof"
 FILES = {"jws": "json_web_signature_test.json", "jwk": "json_web_key_test.json"}
-
-if not all((VECTORS / name).is_file() for name in FILES.values()):
-    pytest.skip(f"Wycheproof vectors not found in {VECTORS}", allow_module_level=True)
 
 ACCEPTED = "accepted"
 
