@@ -20,6 +20,7 @@ helps them tune a forgery.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -214,6 +215,21 @@ class RevocationUnavailable(Unavailable):
 
     def __init__(self, detail: str = "", *, retry_after: float = 5.0) -> None:
         super().__init__(Reason.REVOCATION_UNAVAILABLE, detail, retry_after=retry_after)
+
+
+# A URL in free text: scheme, optional userinfo, host and path, optional query.
+_URL = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^/@\s]*@)?([^?#\s'\"]*)(\?[^#\s'\"]*)?")
+
+
+def redact(text: str) -> str:
+    """URLs in ``text`` without ``user:password@`` and without their query (both may hold
+    secrets): messages about key servers end up in logs, 503 details and startup errors."""
+
+    def clean(match: re.Match[str]) -> str:
+        scheme, userinfo, rest, query = match.groups()
+        return f"{scheme}{'***@' if userinfo else ''}{rest}{'?***' if query else ''}"
+
+    return _URL.sub(clean, text)
 
 
 def _quote(value: str) -> str:

@@ -15,25 +15,50 @@ Policy, in the order it is applied (``now`` from the injected clock):
 
 Fresh for ``Cache-Control: max-age`` when the server sends it, clamped to
 ``[cooldown, jwks_max_age]``; otherwise ``jwks_max_age``.
+
+Transport limits (every key server is hostile):
+
+* **Time.** One fetch (discovery and JWKS together) ends within ``2 * jwks_timeout`` of its
+  start, and each socket operation in it (connect, TLS, write, each read) waits at most
+  ``jwks_timeout``. A request waiting for a fetch gives up at that same deadline (503). Async:
+  ``asyncio.wait_for`` around the fetch. Sync: each socket operation's timeout is cut to the
+  time the fetch has left (:class:`_ClampedBackend`), and the fetch runs in its own thread, so
+  no request thread waits past the deadline whatever the fetch is stuck on.
+* **Size.** At most ``jwks_max_bytes`` read from the wire, and at most ``jwks_max_bytes`` after
+  decoding: we ask for ``Accept-Encoding: identity``; one ``gzip`` or ``deflate`` layer is still
+  decoded (a server may compress anyway), inflating never more than the cap plus one byte.
+  Stacked or other codings are refused.
+* **Type.** The JWKS must be ``application/json`` or ``application/jwk-set+json``, discovery
+  ``application/json`` (parameters allowed; case-insensitive); no Content-Type is refused.
+* **Secrets.** Credentials in a key URL go out as a Basic ``Authorization`` header, never in the
+  request line; the requests are driven through httpcore directly, whose log records name no URL
+  (httpx's client logs every request's full URL at INFO). Our own messages show key URLs without
+  userinfo or query (:func:`_redact`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import os
 import re
+import ssl
 import threading
 import time
+import urllib.request
 import weakref
-from collections.abc import Callable, Generator
+import zlib
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+import httpcore
 import httpx
 
 from .errors import KeysUnavailable
+from .errors import redact as _redact
 from .jws import loads_strict
 from .keys import KeyError_, KeySet
 from .settings import Settings, check_key_url
@@ -44,15 +69,22 @@ logger = logging.getLogger("jwt_middleware")
 
 _MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d{1,10})\"?\s*(?:,|$)", re.IGNORECASE)
 _NO_CACHE = re.compile(r"(?:^|,)\s*(?:no-cache|no-store)\s*(?:,|$)", re.IGNORECASE)
-_ACCEPT = "application/jwk-set+json, application/json"
+_JWKS_TYPES = frozenset({"application/jwk-set+json", "application/json"})
+_DISCOVERY_TYPES = frozenset({"application/json"})
+# Identity: a JWKS is a few KiB, and every coding we accept is one more way for a small response
+# to cost us a lot. zlib's wbits for the one layer we still decode if a server compresses anyway.
+_ACCEPT_ENCODING = b"identity"
+_CODINGS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+_TOO_SLOW = "key server too slow (total time limit)"
+_NETWORK_ERRORS = (
+    httpcore.TimeoutException,
+    httpcore.NetworkError,
+    httpcore.ProtocolError,
+    httpcore.UnsupportedProtocol,
+    httpcore.ProxyError,
+    ssl.SSLError,
+)
 
-
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]*@")
-
-
-def _redact(text: str) -> str:
-    """Drop ``user:password@`` from URLs: messages about key servers end up in logs."""
-    return _USERINFO.sub(r"\1***@", text)
 
 
 class FetchError(Exception):
@@ -124,11 +156,13 @@ class JWKSPolicy:
         self.last_error = error
         self.in_flight = False
 
-    def unavailable(self, now: float) -> KeysUnavailable:
+    def unavailable(self, now: float, error: str | None = None) -> KeysUnavailable:
+        """The 503 to answer with (``error``: why, when it is not the last fetch's failure)."""
         wait = (
             self.cooldown if self.last_attempt is None else self.last_attempt + self.cooldown - now
         )
-        return KeysUnavailable(self.last_error or "no keys fetched yet", retry_after=max(wait, 1.0))
+        detail = error or self.last_error or "no keys fetched yet"
+        return KeysUnavailable(detail, retry_after=max(wait, 1.0))
 
     def usable_keyset(self, kid: str | None, now: float) -> KeySet:
         """The keys to answer from after any fetch; raises KeysUnavailable when there are none."""
@@ -153,14 +187,158 @@ def _parse_max_age(cache_control: str | None) -> float | None:
     return float(match.group(1)) if match else None
 
 
-def _check_response(response: httpx.Response, url: str, max_bytes: int) -> None:
-    if response.status_code != 200:
-        # Redirects are not followed: a key URL that moves is a configuration change, not
-        # something an attacker who controls a redirect should be able to make for us.
-        raise FetchError(f"{url} answered HTTP {response.status_code}")
-    length = response.headers.get("content-length")
-    if length is not None and (not length.isdigit() or int(length) > max_bytes):
-        raise FetchError(f"{url} sent a body over {max_bytes} bytes")
+@dataclass(frozen=True)
+class _Proxy:
+    url: httpcore.URL
+    auth: tuple[bytes, bytes] | None
+
+
+def _proxy_for(url: httpx.URL) -> _Proxy | None:
+    """The proxy the environment names for ``url`` (HTTP(S)_PROXY, ALL_PROXY, NO_PROXY), as
+    httpx's client would have used it."""
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(url.scheme) or proxies.get("all")
+    if not proxy or urllib.request.proxy_bypass(url.host):
+        return None
+    try:
+        parsed = httpx.URL(proxy if "://" in proxy else f"http://{proxy}")
+    except httpx.InvalidURL:
+        raise FetchError("the proxy URL in the environment is not valid") from None
+    if parsed.scheme not in ("http", "https"):
+        raise FetchError(f"proxy scheme {parsed.scheme[:20]!r} is not supported")
+    auth = (parsed.username.encode(), parsed.password.encode()) if parsed.username else None
+    return _Proxy(_wire_url(parsed, b"/"), auth)
+
+
+def _wire_url(url: httpx.URL, target: bytes) -> httpcore.URL:
+    """httpx parsed it (IDNA, validation); httpcore sends it, without userinfo."""
+    return httpcore.URL(scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=target)
+
+
+@dataclass(frozen=True)
+class _Target:
+    """One GET, ready for httpcore: the URL without userinfo, the headers (credentials from the
+    URL as Basic auth, as httpx would send them), the URL as it may be logged, the media types
+    the answer may have, and the proxy to go through."""
+
+    url: httpcore.URL
+    headers: list[tuple[bytes, bytes]]
+    shown: str
+    media_types: frozenset[str]
+    proxy: _Proxy | None
+
+    @classmethod
+    def of(cls, url: str, media_types: frozenset[str]) -> _Target:
+        shown = _redact(url)
+        try:
+            parsed = httpx.URL(url)
+        except httpx.InvalidURL:
+            raise FetchError(f"{shown} is not a valid URL") from None
+        headers = [
+            (b"host", parsed.netloc),
+            (b"accept", ", ".join(sorted(media_types)).encode()),
+            (b"accept-encoding", _ACCEPT_ENCODING),
+            (b"user-agent", b"jwt-middleware"),
+        ]
+        if parsed.username or parsed.password:
+            userpass = f"{parsed.username}:{parsed.password}".encode()
+            headers.append((b"authorization", b"Basic " + base64.b64encode(userpass)))
+        wire = _wire_url(parsed, parsed.raw_path)
+        return cls(wire, headers, shown, media_types, _proxy_for(parsed))
+
+
+class _Body:
+    """A response's status and headers checked, then its body fed in as it comes off the wire:
+    at most ``max_bytes`` read, at most ``max_bytes`` decoded, in at most one content coding."""
+
+    def __init__(
+        self,
+        target: _Target,
+        status: int,
+        headers: Iterable[tuple[bytes, bytes]],
+        max_bytes: int,
+    ) -> None:
+        shown = target.shown
+        if status != 200:
+            # Redirects are not followed: a key URL that moves is a configuration change, not
+            # something an attacker who controls a redirect should be able to make for us.
+            raise FetchError(f"{shown} answered HTTP {status}")
+        fields: dict[str, list[str]] = {}
+        for name, value in headers:
+            fields.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
+        _check_media_type(fields.get("content-type", []), target)
+        for length in fields.get("content-length", []):
+            if not length.isdigit() or int(length) > max_bytes:
+                raise FetchError(f"{shown} sent a body over {max_bytes} bytes")
+        self.max_age = _parse_max_age(", ".join(fields.get("cache-control", [])))
+        self._coding = _coding(fields.get("content-encoding", []), shown)
+        self._inflate = None if self._coding is None else zlib.decompressobj(_CODINGS[self._coding])
+        self._shown = shown
+        self._max = max_bytes
+        self._wire = 0
+        self._size = 0
+        self._chunks: list[bytes] = []
+
+    def feed(self, data: bytes) -> None:
+        self._wire += len(data)
+        if self._wire > self._max:
+            raise FetchError(f"{self._shown} sent a body over {self._max} bytes")
+        if self._inflate is None:
+            self._keep(data)
+            return
+        try:
+            # Never more than one byte past the cap: the cap is then exceeded and we stop.
+            inflated = self._inflate.decompress(data, self._max - self._size + 1)
+        except zlib.error:
+            if not (self._wire == len(data) and self._coding == "deflate"):
+                raise FetchError(f"{self._shown} sent a corrupt {self._coding} body") from None
+            # "deflate" without its zlib wrapper, as some servers send it (httpx allows it too).
+            self._inflate = zlib.decompressobj(-zlib.MAX_WBITS)
+            self._coding = "raw deflate"
+            self._wire = 0
+            self.feed(data)
+            return
+        self._keep(inflated)
+        if self._inflate.unused_data:
+            raise FetchError(f"{self._shown} sent data after the {self._coding} body")
+
+    def _keep(self, data: bytes) -> None:
+        self._size += len(data)
+        if self._size > self._max:
+            raise FetchError(f"{self._shown} sent a body over {self._max} bytes once decoded")
+        self._chunks.append(data)
+
+    def result(self) -> tuple[Any, float | None]:
+        """The document and its max age, once the whole body is in."""
+        if self._inflate is not None and not self._inflate.eof:
+            raise FetchError(f"{self._shown} sent a truncated {self._coding} body")
+        return _decode_json(b"".join(self._chunks), self._shown), self.max_age
+
+
+def _check_media_type(values: list[str], target: _Target) -> None:
+    expected = " or ".join(sorted(target.media_types))
+    if len(values) != 1:
+        count = "no" if not values else "several"
+        raise FetchError(f"{target.shown} sent {count} Content-Type, expected {expected}")
+    media_type = values[0].split(";", 1)[0].strip().lower()
+    if media_type not in target.media_types:
+        raise FetchError(
+            f"{target.shown} sent Content-Type {values[0][:80]!r}, expected {expected}"
+        )
+
+
+def _coding(values: list[str], shown: str) -> str | None:
+    """The one content coding to undo (None: identity); anything else is refused."""
+    codings = [c.strip().lower() for value in values for c in value.split(",")]
+    codings = [c for c in codings if c and c != "identity"]
+    if not codings:
+        return None
+    if len(codings) > 1:
+        # Each layer multiplies what a few bytes inflate to ("gzip, gzip": KiB to GiB).
+        raise FetchError(f"{shown} sent stacked content codings {', '.join(codings)[:80]!r}")
+    if codings[0] not in _CODINGS:
+        raise FetchError(f"{shown} sent content coding {codings[0][:40]!r}, not gzip or deflate")
+    return codings[0]
 
 
 def _decode_json(body: bytes, url: str) -> Any:
@@ -170,13 +348,20 @@ def _decode_json(body: bytes, url: str) -> Any:
         raise FetchError(f"{url} did not send valid JSON") from None
 
 
-def _keyset_from(document: Any, url: str) -> KeySet:
+def _keyset_from(document: Any, url: str, settings: Settings) -> KeySet:
+    shown = _redact(url)
     try:
-        keyset, problems = KeySet.from_jwks(document, allow_symmetric=False, source=url)
+        keyset, problems = KeySet.from_jwks(
+            document,
+            allow_symmetric=False,
+            source=shown,
+            rsa_max_bits=settings.rsa_max_bits,
+            rsa_max_exponent=settings.rsa_max_exponent,
+        )
     except KeyError_ as exc:
         raise FetchError(str(exc)) from None
     for problem in problems[:10]:  # bounded: a hostile document must not flood the logs
-        logger.warning("jwt_middleware: ignoring a key from %s: %s", _redact(url), problem)
+        logger.warning("jwt_middleware: ignoring a key from %s: %s", shown, problem)
     if len(problems) > 10:
         logger.warning("jwt_middleware: ... and %d more unusable keys", len(problems) - 10)
     if not keyset.keys:
@@ -208,6 +393,12 @@ def discovery_url(issuer: str) -> str:
     return issuer.rstrip("/") + "/.well-known/openid-configuration"
 
 
+def _network_error(target: _Target, exc: Exception, *, too_slow: bool = False) -> FetchError:
+    if too_slow:
+        return FetchError(_TOO_SLOW)
+    return FetchError(f"{target.shown} unreachable: {type(exc).__name__}")
+
+
 class _Remote:
     """What both transports share: settings, the policy, the jwks_uri once discovered."""
 
@@ -221,8 +412,13 @@ class _Remote:
         )
         self.jwks_uri: str | None = settings.jwks_url
         self.issuer = settings.discovery_issuer
-        self.timeout = httpx.Timeout(settings.jwks_timeout)
+        # Whole fetch, in real (monotonic) time: the injected clock is for tokens and cooldowns.
+        self.total = settings.jwks_timeout * 2
+        phase = settings.jwks_timeout
+        self.timeouts = {"connect": phase, "read": phase, "write": phase, "pool": phase}
         self.max_bytes = settings.jwks_max_bytes
+        # The trust store httpx would use (certifi, or SSL_CERT_FILE / SSL_CERT_DIR).
+        self.ssl_context = httpx.create_ssl_context()
         self._document: Any = None
 
     def _keyset(self, document: Any, url: str) -> KeySet:
@@ -231,15 +427,13 @@ class _Remote:
         held = self.policy.keyset
         if held is not None and document == self._document:
             return held
-        keyset = _keyset_from(document, url)
+        keyset = _keyset_from(document, url, self.settings)
         self._document = document
         return keyset
 
-    def _record(self, result: tuple[KeySet, float | None] | FetchError) -> None:
+    def _record(self, result: tuple[KeySet, float | None] | FetchError) -> bool:
+        """Hand the outcome to the policy; True for keys."""
         now = self.clock()
-        events = self.settings.events
-        if events is not None:
-            events.key_fetch(ok=not isinstance(result, FetchError))
         if isinstance(result, FetchError):
             logger.warning(
                 "jwt_middleware: JWKS fetch failed: %s",
@@ -247,10 +441,22 @@ class _Remote:
                 extra={"jwt_event": "key_fetch_failed"},
             )
             self.policy.failed(str(result))
-        else:
-            keyset, max_age = result
-            logger.info("jwt_middleware: fetched %d keys: %s", len(keyset), keyset.kids[:20])
-            self.policy.succeeded(keyset, now, max_age)
+            return False
+        keyset, max_age = result
+        logger.info("jwt_middleware: fetched %d keys: %s", len(keyset), keyset.kids[:20])
+        self.policy.succeeded(keyset, now, max_age)
+        return True
+
+    def _tell(self, ok: bool) -> None:
+        """The user's ``events.key_fetch`` hook, called once the outcome is recorded and the
+        waiters are released: a hook that fails must never stall the key cache."""
+        events = self.settings.events
+        if events is None:
+            return
+        try:
+            events.key_fetch(ok=ok)
+        except Exception:
+            logger.exception("jwt_middleware: events.key_fetch() raised; ignored")
 
     def _failed(self, exc: Exception) -> FetchError:
         if self.issuer is not None and self.settings.jwks_url is None:
@@ -262,16 +468,16 @@ class _Remote:
         logger.error("jwt_middleware: unexpected error while fetching keys", exc_info=exc)
         return FetchError(f"key fetch failed: {type(exc).__name__}")
 
-    def _steps(self) -> Generator[str, tuple[Any, float | None], tuple[KeySet, float | None]]:
-        """One fetch, sans I/O: yields each URL to GET and is sent back ``(JSON, max_age)``;
-        returns the key set and its max age. Both transports drive this same sequence."""
+    def _steps(self) -> Generator[_Target, tuple[Any, float | None], tuple[KeySet, float | None]]:
+        """One fetch, sans I/O: yields each request to make and is sent back ``(JSON,
+        max_age)``; returns the key set and its max age. Both transports drive this sequence."""
         url = self.jwks_uri
         if url is None:
             assert self.issuer is not None
             url = discovery_url(self.issuer)
-            document, _ = yield url
+            document, _ = yield _Target.of(url, _DISCOVERY_TYPES)
             url = self.jwks_uri = _jwks_uri_from(document, url, self.issuer)
-        document, max_age = yield url
+        document, max_age = yield _Target.of(url, _JWKS_TYPES)
         return self._keyset(document, url), max_age
 
 
@@ -282,13 +488,12 @@ def _after_fork(ref: weakref.ReferenceType[SyncJWKS]) -> None:
 
 
 class AsyncJWKS(_Remote):
-    """Remote keys for the ASGI side: ``httpx.AsyncClient``, never blocking the event loop."""
+    """Remote keys for the ASGI side (httpcore on the running loop), never blocking the loop."""
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        self._client: httpx.AsyncClient | None = None
-        self._client_loop: asyncio.AbstractEventLoop | None = None
         self._flight: asyncio.Future[None] | None = None
+        self._deadline = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
 
     def keyset_now(self, kid: str | None) -> KeySet | None:
@@ -310,24 +515,32 @@ class AsyncJWKS(_Remote):
         keyset = self.keyset_now(kid)
         if keyset is not None:
             return keyset
-        if self.policy.plan(kid, self.clock()) is Plan.FETCH:
-            await self.refresh()
+        if self.policy.plan(kid, self.clock()) is Plan.FETCH and not await self.refresh():
+            raise self.policy.unavailable(self.clock(), _TOO_SLOW)
         return self.policy.usable_keyset(kid, self.clock())
 
-    async def refresh(self, *, rate_limited: bool = True) -> None:
-        """Fetch now, or join the fetch in flight. Never raises: failures go to the policy."""
+    async def refresh(self, *, rate_limited: bool = True) -> bool:
+        """Fetch now, or join the fetch in flight. Never raises: failures go to the policy.
+        False: the fetch was still running at its deadline."""
         if self._flight is None:
             if not self.policy.may_fetch(self.clock()):
-                return
+                return True
             self._start(rate_limited=rate_limited)
-        assert self._flight is not None
+        flight = self._flight
+        assert flight is not None
         # The fetch runs in its own task and the waiters are shielded from it: a client that
         # disconnects cancels its own wait, never the fetch everyone else is waiting for.
-        await asyncio.shield(self._flight)
+        left = max(0.0, self._deadline - time.monotonic())
+        try:
+            await asyncio.wait_for(asyncio.shield(flight), timeout=left)
+        except asyncio.TimeoutError:
+            return flight.done()
+        return True
 
     def _start(self, *, rate_limited: bool = True) -> None:
         loop = asyncio.get_running_loop()
         self.policy.begin(self.clock(), rate_limited=rate_limited)
+        self._deadline = time.monotonic() + self.total
         flight: asyncio.Future[None] = loop.create_future()
         self._flight = flight
         task = loop.create_task(self._run(flight))
@@ -336,65 +549,132 @@ class AsyncJWKS(_Remote):
 
     async def _run(self, flight: asyncio.Future[None]) -> None:
         result: tuple[KeySet, float | None] | FetchError = FetchError("fetch cancelled")
+        ok = False
         try:
-            result = await asyncio.wait_for(self._fetch(), timeout=self.settings.jwks_timeout * 2)
+            result = await asyncio.wait_for(self._fetch(), timeout=self.total)
         except asyncio.TimeoutError:
-            result = FetchError("key server too slow (total time limit)")
+            result = FetchError(_TOO_SLOW)
         finally:
-            self._record(result)
-            self._flight = None
-            if not flight.done():
-                flight.set_result(None)
+            try:
+                ok = self._record(result)
+            finally:
+                self._flight = None
+                if not flight.done():
+                    flight.set_result(None)
+        self._tell(ok)
 
     async def aclose(self) -> None:
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-    def _http(self) -> httpx.AsyncClient:
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._client_loop is not loop:
-            # A client's pooled connections belong to the loop that opened them.
-            self._client = httpx.AsyncClient(timeout=self.timeout, follow_redirects=False)
-            self._client_loop = loop
-        return self._client
 
     async def _fetch(self) -> tuple[KeySet, float | None] | FetchError:
         steps = self._steps()
         try:
-            url = next(steps)
+            target = next(steps)
             while True:
-                url = steps.send(await self._get(url))
+                target = steps.send(await self._get(target))
         except StopIteration as done:
             result: tuple[KeySet, float | None] = done.value
             return result
         except Exception as exc:  # FetchError, and anything a hostile document provokes
             return self._failed(exc)
 
-    async def _get(self, url: str) -> tuple[Any, float | None]:
+    async def _get(self, target: _Target) -> tuple[Any, float | None]:
+        # A pool per request: its connection belongs to this loop, and none outlives the fetch.
+        pool = (
+            httpcore.AsyncConnectionPool(ssl_context=self.ssl_context)
+            if target.proxy is None
+            else httpcore.AsyncHTTPProxy(
+                target.proxy.url, proxy_auth=target.proxy.auth, ssl_context=self.ssl_context
+            )
+        )
+        extensions = {"timeout": self.timeouts}
         try:
-            async with self._http().stream("GET", url, headers={"accept": _ACCEPT}) as response:
-                _check_response(response, url, self.max_bytes)
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > self.max_bytes:
-                        raise FetchError(f"{url} sent a body over {self.max_bytes} bytes")
-                    chunks.append(chunk)
-                body = b"".join(chunks)
-                max_age = _parse_max_age(response.headers.get("cache-control"))
-        except httpx.HTTPError as exc:
-            raise FetchError(f"{url} unreachable: {type(exc).__name__}") from None
-        return _decode_json(body, url), max_age
+            async with pool, pool.stream(
+                "GET", target.url, headers=target.headers, extensions=extensions
+            ) as response:
+                body = _Body(target, response.status, response.headers, self.max_bytes)
+                async for chunk in response.aiter_stream():
+                    body.feed(chunk)
+        except _NETWORK_ERRORS as exc:
+            raise _network_error(target, exc) from None
+        return body.result()
+
+
+class _Budget:
+    """The deadline of one fetch: every socket operation in it waits at most the time left."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+
+    def clamp(self, timeout: float | None, error: type[Exception]) -> float:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise error(_TOO_SLOW)
+        return left if timeout is None else min(timeout, left)
+
+    @property
+    def spent(self) -> bool:
+        return time.monotonic() >= self.deadline
+
+
+class _ClampedStream(httpcore.NetworkStream):
+    """A connection whose every operation (TLS upgrade included) waits at most the time left."""
+
+    def __init__(self, stream: httpcore.NetworkStream, budget: _Budget) -> None:
+        self._stream = stream
+        self._budget = budget
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, self._budget.clamp(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, self._budget.clamp(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        timeout = self._budget.clamp(timeout, httpcore.ConnectTimeout)
+        return _ClampedStream(
+            self._stream.start_tls(ssl_context, server_hostname, timeout), self._budget
+        )
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _ClampedBackend(httpcore.NetworkBackend):
+    """httpcore's socket backend with each operation's timeout cut to what the fetch has left.
+    A per-operation timeout alone never ends a server that sends a byte a second: each read
+    returns in time, and the headers (or body) never end."""
+
+    def __init__(self, budget: _Budget) -> None:
+        self._backend = httpcore.SyncBackend()
+        self._budget = budget
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:
+        timeout = self._budget.clamp(timeout, httpcore.ConnectTimeout)
+        stream = self._backend.connect_tcp(host, port, timeout, local_address, socket_options)
+        return _ClampedStream(stream, self._budget)
 
 
 class SyncJWKS(_Remote):
-    """Remote keys for the WSGI side (``httpx.Client``): thread-safe, single-flight."""
+    """Remote keys for the WSGI side (httpcore, a thread per fetch): thread-safe, single-flight."""
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
@@ -406,12 +686,12 @@ class SyncJWKS(_Remote):
         os.register_at_fork(after_in_child=lambda: _after_fork(ref))
 
     def _forked(self) -> None:
-        # gunicorn --preload builds the app before forking workers: a child must not share the
-        # parent's sockets, nor inherit a lock or an "in flight" mark whose thread it lacks.
+        # gunicorn --preload builds the app before forking workers: a child must not inherit a
+        # lock or an "in flight" mark whose thread it lacks.
         self._pid = os.getpid()
-        self._client = httpx.Client(timeout=self.timeout, follow_redirects=False)
         self._lock = threading.Lock()
         self._done = threading.Condition(self._lock)
+        self._deadline = 0.0
         self.policy.in_flight = False
 
     def keyset_for(self, kid: str | None) -> KeySet:
@@ -423,70 +703,84 @@ class SyncJWKS(_Remote):
         if plan is Plan.USE_AND_REFRESH:
             self.refresh(wait=False)
             return policy.usable_keyset(kid, now)
-        if plan is Plan.FETCH:
-            self.refresh()
+        if plan is Plan.FETCH and not self.refresh():
+            raise policy.unavailable(self.clock(), _TOO_SLOW)
         return policy.usable_keyset(kid, self.clock())
 
-    def refresh(self, *, wait: bool = True, rate_limited: bool = True) -> None:
-        """Fetch now, or join the fetch in flight (``wait=False``: start it in the background)."""
+    def refresh(self, *, wait: bool = True, rate_limited: bool = True) -> bool:
+        """Fetch now, or join the fetch in flight (``wait=False``: do not wait for it). Never
+        raises: failures go to the policy. False: the fetch was still running at its deadline."""
         if os.getpid() != self._pid:
             self._forked()
         with self._lock:
-            starting = not self.policy.in_flight and self.policy.may_fetch(self.clock())
-            if starting:
-                self.policy.begin(self.clock(), rate_limited=rate_limited)
-            elif wait:
-                while self.policy.in_flight:
-                    self._done.wait()
-                return
-        if not starting:
-            return
-        if wait:
-            self._run()
-        else:
-            threading.Thread(target=self._run, name="jwks-refresh", daemon=True).start()
+            if self.policy.may_fetch(self.clock()):
+                self._start(rate_limited)
+            if not wait:
+                return True
+            # The fetch has its own thread, so every waiter (the request that started it too)
+            # gives up at its deadline, whatever it is stuck on (a resolver, a hook).
+            left = max(0.0, self._deadline - time.monotonic())
+            return self._done.wait_for(lambda: not self.policy.in_flight, timeout=left)
 
-    def _run(self) -> None:
-        result: tuple[KeySet, float | None] | FetchError = FetchError("fetch aborted")
+    def _start(self, rate_limited: bool) -> None:
+        self.policy.begin(self.clock(), rate_limited=rate_limited)
+        self._deadline = time.monotonic() + self.total
+        thread = threading.Thread(
+            target=self._run, args=(_Budget(self._deadline),), name="jwks-refresh", daemon=True
+        )
         try:
-            result = self._fetch()
+            thread.start()
+        except RuntimeError:  # no thread to be had: fail this fetch, do not wedge the cache
+            self.policy.failed("could not start a key fetch thread")
+
+    def _run(self, budget: _Budget) -> None:
+        result: tuple[KeySet, float | None] | FetchError = FetchError("fetch aborted")
+        ok = False
+        try:
+            result = self._fetch(budget)
         finally:
             with self._lock:
-                self._record(result)
-                self._done.notify_all()
+                try:
+                    ok = self._record(result)
+                finally:
+                    self._done.notify_all()
+        self._tell(ok)
 
     def close(self) -> None:
-        self._client.close()
+        """Nothing to release: each fetch opens and closes its own connections."""
 
-    def _fetch(self) -> tuple[KeySet, float | None] | FetchError:
+    def _fetch(self, budget: _Budget) -> tuple[KeySet, float | None] | FetchError:
         steps = self._steps()
         try:
-            url = next(steps)
+            target = next(steps)
             while True:
-                url = steps.send(self._get(url))
+                target = steps.send(self._get(target, budget))
         except StopIteration as done:
             result: tuple[KeySet, float | None] = done.value
             return result
         except Exception as exc:  # FetchError, and anything a hostile document provokes
             return self._failed(exc)
 
-    def _get(self, url: str) -> tuple[Any, float | None]:
-        deadline = time.monotonic() + self.settings.jwks_timeout * 2
+    def _get(self, target: _Target, budget: _Budget) -> tuple[Any, float | None]:
+        backend = _ClampedBackend(budget)
+        pool = (
+            httpcore.ConnectionPool(ssl_context=self.ssl_context, network_backend=backend)
+            if target.proxy is None
+            else httpcore.HTTPProxy(
+                target.proxy.url,
+                proxy_auth=target.proxy.auth,
+                ssl_context=self.ssl_context,
+                network_backend=backend,
+            )
+        )
+        extensions = {"timeout": self.timeouts}
         try:
-            with self._client.stream("GET", url, headers={"accept": _ACCEPT}) as response:
-                _check_response(response, url, self.max_bytes)
-                chunks: list[bytes] = []
-                size = 0
-                for chunk in response.iter_bytes():
-                    size += len(chunk)
-                    if size > self.max_bytes:
-                        raise FetchError(f"{url} sent a body over {self.max_bytes} bytes")
-                    if time.monotonic() > deadline:
-                        # A server dripping bytes never trips the per-read timeout.
-                        raise FetchError("key server too slow (total time limit)")
-                    chunks.append(chunk)
-                body = b"".join(chunks)
-                max_age = _parse_max_age(response.headers.get("cache-control"))
-        except httpx.HTTPError as exc:
-            raise FetchError(f"{url} unreachable: {type(exc).__name__}") from None
-        return _decode_json(body, url), max_age
+            with pool, pool.stream(
+                "GET", target.url, headers=target.headers, extensions=extensions
+            ) as response:
+                body = _Body(target, response.status, response.headers, self.max_bytes)
+                for chunk in response.iter_stream():
+                    body.feed(chunk)
+        except _NETWORK_ERRORS as exc:
+            raise _network_error(target, exc, too_slow=budget.spent) from None
+        return body.result()

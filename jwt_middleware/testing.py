@@ -2,8 +2,9 @@
 
 :class:`LocalIssuer` holds signing keys, mints tokens, and serves OIDC discovery and a JWKS over
 real HTTP on ``127.0.0.1``. It can rotate keys and make its key server misbehave on demand
-(refuse connections, hang, answer with errors, garbage, huge or truncated bodies, redirects), so
-tests exercise the same network paths a real identity provider would.
+(refuse connections, hang, drip bytes, answer with errors, garbage, huge, compressed or truncated
+bodies, wrong media types, redirects), so tests exercise the same network paths a real identity
+provider would.
 
 Example::
 
@@ -28,7 +29,8 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -226,6 +228,10 @@ FAULT_MODES: Final[dict[str | None, frozenset[str]]] = {
     "redirect": frozenset({"status", "location"}),
     "rotate_each": frozenset(),
     "truncated": frozenset(),
+    "drip_headers": frozenset({"interval"}),
+    "drip_body": frozenset({"interval"}),
+    "encoding": frozenset({"encoding", "size"}),
+    "content_type": frozenset({"content_type"}),
 }
 """Fault modes accepted by :meth:`LocalIssuer.set_fault`, each with the parameters it takes."""
 
@@ -237,6 +243,26 @@ class _Fault:
     mode: str | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
     paths: frozenset[str] = frozenset({JWKS_PATH})
+
+
+_ZLIB_WBITS: Final = {"gzip": 31, "x-gzip": 31, "deflate": 15}
+
+
+def _encode(chunks: Iterable[bytes], encoding: str) -> bytes:
+    """``chunks`` with each content coding of ``encoding`` applied in order (streamed, so a bomb
+    never sits in memory decoded). Codings zlib cannot make are left as a label only."""
+    names = [name.strip().lower() for name in encoding.split(",")]
+    layers = [zlib.compressobj(9, zlib.DEFLATED, _ZLIB_WBITS[n]) for n in names if n in _ZLIB_WBITS]
+    out: list[bytes] = []
+    for chunk in chunks:
+        for layer in layers:
+            chunk = layer.compress(chunk)
+        out.append(chunk)
+    tail = b""
+    for layer in layers:  # each layer's last bytes still go through the layers after it
+        tail = layer.compress(tail) + layer.flush()
+    out.append(tail)
+    return b"".join(out)
 
 
 class _Server(ThreadingHTTPServer):
@@ -322,11 +348,12 @@ class _Handler(BaseHTTPRequestHandler):
         self,
         status: int,
         body: bytes,
-        content_type: str = "application/json",
+        content_type: str | None = "application/json",
         headers: Mapping[str, str] | None = None,
     ) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", content_type)
+        if content_type is not None:
+            self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
@@ -648,6 +675,17 @@ class LocalIssuer:
           with (JWKS path only).
         * ``"truncated"``: 200 with the normal body's Content-Length but only half the body,
           then the connection is closed.
+        * ``"drip_headers"``, ``interval=0.1``: the normal answer, its status line and headers
+          sent one byte every ``interval`` seconds (a read timeout longer than that never trips).
+        * ``"drip_body"``, ``interval=0.1``: the normal headers at once, then the body one byte
+          every ``interval`` seconds.
+        * ``"encoding"``, ``encoding="gzip"``, ``size=0``: 200 with ``Content-Encoding:
+          <encoding>`` and the normal document, padded with trailing spaces to ``size`` bytes
+          (a compression bomb when large; still valid JSON once decoded), compressed with each
+          listed coding in order (``gzip``/``x-gzip``, ``deflate`` (zlib); ``identity`` and any
+          other name are only labelled, e.g. ``"br"``). ``"gzip, gzip"``: gzip twice.
+        * ``"content_type"``, ``content_type=None``: 200, the normal document with that
+          Content-Type (``None``: no Content-Type header at all).
         """
         if mode not in FAULT_MODES:
             raise ValueError(f"unknown fault mode {mode!r}; expected one of {list(FAULT_MODES)}")
@@ -724,6 +762,20 @@ class LocalIssuer:
             # EC, not RSA: key generation happens on every fetch and must stay cheap.
             body = json.dumps({"keys": [generate_key("ES256").public_jwk()]}).encode()
             handler.send_body(200, body, headers=headers)
+        elif fault.mode in ("drip_headers", "drip_body"):
+            self._serve_drip(handler, server, path, fault.mode, float(params.get("interval", 0.1)))
+        elif fault.mode == "encoding":
+            encoding = str(params.get("encoding", "gzip"))
+            body = _encode(self._padded(path, int(params.get("size", 0))), encoding)
+            handler.send_body(200, body, headers={**headers, "Content-Encoding": encoding})
+        elif fault.mode == "content_type":
+            content_type = params.get("content_type")
+            handler.send_body(
+                200,
+                self._document(path),
+                None if content_type is None else str(content_type),
+                headers=headers,
+            )
         elif fault.mode == "truncated":
             body = self._document(path)
             handler.close_connection = True
@@ -741,6 +793,36 @@ class LocalIssuer:
     def _document(self, path: str) -> bytes:
         document = self.jwks() if path == JWKS_PATH else self.discovery()
         return json.dumps(document).encode()
+
+    def _padded(self, path: str, size: int) -> Iterator[bytes]:
+        """The normal document, then spaces up to ``size`` bytes, in chunks."""
+        document = self._document(path)
+        yield document
+        filler = max(0, size - len(document))
+        chunk = b" " * 65536  # small: a bomb's padding never sits in the server's memory
+        while filler > 0:
+            yield chunk[:filler]
+            filler -= len(chunk)
+
+    def _serve_drip(
+        self, handler: _Handler, server: _Server, path: str, mode: str, interval: float
+    ) -> None:
+        body = self._document(path)
+        head = (
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        handler.close_connection = True
+        if mode == "drip_headers":
+            slow, rest = head, body
+        else:
+            handler.wfile.write(head)
+            slow, rest = body, b""
+        for i in range(len(slow)):
+            if server.closing.wait(interval):
+                return
+            handler.wfile.write(slow[i : i + 1])  # OSError once the client has hung up
+        handler.wfile.write(rest)
 
     def _serve_huge(
         self, handler: _Handler, path: str, size: int, headers: Mapping[str, str]

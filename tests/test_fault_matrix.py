@@ -17,7 +17,8 @@ Settings: ``jwks_max_age=600``, ``jwks_cooldown=30``, ``jwks_timeout=0.3``, ``jw
 
 Cells (``503`` is KeysUnavailable with Retry-After; ``401 kid`` is InvalidToken kid_unknown;
 "received" counts requests that reached the key server's JWKS path over the whole script,
-"attempts" the fetches the verifier started):
+"attempts" the fetches the verifier started; every answer, 503s included, arrives within 3x the
+documented bound of one fetch, ``2 * jwks_timeout``):
 
     fault                 | (a) known kid     | (b) unknown kid   | (b) after the   | received /
                           | after the refresh | in the cooldown   | cooldown        | attempts
@@ -33,17 +34,26 @@ Cells (``503`` is KeysUnavailable with Retry-After; ``401 kid`` is InvalidToken 
     truncated body        | accepted (stale)  | 503               | 503             | 3 / 3
     oversized body        | accepted (stale)  | 503               | 503             | 3 / 3
     redirect (other host) | accepted (stale)  | 503               | 503             | 3 / 3 (*)
+    header drip (0.1 s/B) | accepted (stale)  | 503               | 503             | 3 / 3
+    body drip (0.1 s/B)   | accepted (stale)  | 503               | 503             | 3 / 3
+    gzip bomb (10 MB)     | accepted (stale)  | 503               | 503             | 3 / 3
+    gzip, gzip (stacked)  | accepted (stale)  | 503               | 503             | 3 / 3
+    text/html JWKS        | accepted (stale)  | 503               | 503             | 3 / 3
     unsupported + good    | accepted (fresh)  | 401 kid           | 401 kid         | 3 / 3
     duplicate kids        | 401 kid (dropped) | 401 kid           | 401 kid         | 3 / 3
     rotate_each           | 401 kid (gone)    | 401 kid           | 401 kid         | 3 / 3
+    raising events hook   | accepted (fresh)  | 401 kid           | 401 kid         | 3 / 3
 
     (*) the redirect target, another LocalIssuer, receives nothing.
 
 "refused" never had keys, so its script is: t=0 known kid → 503 (attempt #1); unknown kid at
 once → 503, no attempt; 50 more tokens in the window → no attempt; t=30 → attempt #2, 503.
-The last two rows are the faults that yield a *valid* new document: the server answered, so an
-unknown kid is a plain 401, never 503, and the held keys are replaced by what it sent (a kid that
-appears twice is ambiguous and dropped: fail closed).
+The rows from "unsupported + good" on are the faults after which a *valid* new document arrives:
+the server answered, so an unknown kid is a plain 401, never 503, and the held keys are replaced
+by what it sent (a kid that appears twice is ambiguous and dropped: fail closed). The raising
+``events.key_fetch`` hook is the application's fault, not the server's: it is logged and ignored.
+The drips never trip the 0.3 s read timeout (a byte every 0.1 s); only the total deadline ends
+them. The bomb is 10 MB of valid JSON gzipped into ~10 KB, under ``jwks_max_bytes`` on the wire.
 
 Resource bounds: floods of 2,000 tokens with random kids and of 2,000 tokens with random
 signatures cost at most one fetch per cooldown window (checked on the fake clock) and keep the
@@ -57,6 +67,7 @@ import itertools
 import json
 import os
 import secrets
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,6 +80,7 @@ from jwt_middleware import (
     Reason,
     Settings,
 )
+from jwt_middleware.observe import Counters
 from jwt_middleware.testing import LocalIssuer, generate_key
 
 from .conftest import FakeClock
@@ -77,6 +89,7 @@ from .servers import VerifierDriver, closing, free_port
 COOLDOWN = 30.0
 MAX_AGE = 600.0
 TIMEOUT = 0.3
+LIMIT = 3 * 2 * TIMEOUT  # generous: 3x the documented bound of one fetch (and of a wait for it)
 
 ACCEPTED = "accepted"
 UNAVAILABLE = "503"
@@ -86,8 +99,11 @@ KID_UNKNOWN = "401 kid"
 class Driver(VerifierDriver):
     """One verifier (async on its own loop, or sync) behind one call interface."""
 
+    slowest = 0.0  # seconds, the longest any outcome() took to answer
+
     def outcome(self, token: str) -> str:
         """ACCEPTED, UNAVAILABLE or KID_UNKNOWN; anything else fails the test."""
+        started = time.monotonic()
         try:
             self.verify(token)
         except KeysUnavailable as exc:
@@ -97,6 +113,8 @@ class Driver(VerifierDriver):
         except InvalidToken as exc:
             assert exc.reason == Reason.KID_UNKNOWN, exc.reason
             return KID_UNKNOWN
+        finally:
+            self.slowest = max(self.slowest, time.monotonic() - started)
         return ACCEPTED
 
     @property
@@ -121,7 +139,27 @@ def elsewhere() -> Iterator[LocalIssuer]:
         yield other
 
 
-def settings_for(issuer: LocalIssuer, clock: FakeClock, jwks_url: str | None = None) -> Settings:
+class Hook(Counters):
+    """The application's events hook: counts, and raises from key_fetch() once ``broken``."""
+
+    broken = False
+
+    def key_fetch(self, *, ok: bool) -> None:
+        super().key_fetch(ok=ok)
+        if self.broken:
+            raise RuntimeError("the application's hook is broken")
+
+    def fetches(self) -> int:
+        counts = self.snapshot()
+        return counts.get("key_fetch_ok", 0) + counts.get("key_fetch_failed", 0)
+
+
+def settings_for(
+    issuer: LocalIssuer,
+    clock: FakeClock,
+    jwks_url: str | None = None,
+    events: Hook | None = None,
+) -> Settings:
     return Settings(
         issuer=issuer.issuer,
         audience=issuer.audience,
@@ -129,6 +167,7 @@ def settings_for(issuer: LocalIssuer, clock: FakeClock, jwks_url: str | None = N
         jwks_max_age=MAX_AGE,
         jwks_cooldown=COOLDOWN,
         jwks_timeout=TIMEOUT,
+        events=events,
         clock=clock,
     )
 
@@ -149,7 +188,7 @@ class Cell:
     params: dict[str, Any] = field(default_factory=dict)
 
 
-def _apply(cell: Cell, issuer: LocalIssuer, elsewhere: LocalIssuer) -> None:
+def _apply(cell: Cell, issuer: LocalIssuer, elsewhere: LocalIssuer, hook: Hook) -> None:
     good = issuer.current_key.public_jwk()
     if cell.fault == "down":
         issuer.set_fault("down")
@@ -167,6 +206,18 @@ def _apply(cell: Cell, issuer: LocalIssuer, elsewhere: LocalIssuer) -> None:
         issuer.set_fault("huge", size=200_000)
     elif cell.fault == "redirect":
         issuer.set_fault("redirect", location=elsewhere.jwks_url)
+    elif cell.fault == "drip-headers":
+        issuer.set_fault("drip_headers", interval=0.1)
+    elif cell.fault == "drip-body":
+        issuer.set_fault("drip_body", interval=0.1)
+    elif cell.fault == "gzip-bomb":
+        issuer.set_fault("encoding", encoding="gzip", size=10_000_000)
+    elif cell.fault == "stacked-gzip":
+        issuer.set_fault("encoding", encoding="gzip, gzip", size=10_000_000)
+    elif cell.fault == "html":
+        issuer.set_fault("content_type", content_type="text/html; charset=utf-8")
+    elif cell.fault == "raising-hook":
+        hook.broken = True
     elif cell.fault == "unsupported-mixed":
         weird = [
             {"kty": "XYZ", "kid": "strange"},
@@ -200,12 +251,19 @@ MATRIX = [
     Cell("truncated", *STALE_IF_ERROR, received=3),
     Cell("huge", *STALE_IF_ERROR, received=3),
     Cell("redirect", *STALE_IF_ERROR, received=3),
+    Cell("drip-headers", *STALE_IF_ERROR, received=3),
+    Cell("drip-body", *STALE_IF_ERROR, received=3),
+    Cell("gzip-bomb", *STALE_IF_ERROR, received=3),
+    Cell("stacked-gzip", *STALE_IF_ERROR, received=3),
+    Cell("html", *STALE_IF_ERROR, received=3),
     Cell("unsupported-mixed", ACCEPTED, *SERVER_ANSWERED, received=3),
     Cell("duplicate-kids", KID_UNKNOWN, *SERVER_ANSWERED, received=3),
     Cell("rotate_each", KID_UNKNOWN, *SERVER_ANSWERED, received=3),
+    Cell("raising-hook", ACCEPTED, *SERVER_ANSWERED, received=3),
 ]
 
 
+@pytest.mark.timeout(60)  # a wedged key cache (the raising hook's old bug) blocks forever
 @pytest.mark.parametrize("cell", MATRIX, ids=[c.fault for c in MATRIX])
 def test_fault_matrix(
     cell: Cell,
@@ -214,7 +272,8 @@ def test_fault_matrix(
     clock: FakeClock,
     drivers: Callable[..., Driver],
 ) -> None:
-    v = drivers(settings_for(issuer, clock))
+    hook = Hook()
+    v = drivers(settings_for(issuer, clock, events=hook))
 
     def known() -> str:
         return issuer.mint(now=clock.now, expires_in=7200)
@@ -225,7 +284,7 @@ def test_fault_matrix(
     assert v.outcome(known()) == ACCEPTED
     assert (issuer.jwks_requests, v.attempts) == (1, 1)
 
-    _apply(cell, issuer, elsewhere)
+    _apply(cell, issuer, elsewhere, hook)
     clock.advance(MAX_AGE + 1)
     # keys are stale: the known kid is answered from them while a refresh runs in the background
     assert v.outcome(known()) == ACCEPTED
@@ -251,6 +310,8 @@ def test_fault_matrix(
     assert v.attempts == cell.attempts
     assert issuer.jwks_requests == cell.received
     assert elsewhere.request_log == []  # nothing ever followed the redirect
+    assert hook.fetches() == cell.attempts  # the hook heard of every fetch, raising or not
+    assert v.slowest < LIMIT, v.slowest
 
 
 def test_fault_matrix_connection_refused_cold_start(
@@ -288,6 +349,12 @@ def test_fault_matrix_table_matches_the_docstring() -> None:
         "truncated": "truncated body",
         "huge": "oversized body",
         "redirect": "redirect (other host)",
+        "drip-headers": "header drip (0.1 s/B)",
+        "drip-body": "body drip (0.1 s/B)",
+        "gzip-bomb": "gzip bomb (10 MB)",
+        "stacked-gzip": "gzip, gzip (stacked)",
+        "html": "text/html JWKS",
+        "raising-hook": "raising events hook",
         "unsupported-mixed": "unsupported + good",
         "duplicate-kids": "duplicate kids",
         "rotate_each": "rotate_each",

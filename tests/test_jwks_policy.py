@@ -120,3 +120,17 @@ def test_cache_control_max_age_is_honoured_within_bounds(
     p.succeeded(keyset, T0, _parse_max_age(header))
     assert p.plan("known", T0 + fresh_for - 0.5) is Plan.USE
     assert p.plan("known", T0 + fresh_for) is Plan.USE_AND_REFRESH
+
+
+def test_unavailable_can_name_its_own_reason(keyset: KeySet) -> None:
+    """A waiter that gave up answers 503 with why, not with an older fetch's error."""
+    p = policy()
+    p.begin(T0)
+    p.failed("connection refused")
+    assert p.unavailable(T0 + 10).detail == "connection refused"
+    gave_up = p.unavailable(T0 + 10, "key server too slow (total time limit)")
+    assert (gave_up.detail, gave_up.retry_after, gave_up.status_code) == (
+        "key server too slow (total time limit)",
+        20,
+        503,
+    )

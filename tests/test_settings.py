@@ -444,3 +444,13 @@ def test_sequences_are_frozen_copies(make: Any, ec_key: Key):
     assert s.keys == (ec_key,) and len(s.validators) == 1
     assert isinstance(s.required_claims, tuple)
     assert isinstance(s.public_paths, frozenset)
+
+
+def test_settings_repr_and_url_errors_never_show_url_secrets() -> None:
+    """A jwks_url's credentials and query stay out of the Settings repr and of startup errors."""
+    url = "https://svc:hunter2@keys.example/jwks?api_key=s3cret"
+    settings = Settings(issuer="https://i.example", audience="a", jwks_url=url)
+    assert "hunter2" not in repr(settings) and "s3cret" not in repr(settings)
+    with pytest.raises(ConfigurationError) as caught:
+        Settings(issuer="https://i.example", audience="a", jwks_url=url.replace("https", "http"))
+    assert "hunter2" not in str(caught.value) and "s3cret" not in str(caught.value)
