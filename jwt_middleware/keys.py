@@ -23,13 +23,29 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from . import b64
 from .errors import InvalidToken, Reason
 
-__all__ = ["ASYMMETRIC_ALGORITHMS", "HMAC_ALGORITHMS", "Key", "KeyError_", "KeySet"]
+__all__ = [
+    "ASYMMETRIC_ALGORITHMS",
+    "DEFAULT_RSA_MAX_BITS",
+    "DEFAULT_RSA_MAX_EXPONENT",
+    "HMAC_ALGORITHMS",
+    "Key",
+    "KeyError_",
+    "KeySet",
+]
 
 logger = logging.getLogger("jwt_middleware")
 
 MIN_RSA_BITS = 2048
+# Hard ceilings, whatever the settings say: OpenSSL verifies with no larger modulus, nor (for
+# moduli over 3072 bits) with a larger exponent.
 MAX_RSA_BITS = 16384
 MAX_RSA_EXPONENT_BITS = 64
+# The defaults of Settings.rsa_max_bits / rsa_max_exponent. A forged token naming a key costs
+# its public-key operation; relative to a 2048-bit key with e = 65537 that is about 12x at 8192
+# bits, 50x at 16384 bits and 150x at 16384 bits with a 64-bit exponent. Issuers publish 2048 to
+# 4096 bits and e = 65537 (rarely 3), so these bounds refuse nothing in use.
+DEFAULT_RSA_MAX_BITS = 8192
+DEFAULT_RSA_MAX_EXPONENT = 65537
 # alg -> minimum secret length in bytes (RFC 7518 §3.2)
 HMAC_ALGORITHMS = {"HS256": 32, "HS384": 48, "HS512": 64}
 _RSA_ALGS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
@@ -62,7 +78,10 @@ class KeyError_(ValueError):  # not the builtin KeyError: a key that cannot be u
 class Key:
     """A public (or HMAC) key, parsed once, with the algorithms it may verify.
 
-    Build one with :meth:`from_jwk`, :meth:`from_pem` or :meth:`from_secret`.
+    Build one with :meth:`from_jwk`, :meth:`from_pem` or :meth:`from_secret`. They refuse RSA
+    keys outside what can be verified at all (2048 to 16384 bits, a 64-bit exponent); the tighter
+    bounds of :meth:`check_rsa_bounds` (``Settings.rsa_max_bits`` / ``rsa_max_exponent``) are
+    applied where keys are trusted: :meth:`KeySet.from_jwks` and ``Settings``.
     """
 
     __slots__ = ("_verifiers", "algorithms", "crv", "kid", "kty", "public_key", "size")
@@ -90,6 +109,27 @@ class Key:
     def __repr__(self) -> str:  # never shows key material
         algs = ",".join(sorted(self.algorithms))
         return f"Key(kid={self.kid!r}, kty={self.kty}, size={self.size}, algorithms={algs})"
+
+    def check_rsa_bounds(
+        self,
+        max_bits: int = DEFAULT_RSA_MAX_BITS,
+        max_exponent: int = DEFAULT_RSA_MAX_EXPONENT,
+    ) -> None:
+        """KeyError_ when this is an RSA key with a modulus over ``max_bits`` bits or a public
+        exponent over ``max_exponent``; other keys always pass."""
+        if self.kty != "RSA":
+            return
+        numbers = self.public_key.public_numbers()
+        if numbers.n.bit_length() > max_bits:
+            raise KeyError_(
+                f"RSA key of {numbers.n.bit_length()} bits; at most {max_bits} "
+                "(rsa_max_bits allows larger keys)"
+            )
+        if numbers.e > max_exponent:
+            raise KeyError_(
+                f"RSA public exponent {numbers.e} is over {max_exponent} "
+                "(rsa_max_exponent allows larger ones)"
+            )
 
     def verify(self, alg: str, signing_input: bytes, signature: bytes) -> bool:
         """True when ``signature`` is a valid ``alg`` signature of ``signing_input`` by this key."""
@@ -272,9 +312,16 @@ class KeySet:
 
     @classmethod
     def from_jwks(
-        cls, document: Any, *, allow_symmetric: bool = False, source: str = "JWKS"
+        cls,
+        document: Any,
+        *,
+        allow_symmetric: bool = False,
+        source: str = "JWKS",
+        rsa_max_bits: int = DEFAULT_RSA_MAX_BITS,
+        rsa_max_exponent: int = DEFAULT_RSA_MAX_EXPONENT,
     ) -> tuple[KeySet, list[str]]:
         """Parse a JWKS document. Unusable keys are skipped; their problems are returned.
+        RSA keys outside the bounds (see :meth:`Key.check_rsa_bounds`) are unusable.
 
         Raises KeyError_ when the document itself is unusable: not a JWKS, or — where secrets are
         allowed at all — mixing symmetric and asymmetric keys, a sign of secrets kept where
@@ -294,7 +341,9 @@ class KeySet:
         problems: list[str] = []
         for index, entry in enumerate(entries):
             try:
-                keys.append(Key.from_jwk(entry, allow_symmetric=allow_symmetric))
+                key = Key.from_jwk(entry, allow_symmetric=allow_symmetric)
+                key.check_rsa_bounds(rsa_max_bits, rsa_max_exponent)
+                keys.append(key)
             except KeyError_ as exc:
                 kid = entry.get("kid") if isinstance(entry, Mapping) else None
                 name = repr(kid[:64]) if isinstance(kid, str) else f"#{index}"

@@ -16,7 +16,6 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from hashlib import blake2b as _blake2b
-from types import MappingProxyType
 from typing import Any
 
 from .errors import AuthError, ConfigurationError, InvalidToken, Reason, RevocationUnavailable
@@ -36,7 +35,12 @@ _Entry = tuple["VerifiedToken", float, float, object]  # token, not_before, expi
 
 @dataclass(frozen=True, slots=True)
 class VerifiedToken:
-    """A token whose signature and claims were verified."""
+    """A token whose signature and claims were verified.
+
+    ``claims`` and ``header`` are deeply read-only (``dict`` and ``list`` subclasses whose
+    mutating methods raise TypeError): a cached token is shared by every request carrying it.
+    ``copy.deepcopy(token.claims)`` gives a mutable copy; ``json.dumps`` takes them as they are.
+    """
 
     claims: Mapping[str, Any]
     header: Mapping[str, Any]
@@ -132,7 +136,9 @@ class _Core:
             raise InvalidToken(Reason.TOKEN_TOO_LARGE, f"{len(token)} bytes")
         parsed = parse(token, self.rules)
         try:
-            claims = loads_strict(parsed.payload)
+            # Frozen while parsing: the claims of a cached token are shared by every request
+            # that carries it, nested members too. Once per verification, never per cache hit.
+            claims = loads_strict(parsed.payload, frozen=True)
         except (ValueError, RecursionError):
             raise InvalidToken(Reason.MALFORMED_PAYLOAD, "payload is not JSON") from None
         if not isinstance(claims, dict):
@@ -193,8 +199,8 @@ class _Core:
         header = parsed.header
         if not key.verify(header.alg, parsed.signing_input, parsed.signature):
             raise InvalidToken(Reason.SIGNATURE_INVALID, f"kid {str(header.kid)[:64]!r}")
-        # Read-only: a cached VerifiedToken is shared by every request that carries the token.
-        return VerifiedToken(MappingProxyType(claims), header.fields, self.scopes(claims))
+        # claims and header.fields are deeply read-only already (loads_strict(frozen=True)).
+        return VerifiedToken(claims, header.fields, self.scopes(claims))
 
     def scopes(self, claims: Mapping[str, Any]) -> tuple[str, ...]:
         found: dict[str, None] = {}  # ordered and deduplicated

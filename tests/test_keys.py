@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import logging
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,19 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
-from jwt_middleware import InvalidToken, Key, KeySet, Reason
+from jwt_middleware import (
+    ConfigurationError,
+    InvalidToken,
+    Key,
+    KeySet,
+    Reason,
+    Settings,
+    SyncVerifier,
+)
 from jwt_middleware.keys import KeyError_
+from jwt_middleware.testing import LocalIssuer
 
-WYCHEPROOF = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "wycheproof"
+WYCHEPROOF = Path(__file__).resolve().parent / "vectors" / "wycheproof"  # vendored
 RSA_ALGS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
 
 
@@ -692,8 +702,6 @@ def test_from_jwks_unhashable_kty_is_a_problem(kty: Any, rsa_priv: Any):
 
 def _roca_jwk() -> dict[str, Any]:
     path = WYCHEPROOF / "json_web_key_test.json"
-    if not path.exists():
-        pytest.skip(f"Wycheproof vectors not found at {WYCHEPROOF}")
     data = json.loads(path.read_text())
     (group,) = [g for g in data["testGroups"] if g.get("comment") == "jws_rsa_roca_key"]
     document = group["public"]
@@ -716,3 +724,159 @@ def test_fresh_keys_are_not_roca(rsa_priv: Any):
     keys = [rsa_priv] + [rsa.generate_private_key(65537, 2048) for _ in range(2)]
     for private_key in keys:
         assert Key.from_jwk(rsa_jwk(private_key)).algorithms == RSA_ALGS
+
+
+# == RSA bounds (Settings.rsa_max_bits / rsa_max_exponent) ====================================
+# Moduli are fabricated (random, odd, top bit set): parsing needs no real key, and generating
+# 8192- or 16384-bit keys takes seconds.
+
+
+def fabricated_rsa_jwk(bits: int, e: int = 65537, kid: str = "big") -> dict[str, Any]:
+    n = secrets.randbits(bits) | (1 << (bits - 1)) | 1
+    return {"kty": "RSA", "kid": kid, "n": uint(n), "e": uint(e)}
+
+
+E_64_BITS = (1 << 63) | 1
+
+
+@pytest.mark.parametrize(
+    ("jwk", "option", "problem"),
+    [
+        (fabricated_rsa_jwk(16384), {"rsa_max_bits": 16384}, "16384 bits; at most 8192"),
+        (fabricated_rsa_jwk(8193), {"rsa_max_bits": 8193}, "8193 bits; at most 8192"),
+        (fabricated_rsa_jwk(2048, E_64_BITS), {"rsa_max_exponent": E_64_BITS}, "over 65537"),
+        (fabricated_rsa_jwk(4096, 65539), {"rsa_max_exponent": 65539}, "over 65537"),
+    ],
+    ids=["16384-bit-modulus", "8193-bit-modulus", "64-bit-exponent", "exponent-65539"],
+)
+def test_jwks_rsa_key_over_the_bounds_is_dropped_unless_allowed(
+    jwk: dict[str, Any], option: dict[str, int], problem: str, rsa_priv: Any
+):
+    """A JWKS RSA key over 8192 bits or with e > 65537 is skipped as a problem by default, and
+    kept when rsa_max_bits / rsa_max_exponent allow it."""
+    document = {"keys": [rsa_jwk(rsa_priv, kid="good"), jwk]}
+    keyset, problems = KeySet.from_jwks(document)
+    assert keyset.kids == ["good"]
+    assert len(problems) == 1 and problem in problems[0] and "'big'" in problems[0]
+    keyset, problems = KeySet.from_jwks(document, **option)
+    assert keyset.kids == ["good", "big"] and problems == []
+
+
+@pytest.mark.parametrize(
+    ("bits", "e"), [(8192, 65537), (8192, 3), (4096, 17), (2048, 65537), (2049, 3)]
+)
+def test_jwks_rsa_keys_issuers_use_are_within_the_default_bounds(bits: int, e: int):
+    """Moduli up to 8192 bits with e = 3, 17 or 65537 are accepted by default."""
+    keyset, problems = KeySet.from_jwks({"keys": [fabricated_rsa_jwk(bits, e)]})
+    assert problems == [] and keyset.by_kid["big"].size == bits
+
+
+def test_rsa_bounds_leave_other_key_types_alone(ec_pair: Any):
+    """check_rsa_bounds applies to RSA keys only, even with the tightest bounds."""
+    private_key = ec_pair[1]
+    Key.from_jwk(ec_jwk(private_key)).check_rsa_bounds(2048, 3)
+    Key.from_secret(b"s" * 32).check_rsa_bounds(2048, 3)
+
+
+def _settings(**options: Any) -> Settings:
+    return Settings(issuer="https://issuer.example", audience="api://x", **options)
+
+
+@pytest.mark.parametrize(
+    ("jwk", "option"),
+    [
+        (fabricated_rsa_jwk(16384), {"rsa_max_bits": 16384}),
+        (fabricated_rsa_jwk(3072, E_64_BITS), {"rsa_max_exponent": E_64_BITS}),
+    ],
+    ids=["16384-bit-modulus", "64-bit-exponent"],
+)
+def test_static_rsa_key_over_the_bounds_fails_at_startup_unless_allowed(
+    jwk: dict[str, Any], option: dict[str, int]
+):
+    """keys=[...] and jwks={...} are held to the same bounds as remote keys: ConfigurationError
+    by default, accepted when the option allows the key."""
+    key = Key.from_jwk(jwk)  # within what can be verified at all
+    with pytest.raises(ConfigurationError, match=r"'big' in keys: RSA .*\(rsa_max_"):
+        _settings(keys=[key])
+    with pytest.raises(ConfigurationError, match="unusable keys in jwks: key 'big'"):
+        _settings(jwks={"keys": [jwk]})
+    assert _settings(keys=[key], **option).static_keys.kids == ["big"]
+    assert _settings(jwks={"keys": [jwk]}, **option).static_keys.kids == ["big"]
+
+
+def test_static_rsa_keys_within_the_bounds_are_accepted():
+    """An 8192-bit static key with e = 65537 or 3 needs no option."""
+    keys = [Key.from_jwk(fabricated_rsa_jwk(8192, e, kid=str(e))) for e in (65537, 3)]
+    assert _settings(keys=keys).static_keys.kids == ["65537", "3"]
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        {"rsa_max_bits": 2047},
+        {"rsa_max_bits": 16385},
+        {"rsa_max_bits": True},
+        {"rsa_max_bits": "8192"},
+        {"rsa_max_bits": 8192.0},
+        {"rsa_max_exponent": 2},
+        {"rsa_max_exponent": 1 << 64},
+        {"rsa_max_exponent": 65537.0},
+        {"rsa_max_exponent": None},
+    ],
+    ids=str,
+)
+def test_rsa_bound_options_are_checked(option: dict[str, Any], rsa_priv: Any):
+    """rsa_max_bits must be an int in 2048..16384 and rsa_max_exponent an int in 3..2**64-1:
+    beyond them no key can be verified anyway."""
+    with pytest.raises(ConfigurationError, match=next(iter(option))):
+        _settings(keys=[Key.from_jwk(rsa_jwk(rsa_priv))], **option)
+
+
+def test_remote_jwks_key_over_the_bounds_is_ignored_and_logged(
+    issuer: LocalIssuer, make_settings: Any, caplog: pytest.LogCaptureFixture,
+    signature_checks: list[str],
+):
+    """A served JWKS with a 16384-bit key and a 64-bit-exponent key: both are dropped with the
+    "ignoring a key" line, the issuer's real key still works, and a token naming a dropped
+    key is refused without any signature check."""
+    issuer.set_fault(
+        "wrong_shape",
+        body={
+            "keys": [
+                issuer.current_key.public_jwk(),
+                fabricated_rsa_jwk(16384),
+                fabricated_rsa_jwk(2048, E_64_BITS, kid="e64"),
+            ]
+        },
+    )
+    verifier = SyncVerifier(make_settings())
+    with caplog.at_level(logging.WARNING, logger="jwt_middleware"):
+        assert verifier.verify(issuer.mint()).subject == "user-1"
+    ignored = [r.getMessage() for r in caplog.records if "ignoring a key" in r.getMessage()]
+    assert len(ignored) == 2
+    assert "'big': RSA key of 16384 bits; at most 8192" in ignored[0]
+    assert "'e64': RSA public exponent" in ignored[1]
+    checks = len(signature_checks)
+    for kid in ("big", "e64"):
+        forged = issuer.mint(kid=kid)  # signed by the real key, naming the dropped one
+        with pytest.raises(InvalidToken) as refused:
+            verifier.verify(forged)
+        assert refused.value.reason == Reason.KID_UNKNOWN
+    assert len(signature_checks) == checks
+    verifier.close()
+
+
+def test_remote_jwks_keys_follow_the_rsa_bound_options(issuer: LocalIssuer, make_settings: Any):
+    """rsa_max_bits/rsa_max_exponent reach the remote key set: raised, the large key is kept."""
+    issuer.set_fault(
+        "wrong_shape",
+        body={"keys": [issuer.current_key.public_jwk(), fabricated_rsa_jwk(16384)]},
+    )
+    for option, kept in (({}, False), ({"rsa_max_bits": 16384}, True)):
+        verifier = SyncVerifier(make_settings(**option))
+        try:
+            assert verifier.verify(issuer.mint()).subject == "user-1"
+            assert verifier.remote is not None and verifier.remote.policy.keyset is not None
+            assert ("big" in verifier.remote.policy.keyset.by_kid) is kept
+        finally:
+            verifier.close()

@@ -199,11 +199,13 @@ def _rsa_jwk(n_bits: int, e_bits: int) -> dict[str, str]:
 
 
 def test_rsa_public_exponent_has_an_upper_bound() -> None:
+    """Key.from_jwk refuses an exponent over 64 bits, whatever the settings allow."""
     with pytest.raises(KeyError_):
         Key.from_jwk(_rsa_jwk(3072, 3071))
 
 
 def test_rsa_modulus_has_an_upper_bound() -> None:
+    """Key.from_jwk refuses a modulus over 16384 bits, whatever the settings allow."""
     with pytest.raises(KeyError_):
         Key.from_jwk(_rsa_jwk(16392, 17))
 

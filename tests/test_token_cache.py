@@ -187,3 +187,101 @@ def test_an_unchanged_jwks_refresh_keeps_the_cache_and_the_parsed_keys(
     assert verifier.remote.policy.keyset is keyset  # type: ignore[union-attr]
     verifier.verify(t)  # a cache hit again: the entry is bound to the same KeySet
     assert len(calls) == 3  # two to get in, one while the keys were stale
+
+
+NESTED = {
+    "roles": ["a", "b"],
+    "org": {"id": 7, "teams": [{"name": "t", "ids": [1, 2]}]},
+    "grid": [[1, 2], [3]],
+}
+
+MUTATIONS: dict[str, Any] = {
+    "list[i]=": lambda c: c["roles"].__setitem__(0, "admin"),
+    "list[:]=": lambda c: c["roles"].__setitem__(slice(None), ["admin"]),
+    "del list[i]": lambda c: c["roles"].__delitem__(0),
+    "append": lambda c: c["roles"].append("admin"),
+    "extend": lambda c: c["roles"].extend(["admin"]),
+    "insert": lambda c: c["roles"].insert(0, "admin"),
+    "list.pop": lambda c: c["roles"].pop(),
+    "remove": lambda c: c["roles"].remove("a"),
+    "list.clear": lambda c: c["roles"].clear(),
+    "sort": lambda c: c["roles"].sort(reverse=True),
+    "reverse": lambda c: c["roles"].reverse(),
+    "+=": lambda c: c["roles"].__iadd__(["admin"]),
+    "*=": lambda c: c["roles"].__imul__(2),
+    "dict[k]=": lambda c: c["org"].__setitem__("id", 1),
+    "del dict[k]": lambda c: c["org"].__delitem__("id"),
+    "setdefault": lambda c: c["org"].setdefault("admin", True),
+    "update": lambda c: c["org"].update(admin=True),
+    "dict.pop": lambda c: c["org"].pop("id"),
+    "popitem": lambda c: c["org"].popitem(),
+    "dict.clear": lambda c: c["org"].clear(),
+    "|=": lambda c: c["org"].__ior__({"admin": True}),
+    "deep list": lambda c: c["org"]["teams"][0]["ids"].append(3),
+    "deep dict": lambda c: c["org"]["teams"][0].__setitem__("name", "admins"),
+    "list in list": lambda c: c["grid"][0].append(9),
+    "top level": lambda c: c.update(sub="admin"),
+}
+
+
+@pytest.mark.parametrize("mutate", list(MUTATIONS.values()), ids=list(MUTATIONS))
+def test_nested_claims_of_a_cached_token_are_read_only(
+    mutate: Any, signer: Any, clock: FakeClock
+) -> None:
+    """Every mutator on any nested claim of a cached token raises TypeError, and the next
+    request with the token sees the original claims."""
+    verifier = SyncVerifier(settings(signer, clock))
+    t = token(signer, clock, **NESTED)
+    verifier.verify(t)
+    cached = verifier.verify(t)  # admitted: from here on every request shares this object
+    with pytest.raises(TypeError, match="read-only"):
+        mutate(cached.claims)
+    again = verifier.verify(t)
+    assert again is cached
+    assert {k: again.claims[k] for k in NESTED} == NESTED and again.claims["sub"] == "u"
+
+
+def test_nested_header_fields_are_read_only(signer: Any, clock: FakeClock) -> None:
+    """A nested header member is shared by every token with that header: read-only too."""
+    t = str(signer.sign({"iss": ISS, "aud": AUD, "exp": clock.now + 300}, {"ext": {"a": [1]}}))
+    verified = SyncVerifier(settings(signer, clock)).verify(t)
+    with pytest.raises(TypeError):
+        verified.header["ext"]["a"].append(2)
+    assert verified.header["ext"] == {"a": [1]}
+
+
+def test_read_only_claims_still_behave_like_json(signer: Any, clock: FakeClock) -> None:
+    """Frozen claims are still dicts and lists: json.dumps, ==, isinstance, iteration work, and
+    copies (dict(), copy, deepcopy, |, +) are ordinary mutable values; pickling round-trips."""
+    import copy
+    import json
+    import pickle
+
+    claims = SyncVerifier(settings(signer, clock)).verify(token(signer, clock, **NESTED)).claims
+    assert json.loads(json.dumps(claims)) == dict(claims)  # mappingproxy refused this before
+    assert isinstance(claims, dict) and isinstance(claims["roles"], list)
+    assert claims["roles"] == ["a", "b"] and list(claims["org"]) == ["id", "teams"]
+    shallow, deep = copy.copy(claims), copy.deepcopy(claims)
+    shallow["sub"] = deep["sub"] = "x"
+    deep["org"]["teams"][0]["ids"].append(3)
+    assert claims["sub"] == "u" and claims["org"]["teams"][0]["ids"] == [1, 2]
+    (claims | {"x": 1})["y"] = 2
+    (claims["roles"] + ["c"]).append("d")
+    dict(claims)["z"] = 3
+    restored = pickle.loads(pickle.dumps(claims))
+    assert restored == claims
+    with pytest.raises(TypeError):
+        restored["roles"].append("admin")
+
+
+def test_deeply_nested_claims_are_frozen_to_the_bottom(signer: Any, clock: FakeClock) -> None:
+    """Arrays nested 200 deep (no recursion limit near) are accepted and read-only throughout."""
+    deep: Any = ["bottom"]
+    for _ in range(200):
+        deep = [deep]
+    claims = SyncVerifier(settings(signer, clock)).verify(token(signer, clock, deep=deep)).claims
+    inner = claims["deep"]
+    while isinstance(inner[0], list):
+        inner = inner[0]
+    with pytest.raises(TypeError):
+        inner.append("more")
