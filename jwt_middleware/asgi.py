@@ -1,27 +1,38 @@
 """The ASGI middleware for Starlette and FastAPI: ``app.add_middleware(JWTMiddleware, ...)``.
 
-A pure ASGI middleware (not ``BaseHTTPMiddleware``): it reads ``scope["headers"]`` directly and
-never wraps ``receive``/``send`` for HTTP, so streaming responses, background tasks and
-contextvars pass through untouched.
+A pure ASGI middleware (not ``BaseHTTPMiddleware``): it reads ``scope["headers"]`` directly, and
+for HTTP wraps only ``send``, in one small function that notes when the response has started
+(and, for an allowed CORS origin, adds the CORS headers), so streaming responses, background
+tasks and contextvars pass through untouched. An authenticated WebSocket whose token expires is
+closed then (``websocket_expiry``); only those connections pay for that wrapping.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import sys
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
+import anyio
 from starlette.authentication import AuthCredentials, UnauthenticatedUser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .cors import Cors, scan
 from .errors import AuthError, Unavailable
 from .extract import COOKIE, HEADER, plain_bearer, plain_token
 from .gate import Gate
 from .identity import JWTCredentials, JWTUser
 from .issuers import async_verifier
 from .settings import Settings
-from .verify import token_digest
+from .verify import VerifiedToken, token_digest
 
-__all__ = ["SCOPE_GATE", "JWTMiddleware", "send_refusal"]
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
+
+__all__ = ["SCOPE_GATE", "JWTMiddleware", "route_path", "send_refusal"]
+
+logger = logging.getLogger("jwt_middleware")
 
 #: The scope key holding the middleware's Gate (settings + reporting) for per-route decorators.
 SCOPE_GATE = "jwt_middleware.gate"
@@ -41,7 +52,8 @@ class JWTMiddleware:
     answer (400/401/503, JSON body, ``WWW-Authenticate``), or a WebSocket close before accept.
 
     ``AuthError`` raised by the app before it starts its response (the scope decorators and
-    FastAPI dependencies do this) is answered the same way.
+    FastAPI dependencies do this) is answered the same way; raised after, it is logged and
+    re-raised, so the server ends the connection (a second response start is never sent).
     """
 
     def __init__(
@@ -57,8 +69,11 @@ class JWTMiddleware:
         # The hot path needs a token cache, and a header token (cookies need CSRF checks).
         self._plain = self.verifier.caches and self.settings.header
         self._cookie = self.gate.cookie
-        # Whether any path skips verification (else only a CORS preflight can).
+        # Whether any path skips verification, and whether a CORS preflight can.
         self._public = bool(self.settings.public_paths)
+        self._passthrough = self.settings.preflight_passthrough
+        self._cors = Cors(self.settings) if self.settings.cors_origins else None
+        self._ws_expiry = self.settings.websocket_expiry == "close"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -71,9 +86,15 @@ class JWTMiddleware:
         scope[SCOPE_GATE] = gate
         headers = scope["headers"]
         method = scope.get("method")
+        if self._cors is not None and kind == "http":
+            with_cors = await self._cors_layer(method, headers, send)
+            if with_cors is None:
+                return
+            send = with_cors
+        verified = None
         try:
-            if (method == "OPTIONS" or self._public) and gate.unchecked(
-                method, scope["path"], headers
+            if (self._public or (self._passthrough and method == "OPTIONS")) and gate.unchecked(
+                method, route_path(scope), headers
             ):
                 _anonymous(scope)
             else:
@@ -81,7 +102,6 @@ class JWTMiddleware:
                 # the token as sent (a hit means these exact bytes were verified before), and a
                 # well-formed one that misses is verified without a second extraction pass.
                 # Everything else (a cookie, two headers, odd spacing) takes gate.token().
-                verified = None
                 location = HEADER
                 plain = plain_bearer(headers, self._cookie) if self._plain else None
                 if plain is not None:
@@ -102,10 +122,90 @@ class JWTMiddleware:
         except AuthError as exc:
             await self._refuse(exc, scope, send)
             return
+        if kind != "http":
+            await self._websocket(scope, receive, send, verified)
+            return
+        started = False
+
+        # A plain function handing back send()'s awaitable: no coroutine of its own per message.
+        def tracked(message: Message) -> Awaitable[None]:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            return send(message)
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, tracked)
         except AuthError as exc:
-            await self._refuse(exc, scope, send)
+            if not started:
+                await self._refuse(exc, scope, send)
+                return
+            # Too late for an answer: a second response start would be a protocol error (or,
+            # under a lax server, a second status line). Let the server end the connection.
+            logger.error(
+                "jwt_middleware: the app raised AuthError (%s) after starting its response to "
+                "%r; the connection is closed without a refusal",
+                exc.reason,
+                scope["path"][:200],
+            )
+            raise
+
+    async def _cors_layer(self, method: str | None, headers: Any, send: Send) -> Send | None:
+        """``send`` with the CORS headers added for an allowed origin (``send`` itself for any
+        other request); None when this was a preflight, answered here."""
+        cors = self._cors
+        assert cors is not None
+        origin, preflight = scan(headers)
+        allow = cors.allow(origin)
+        if preflight and method == "OPTIONS":
+            status, answer = cors.preflight(allow)
+            if allow is None:
+                logger.debug("jwt_middleware: CORS preflight from an origin not allowed: 403")
+            await send({"type": "http.response.start", "status": status, "headers": answer})
+            await send({"type": "http.response.body", "body": b""})
+            return None
+        if allow is None:
+            return send
+        extra = cors.response_headers(allow)
+
+        async def with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), *extra]}
+            await send(message)
+
+        return with_cors
+
+    async def _websocket(
+        self, scope: Scope, receive: Receive, send: Send, verified: VerifiedToken | None
+    ) -> None:
+        deadline = None
+        if verified is not None and self._ws_expiry:
+            exp = verified.claims.get("exp")
+            if isinstance(exp, (int, float)) and not isinstance(exp, bool):
+                # The verifier accepts the token until exp + leeway: the connection lives as
+                # long as a new handshake with the same token would succeed.
+                deadline = exp + self.settings.leeway
+        if deadline is None:
+            try:
+                await self.app(scope, receive, send)
+            except AuthError as exc:
+                await self._refuse(exc, scope, send)
+            return
+        link = _Expiring(receive, send, anyio.current_time() + deadline - self.settings.clock())
+        try:
+            try:
+                async with anyio.create_task_group() as tasks:
+                    tasks.start_soon(link.watch)
+                    try:
+                        await self.app(scope, link.receive, link.send)
+                    finally:
+                        tasks.cancel_scope.cancel()
+            except BaseExceptionGroup as group:  # anyio wraps the app's own exception
+                if len(group.exceptions) != 1:
+                    raise
+                raise group.exceptions[0] from None
+        except AuthError as exc:
+            await self._refuse(exc, scope, link.send)
 
     async def _refuse(self, exc: AuthError, scope: Scope, send: Send) -> None:
         self.gate.report(exc, scope["type"], scope["path"])
@@ -135,6 +235,81 @@ async def send_refusal(exc: AuthError, settings: Settings, scope: Scope, send: S
     headers.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+class ConnectionClosed(OSError):
+    """The app sent on a WebSocket this middleware closed because its token expired (what the
+    ASGI spec has servers raise for a send on a closed connection; Starlette's ``WebSocket``
+    turns it into ``WebSocketDisconnect``)."""
+
+
+class _Expiring:
+    """One WebSocket held to its token's lifetime: at ``deadline`` (``anyio.current_time()``
+    units) the client gets close 1008, the app's next (or pending) receive() gets
+    ``websocket.disconnect``, and its later sends never reach the wire (a close is dropped,
+    data raises ConnectionClosed, so a loop that only sends ends too). One lock orders every
+    send, so the close is never interleaved with a message of the app's."""
+
+    __slots__ = ("_done", "_expired", "_lock", "_receive", "_send", "deadline")
+
+    def __init__(self, receive: Receive, send: Send, deadline: float) -> None:
+        self._receive = receive
+        self._send = send
+        self.deadline = deadline
+        self._lock = anyio.Lock()
+        self._expired = False  # we closed it
+        self._done = False  # closed already (by the app or the client): nothing for us to do
+
+    async def receive(self) -> Message:
+        if not self._expired:
+            with anyio.CancelScope(deadline=self.deadline):
+                message = await self._receive()
+                if message["type"] == "websocket.disconnect":
+                    self._done = True
+                return message
+            await self.expire()  # cancelled by the deadline, not from outside
+        return {"type": "websocket.disconnect", "code": _WS_POLICY_VIOLATION}
+
+    async def send(self, message: Message) -> None:
+        async with self._lock:
+            if self._expired:
+                if message["type"] == "websocket.close":
+                    return
+                raise ConnectionClosed("the WebSocket was closed: its token expired")
+            if message["type"] in ("websocket.close", "websocket.http.response.start"):
+                self._done = True
+            await self._send(message)
+
+    async def watch(self) -> None:
+        await anyio.sleep_until(self.deadline)
+        await self.expire()
+
+    async def expire(self) -> None:
+        async with self._lock:
+            if self._expired or self._done:
+                return
+            self._expired = True
+            try:
+                await self._send(
+                    {"type": "websocket.close", "code": _WS_POLICY_VIOLATION, "reason": "expired"}
+                )
+            except OSError:  # the client went away meanwhile
+                logger.debug("jwt_middleware: WebSocket gone before its expiry close")
+
+
+def route_path(scope: Scope) -> str:
+    """The path the app routes on: ``path`` relative to ``root_path`` (a Mount's prefix, or
+    uvicorn's ``--root-path``), as ``starlette._utils.get_route_path`` works it out. A path
+    that does not start with root_path (at a ``/`` boundary) stays as it is: nothing becomes
+    public by stripping a prefix the request does not have."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        if len(path) == len(root):
+            return ""
+        if path[len(root)] == "/":
+            return path[len(root) :]
+    return path
 
 
 def _anonymous(scope: Scope) -> None:

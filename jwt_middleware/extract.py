@@ -111,6 +111,8 @@ def extract_token(
         values = cookie_values(cookies, cookie)
         if len(values) > 1:
             raise InvalidRequest(Reason.MALFORMED_COOKIE, "the token cookie appears more than once")
+        if values and _joined_twice(values[0], cookie):
+            raise InvalidRequest(Reason.MALFORMED_COOKIE, "the token cookie appears more than once")
         if values:
             if from_header is not None:
                 raise InvalidRequest(Reason.MULTIPLE_TOKENS, "token in both header and cookie")
@@ -118,3 +120,12 @@ def extract_token(
     if from_header is not None:
         return from_header, HEADER
     return None
+
+
+def _joined_twice(value: str, name: bytes) -> bool:
+    """Whether a token cookie's value ends in ``,<name>=...``: two Cookie headers that a WSGI
+    server joined with a comma, each with the token cookie (the ASGI side sees two headers)."""
+    if "," not in value:
+        return False
+    prefix = name.decode("ascii") + "="
+    return any(part.lstrip(" \t").startswith(prefix) for part in value.split(",")[1:])

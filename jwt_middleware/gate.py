@@ -20,12 +20,13 @@ _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
 
 class Gate:
-    __slots__ = ("_csrf_name", "_public", "_public_prefixes", "cookie", "settings")
+    __slots__ = ("_csrf_name", "_passthrough", "_public", "_public_prefixes", "cookie", "settings")
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._public = frozenset(p for p in settings.public_paths if not p.endswith("*"))
         self._public_prefixes = tuple(p[:-1] for p in settings.public_paths if p.endswith("*"))
+        self._passthrough = settings.preflight_passthrough
         #: The token cookie's name as it appears in a Cookie header, or None.
         self.cookie = settings.cookie.encode("ascii") if settings.cookie is not None else None
         self._csrf_name = settings.csrf_header.encode("latin-1")
@@ -33,14 +34,16 @@ class Gate:
     def unchecked(
         self, method: str | None, path: str, headers: Iterable[tuple[bytes, bytes]]
     ) -> bool:
-        """Public paths and CORS preflights pass without a token."""
+        """Public paths pass without a token; so do CORS preflights, with preflight_passthrough
+        only. ``path`` is the one the app routes on (relative to the ASGI root_path / the WSGI
+        SCRIPT_NAME), or a public path would not match behind a prefix."""
         if path in self._public or (
             self._public_prefixes and path.startswith(self._public_prefixes)
         ):
             return True
-        if method == "OPTIONS":
-            # A CORS preflight carries no credentials by design (Fetch standard); CORS answers it.
-            # Browsers always send both headers on one; anything less is not a preflight.
+        if method == "OPTIONS" and self._passthrough:
+            # The opt-in for a CORS layer inside this middleware (Settings warns about it).
+            # Browsers always send both headers on a preflight; anything less is not one.
             names = {name for name, _ in headers}
             return b"access-control-request-method" in names and b"origin" in names
         return False

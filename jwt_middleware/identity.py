@@ -51,3 +51,11 @@ class JWTCredentials(AuthCredentials):
     @property
     def claims(self) -> Mapping[str, Any]:
         return self.token.claims
+
+    @property
+    def expires_at(self) -> float | None:
+        """The token's ``exp`` (seconds since the epoch), None when it has none. A WebSocket
+        can outlive it: by default (``websocket_expiry="close"``) the middleware closes the
+        connection with 1008 at ``exp`` + ``leeway``; with ``"off"`` the app uses this."""
+        exp = self.token.claims.get("exp")
+        return exp if isinstance(exp, (int, float)) and not isinstance(exp, bool) else None

@@ -30,6 +30,8 @@ __all__ = [
 REQUEST_FIELDS = (
     "header", "cookie", "public_paths", "anonymous", "realm", "expose_error_details", "on_error",
     "csrf", "csrf_header", "csrf_claim", "allowed_origins", "warm_up", "clock",
+    "cors_origins", "cors_methods", "cors_headers", "cors_credentials", "cors_max_age",
+    "preflight_passthrough", "websocket_expiry",
 )  # fmt: skip
 
 

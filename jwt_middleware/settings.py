@@ -14,8 +14,19 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from .errors import AuthError, ConfigurationError
-from .keys import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, Key, KeyError_, KeySet
+from .errors import AuthError, ConfigurationError, redact
+from .keys import (
+    ASYMMETRIC_ALGORITHMS,
+    DEFAULT_RSA_MAX_BITS,
+    DEFAULT_RSA_MAX_EXPONENT,
+    HMAC_ALGORITHMS,
+    MAX_RSA_BITS,
+    MAX_RSA_EXPONENT_BITS,
+    MIN_RSA_BITS,
+    Key,
+    KeyError_,
+    KeySet,
+)
 from .revocation import GRACE
 
 __all__ = ["DEFAULT_ALGORITHMS", "Settings", "Validator", "check_key_url"]
@@ -47,12 +58,20 @@ class Settings:
     allow_any_issuer: bool = False
     allow_any_audience: bool = False
     # -- where keys come from (any combination) --------------------------------------------
-    jwks_url: str | None = None
+    jwks_url: str | None = field(default=None, repr=False)  # may carry credentials
     discovery: bool | None = None
     """OIDC discovery from ``{issuer}/.well-known/openid-configuration``. ``None`` (default):
     used when no other key source is given."""
     jwks: Mapping[str, Any] | None = field(default=None, repr=False)  # may hold HMAC secrets
     keys: Sequence[Key] = ()
+    rsa_max_bits: int = DEFAULT_RSA_MAX_BITS
+    """Largest RSA modulus trusted, in bits (2048 to 16384; default 8192), for remote and static
+    keys alike. A larger JWKS key is ignored (logged); a larger configured key is an error. Every
+    forged token naming a key costs its signature check: about 12x a 2048-bit one at 8192 bits,
+    50x at 16384."""
+    rsa_max_exponent: int = DEFAULT_RSA_MAX_EXPONENT
+    """Largest RSA public exponent trusted (3 to 2**64 - 1; default 65537, the exponent issuers
+    use, which also admits 3 and 17). A signature check costs more the longer the exponent."""
     # -- token rules -------------------------------------------------------------------------
     algorithms: Sequence[str] = DEFAULT_ALGORITHMS
     leeway: float = 60.0
@@ -93,6 +112,28 @@ class Settings:
     csrf_header: str = "x-csrf-token"
     csrf_claim: str = "csrf"
     allowed_origins: Collection[str] = ()
+    cors_origins: Collection[str] = ()
+    """Exact origins (``https://host[:port]``, or ``"*"`` without credentials) for which the
+    middleware is the CORS layer: it answers their preflights itself (204, never calling the
+    app; other origins' preflights get 403), and adds ``Access-Control-Allow-Origin``,
+    ``Vary: Origin`` and ``Access-Control-Expose-Headers: WWW-Authenticate`` to every response
+    to them, refusals included. Default: none (OPTIONS needs a token like any method)."""
+    cors_methods: Sequence[str] = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+    """``Access-Control-Allow-Methods`` of a preflight answer."""
+    cors_headers: Sequence[str] | None = None
+    """``Access-Control-Allow-Headers`` of a preflight answer. ``None`` (default):
+    authorization, content-type, dpop and ``csrf_header``."""
+    cors_credentials: bool = False
+    """Send ``Access-Control-Allow-Credentials: true`` (browsers then send cookies)."""
+    cors_max_age: int = 600
+    """``Access-Control-Max-Age`` of a preflight answer, in seconds."""
+    preflight_passthrough: bool = False
+    """Let OPTIONS requests with ``Origin`` and ``Access-Control-Request-Method`` reach the app
+    without a token, for a CORS layer inside this middleware. Dangerous (logged at startup):
+    anything that does not dispatch on the method serves such a request unauthenticated."""
+    websocket_expiry: str = "close"
+    """``"close"`` (default): end an authenticated WebSocket with 1008 when its token expires
+    (``exp`` + ``leeway``); ``"off"``: the app decides (``websocket.auth.expires_at``)."""
     on_error: Callable[[AuthError], None] | None = None
     events: Any = None
     """Counters for decisions (``jwt_middleware.observe.Counters`` / ``PrometheusEvents``)."""
@@ -123,6 +164,7 @@ class Settings:
         self._check_algorithms()
         self._check_numbers()
         self._check_requests()
+        self._check_cors()
         put(self, "static_keys", self._static_keys())
         put(self, "discovery_issuer", self._discovery())
         if self.jwks_url is not None:
@@ -195,7 +237,8 @@ class Settings:
                     f"{f.name} must be True or False, got {getattr(self, f.name)!r}"
                 )
         for name in ("algorithms", "required_claims", "scope_claims", "public_paths",
-                     "allowed_origins", "validators", "keys"):  # fmt: skip
+                     "allowed_origins", "cors_origins", "cors_methods", "cors_headers",
+                     "validators", "keys"):  # fmt: skip
             if isinstance(getattr(self, name), (str, bytes)):
                 raise ConfigurationError(f"{name} must be a list, not a single string")
         if not isinstance(self.realm, str):
@@ -248,17 +291,83 @@ class Settings:
         if self.typ is not None and (not isinstance(self.typ, str) or not self.typ.strip()):
             raise ConfigurationError("typ must be a non-empty string such as 'at+jwt'")
 
+    def _check_cors(self) -> None:
+        put = object.__setattr__
+        origins = frozenset(
+            o.rstrip("/").lower() if isinstance(o, str) else o for o in self.cors_origins
+        )
+        for origin in origins:
+            parts = urlsplit(origin) if isinstance(origin, str) else None
+            if origin != "*" and (
+                parts is None or not origin.isascii() or parts.scheme not in ("http", "https")
+                or not parts.hostname or "@" in parts.netloc
+                or parts.path or parts.query or parts.fragment
+            ):  # fmt: skip
+                raise ConfigurationError(
+                    f"cors origin {origin!r} must look like https://host[:port] (or be '*')"
+                )
+        if "*" in origins and len(origins) > 1:
+            raise ConfigurationError("cors_origins: '*' stands alone (it already means any)")
+        if "*" in origins and self.cors_credentials:
+            raise ConfigurationError(
+                "cors_origins='*' with cors_credentials=True would let every site read "
+                "credentialed answers; list the origins"
+            )
+        if self.cors_credentials and not origins:
+            raise ConfigurationError("cors_credentials=True needs cors_origins")
+        if origins and self.preflight_passthrough:
+            raise ConfigurationError(
+                "cors_origins makes this middleware the CORS layer; preflight_passthrough is for "
+                "a CORS layer inside it: choose one"
+            )
+        headers = self.cors_headers
+        if headers is None:
+            headers = ("authorization", "content-type", "dpop", self.csrf_header)
+        for name, values in (("cors_methods", self.cors_methods), ("cors_headers", headers)):
+            for value in values:
+                if not isinstance(value, str) or not _COOKIE_NAME.fullmatch(value):  # a token
+                    raise ConfigurationError(f"{name}: {value!r} is not an HTTP token")
+        age = self.cors_max_age
+        if isinstance(age, bool) or not isinstance(age, int) or age < 0:
+            raise ConfigurationError(f"cors_max_age must be an integer >= 0, got {age!r}")
+        if self.websocket_expiry not in ("close", "off"):
+            raise ConfigurationError(
+                f"websocket_expiry must be 'close' or 'off', got {self.websocket_expiry!r}"
+            )
+        put(self, "cors_origins", origins)
+        put(self, "cors_methods", tuple(dict.fromkeys(m.upper() for m in self.cors_methods)))
+        put(self, "cors_headers", tuple(dict.fromkeys(h.lower() for h in headers)))
+        if self.preflight_passthrough:
+            logger.warning(
+                "jwt_middleware: preflight_passthrough=True: OPTIONS requests with Origin and "
+                "Access-Control-Request-Method reach the app WITHOUT a token; any endpoint that "
+                "does not dispatch on the method (a Mount, a plain ASGI/WSGI app, a route that "
+                "accepts OPTIONS) serves them unauthenticated. Prefer cors_origins, or put "
+                "CORSMiddleware outside JWTMiddleware"
+            )
+
     def _static_keys(self) -> KeySet:
+        self._check_rsa_bounds()
         for key in self.keys:
             if not isinstance(key, Key):
                 raise ConfigurationError(
                     f"keys must be Key objects (Key.from_pem / Key.from_secret / Key.from_jwk), "
                     f"got {type(key).__name__}"
                 )
+            try:
+                key.check_rsa_bounds(self.rsa_max_bits, self.rsa_max_exponent)
+            except KeyError_ as exc:
+                raise ConfigurationError(f"key {key.kid!r} in keys: {exc}") from None
         keys = list(self.keys)
         if self.jwks is not None:
             try:
-                keyset, problems = KeySet.from_jwks(self.jwks, allow_symmetric=True, source="jwks")
+                keyset, problems = KeySet.from_jwks(
+                    self.jwks,
+                    allow_symmetric=True,
+                    source="jwks",
+                    rsa_max_bits=self.rsa_max_bits,
+                    rsa_max_exponent=self.rsa_max_exponent,
+                )
             except KeyError_ as exc:
                 raise ConfigurationError(str(exc)) from None
             if problems:
@@ -269,6 +378,28 @@ class Settings:
         if dupes:
             raise ConfigurationError(f"kid used by more than one configured key: {dupes}")
         return KeySet(keys)
+
+    def _check_rsa_bounds(self) -> None:
+        bits, exponent = self.rsa_max_bits, self.rsa_max_exponent
+        if (
+            isinstance(bits, bool)
+            or not isinstance(bits, int)
+            or not MIN_RSA_BITS <= bits <= MAX_RSA_BITS
+        ):
+            raise ConfigurationError(
+                f"rsa_max_bits must be an integer from {MIN_RSA_BITS} to {MAX_RSA_BITS}, "
+                f"got {bits!r}"
+            )
+        if (
+            isinstance(exponent, bool)
+            or not isinstance(exponent, int)
+            or exponent < 3
+            or exponent.bit_length() > MAX_RSA_EXPONENT_BITS
+        ):
+            raise ConfigurationError(
+                f"rsa_max_exponent must be an integer from 3 to 2**{MAX_RSA_EXPONENT_BITS} - 1 "
+                f"(65537 covers the issuers in use), got {exponent!r}"
+            )
 
     def _discovery(self) -> str | None:
         wanted = self.discovery
@@ -322,7 +453,8 @@ def check_key_url(url: str, what: str) -> None:
     if parts.scheme == "http" and host and _is_loopback(host):
         return
     raise ConfigurationError(
-        f"{what} {url!r} must be an https:// URL (plain http is allowed for loopback hosts only)"
+        f"{what} {redact(url)!r} must be an https:// URL "
+        "(plain http is allowed for loopback hosts only)"
     )
 
 

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .asgi import SCOPE_GATE
+from .cors import Cors
 from .errors import AuthError
 from .extract import COOKIE, HEADER, plain_token
 from .gate import Gate
@@ -48,6 +49,7 @@ _CSRF_ENVIRON = (
 _BEARER = ("Bearer ", "bearer ")
 
 _STATUS = {
+    204: "204 No Content",
     400: "400 Bad Request",
     401: "401 Unauthorized",
     403: "403 Forbidden",
@@ -74,6 +76,8 @@ class JWTWSGIMiddleware:
         self.settings, self.verifier = sync_verifier(settings, options)
         self.gate = Gate(self.settings)
         self._plain = self.verifier.caches and self.settings.header
+        self._passthrough = self.settings.preflight_passthrough
+        self._cors = Cors(self.settings) if self.settings.cors_origins else None
         if self.settings.warm_up:
             self.verifier.warm_up()
 
@@ -83,6 +87,11 @@ class JWTWSGIMiddleware:
         environ[ENVIRON_GATE] = gate
         environ[ENVIRON_TOKEN] = environ[ENVIRON_LOCATION] = None
         method = environ.get("REQUEST_METHOD")
+        if self._cors is not None and "HTTP_ORIGIN" in environ:
+            with_cors = self._cors_layer(environ, method, start_response)
+            if with_cors is None:
+                return []
+            start_response = with_cors
         # The hot path, as in the ASGI middleware: a plain Bearer token is looked up by digest
         # and, when new and well formed, verified without a second extraction pass.
         plain = self._plain_token(environ) if self._plain else None
@@ -102,6 +111,28 @@ class JWTWSGIMiddleware:
             gate.report(exc, "http", path)
             return refusal(exc, self.settings, start_response)
         return self.app(environ, start_response)
+
+    def _cors_layer(
+        self, environ: WSGIEnvironment, method: str | None, start_response: StartResponse
+    ) -> StartResponse | None:
+        """As ``JWTMiddleware._cors_layer``: None when the request was a preflight, answered."""
+        cors = self._cors
+        assert cors is not None
+        # A server joins repeated Origin headers with commas: no allowed origin matches that.
+        allow = cors.allow(environ["HTTP_ORIGIN"].encode("latin-1"))
+        if method == "OPTIONS" and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ:
+            status, answer = cors.preflight(allow)
+            headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in answer]
+            start_response(_STATUS[status], headers)
+            return None
+        if allow is None:
+            return start_response
+        extra = cors.response_headers_str(allow)
+
+        def with_cors(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            return start_response(status, [*headers, *extra], exc_info)
+
+        return with_cors
 
     def _full(self, environ: WSGIEnvironment, method: str | None, path: str) -> None:
         """Every extraction rule, the verifier and (for a cookie) the CSRF checks."""
@@ -134,8 +165,8 @@ class JWTWSGIMiddleware:
 
     def _unchecked(self, method: str | None, path: str) -> bool:
         """Whether the general path might let the request through unchecked: a public path, or
-        an OPTIONS request (a CORS preflight is decided there, from its headers)."""
-        return method == "OPTIONS" or self.gate.unchecked(None, path, ())
+        (with preflight_passthrough) an OPTIONS request, a preflight by its headers there."""
+        return (self._passthrough and method == "OPTIONS") or self.gate.unchecked(None, path, ())
 
     def close(self) -> None:
         """Close the key fetcher's HTTP client."""
@@ -195,8 +226,10 @@ def _headers(environ: WSGIEnvironment) -> list[tuple[bytes, bytes]]:
             pairs.append((b"authorization", authorization.encode("latin-1")))
     cookie = environ.get("HTTP_COOKIE")
     if cookie is not None:
-        # Same for Cookie: RFC 6265 cookie values never contain a comma.
-        pairs.extend((b"cookie", part.encode("latin-1")) for part in cookie.split(","))
+        # One value, split on ";" only (RFC 6265 §4.2.1), as the ASGI side parses it. Browsers
+        # do put commas in cookie values: splitting on them let "theme=dark,<name>=<token>", a
+        # cookie any sibling subdomain can set, pass for the token cookie.
+        pairs.append((b"cookie", cookie.encode("latin-1")))
     if "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ:
         pairs.append((b"access-control-request-method", b"*"))
     if "HTTP_ORIGIN" in environ:

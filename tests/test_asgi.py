@@ -13,6 +13,7 @@ import json
 import logging
 import socket
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -33,6 +34,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from jwt_middleware import (
     AuthError,
+    InsufficientScope,
     JWTMiddleware,
     Reason,
     Settings,
@@ -114,10 +116,6 @@ async def starlette_admin(request: Request) -> JSONResponse:
     return JSONResponse({"ok": True})
 
 
-async def preflight(request: Request) -> PlainTextResponse:
-    return PlainTextResponse("preflight-ok" if request.method == "OPTIONS" else "get-ok")
-
-
 async def ws_echo(websocket: WebSocket) -> None:
     await websocket.accept()
     await websocket.send_json({"sub": websocket.user.identity, "location": websocket.auth.location})
@@ -149,7 +147,6 @@ ROUTES = [
     Route("/read-or-write", read_or_write),
     Route("/any-token", any_token),
     Route("/starlette-admin", starlette_admin),
-    Route("/preflight", preflight, methods=["GET", "OPTIONS"]),
     WebSocketRoute("/ws", ws_echo),
     WebSocketRoute("/ws-admin", ws_admin),
 ]
@@ -478,23 +475,6 @@ async def test_public_paths_exact_and_prefix(make_settings: Callable[..., Settin
 
 
 @pytest.mark.anyio
-async def test_cors_preflight_passes_but_plain_options_is_checked(
-    make_settings: Callable[..., Settings],
-) -> None:
-    async with client(starlette_app(make_settings())) as http:
-        preflight_ = await http.options(
-            "/preflight",
-            headers={"origin": "https://app.example", "access-control-request-method": "GET"},
-        )
-        plain = await http.options("/preflight", headers={"origin": "https://app.example"})
-        get = await http.get("/preflight", headers={"access-control-request-method": "GET"})
-    assert preflight_.status_code == 200
-    assert preflight_.text == "preflight-ok"
-    assert plain.status_code == 401
-    assert get.status_code == 401  # the header alone does not make a GET a preflight
-
-
-@pytest.mark.anyio
 async def test_anonymous_mode(
     issuer: LocalIssuer, make_settings: Callable[..., Settings], stranger_key: SigningKey
 ) -> None:
@@ -669,6 +649,98 @@ def test_a_websocket_decorator_refusal_with_the_identity_replaced_closes_before_
     assert closed.value.code == 1008
 
 
+# -- AuthError from the app after its response started -----------------------------------------
+
+
+async def raises_after_start(scope: Scope, receive: Receive, send: Send) -> None:
+    """A raw ASGI app that starts a 200 and then refuses (too late to answer)."""
+    headers = [(b"content-type", b"text/plain"), (b"content-length", b"100")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"partial", "more_body": True})
+    raise InsufficientScope(["admin"])
+
+
+@pytest.mark.anyio
+async def test_auth_error_after_the_response_started_never_sends_a_second_start(
+    issuer: LocalIssuer, make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+) -> None:
+    """AuthError raised after http.response.start is logged and re-raised (the server ends the
+    connection); no second response start is sent."""
+    middleware = JWTMiddleware(raises_after_start, settings=make_settings())
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/x",
+        "root_path": "",
+        "headers": [(b"authorization", f"Bearer {issuer.mint()}".encode())],
+    }
+    try:
+        with caplog.at_level(logging.ERROR, logger="jwt_middleware"):
+            with pytest.raises(AuthError):
+                await middleware(scope, receive, send)
+    finally:
+        await middleware.verifier.aclose()
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+    assert sent[0]["status"] == 200
+    assert any("after starting its response" in r.getMessage() for r in caplog.records)
+
+
+def test_auth_error_after_the_response_started_over_uvicorn(
+    issuer: LocalIssuer, make_settings: Callable[..., Settings], serve_asgi: Callable[[Any], int]
+) -> None:
+    """Under uvicorn the client sees the one 200 status line, then the connection closes; the
+    server's log shows the app's AuthError (not a protocol error from a second start)."""
+    port = serve_asgi(JWTMiddleware(raises_after_start, settings=make_settings()))
+    errors: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = errors.append  # type: ignore[method-assign]
+    server_log = logging.getLogger("uvicorn.error")
+    server_log.addHandler(handler)
+    request = (
+        f"GET /x HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Authorization: Bearer {issuer.mint()}\r\n\r\n"
+    )
+    received = b""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(request.encode())
+            while chunk := sock.recv(65536):  # until uvicorn closes the connection
+                received += chunk
+    finally:
+        server_log.removeHandler(handler)
+    assert received.startswith(b"HTTP/1.1 200 ")
+    assert received.count(b"HTTP/1.1 ") == 1
+    raised = [r.exc_info[0] for r in errors if r.exc_info]
+    assert raised == [InsufficientScope]
+
+
+@pytest.mark.anyio
+async def test_request_auth_exposes_the_token_expiry(
+    issuer: LocalIssuer, make_settings: Callable[..., Settings]
+) -> None:
+    """request.auth.expires_at is the token's exp (None for a token without one)."""
+
+    async def expiry(request: Request) -> JSONResponse:
+        return JSONResponse({"expires_at": request.auth.expires_at})
+
+    routes = [Route("/expiry", expiry)]
+    app = starlette_app(make_settings(require_exp=False), routes=routes)
+    now = int(time.time())
+    async with client(app) as http:
+        with_exp = await http.get("/expiry", headers=bearer(issuer.mint(now=now, expires_in=300)))
+        without = await http.get("/expiry", headers=bearer(issuer.mint(expires_in=None)))
+    assert with_exp.json() == {"expires_at": now + 300}
+    assert without.json() == {"expires_at": None}
+
+
 # -- FastAPI ------------------------------------------------------------------------------------
 
 
@@ -747,7 +819,7 @@ async def test_fastapi_require_scopes(
     assert admin_refused.status_code == 403
     assert challenge(admin_refused).startswith('Bearer realm="api", error="insufficient_scope"')
     assert challenge(admin_refused).endswith('scope="admin"')
-    assert admin_refused.json()["error"] == "insufficient_scope"
+    assert admin_refused.json()["detail"]["error"] == "insufficient_scope"
     assert admin_ok.status_code == 200
     assert admin_ok.json() == {"sub": "root"}
     assert (either_a.status_code, either_b.status_code) == (200, 200)
@@ -763,7 +835,7 @@ async def test_fastapi_require_scopes_in_anonymous_mode_is_401(
         response = await http.get("/me")
     assert response.status_code == 401
     assert challenge(response) == 'Bearer realm="api"'
-    assert response.json()["error"] == "unauthorized"
+    assert response.json()["detail"]["error"] == "unauthorized"
 
 
 @pytest.mark.anyio

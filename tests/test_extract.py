@@ -1,4 +1,6 @@
-"""Finding the token in raw header pairs: jwt_middleware.extract (pure functions, no I/O).
+"""Finding the token in raw header pairs: jwt_middleware.extract (pure functions, no I/O),
+then the cookie cases end to end through both adapters over real servers (uvicorn, werkzeug):
+the WSGI side gets the Cookie header as one string and must parse it exactly as the ASGI side.
 
 The query string is out of reach here by construction (extract_token only sees headers); the
 middleware tests check that ``?access_token=`` is ignored end to end.
@@ -6,9 +8,25 @@ middleware tests check that ``?access_token=`` is ignored end to end.
 
 from __future__ import annotations
 
-import pytest
+import json
+from collections.abc import Callable
+from typing import Any
 
+import pytest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from jwt_middleware import JWTMiddleware, Settings
 from jwt_middleware.errors import InvalidRequest, Reason
+from jwt_middleware.testing import LocalIssuer
+from jwt_middleware.wsgi import JWTWSGIMiddleware, get_token
+
+from .servers import raw_request, serve_asgi, serve_wsgi
+
+__all__ = ["serve_asgi", "serve_wsgi"]  # fixtures, used by name
 from jwt_middleware.extract import (
     COOKIE,
     HEADER,
@@ -141,14 +159,33 @@ def test_cookie_name_must_match_exactly() -> None:
 
 
 @pytest.mark.parametrize(
+    "value",
+    [
+        f"theme=dark,access_token={TOKEN}",
+        f"theme=dark, access_token={TOKEN}",
+        f"theme=dark,access_token={TOKEN},lang=fr",
+    ],
+)
+def test_a_comma_does_not_separate_cookies(value: str) -> None:
+    """Only ";" separates cookie pairs (RFC 6265 §4.2.1): a token after a comma is part of
+    another cookie's value, not the token cookie."""
+    headers = [(b"cookie", value.encode())]
+    assert extract_token(headers, cookie=b"access_token") is None
+    assert cookie_values([value.encode()], b"theme") == [value[len("theme=") :]]
+
+
+@pytest.mark.parametrize(
     "headers",
     [
         [(b"cookie", b"access_token=one; access_token=two")],
         [(b"cookie", b"access_token=one"), (b"cookie", b"access_token=two")],
         [(b"cookie", b"access_token=same; access_token=same")],
+        [(b"cookie", b"access_token=one,access_token=two")],  # two headers joined by WSGI
+        [(b"cookie", b"access_token=one, access_token=two; theme=dark")],
     ],
 )
 def test_cookie_twice_is_invalid_request(headers: list[tuple[bytes, bytes]]) -> None:
+    """The token cookie twice, in one header or two, is ambiguous: 400."""
     with pytest.raises(InvalidRequest) as caught:
         extract_token(headers, cookie=b"access_token")
     assert caught.value.status_code == 400
@@ -229,3 +266,78 @@ def test_plain_bearer_leaves_anything_else_to_extract_token(
     headers: list[tuple[bytes, bytes]],
 ) -> None:
     assert plain_bearer(headers, b"access_token") is None
+
+
+# -- the cookie through both adapters, over real servers ------------------------------------------
+
+COOKIE_NAME = "__Host-access_token"
+
+
+async def _whoami(request: Request) -> JSONResponse:
+    user = request.user
+    return JSONResponse({"sub": user.identity if user.is_authenticated else None})
+
+
+def _wsgi_whoami(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    token = get_token(environ)
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [json.dumps({"sub": token.subject if token else None}).encode()]
+
+
+@pytest.fixture(params=["asgi", "wsgi"])
+def cookie_server(
+    request: pytest.FixtureRequest,
+    make_settings: Callable[..., Settings],
+    serve_asgi: Callable[[Any], int],
+    serve_wsgi: Callable[[Any], int],
+) -> int:
+    """The port of a real server (uvicorn / werkzeug) whose middleware reads the token from the
+    ``__Host-access_token`` cookie."""
+    settings = make_settings(cookie=COOKIE_NAME)
+    if request.param == "asgi":
+        app = Starlette(
+            routes=[Route("/whoami", _whoami)],
+            middleware=[Middleware(JWTMiddleware, settings=settings)],
+        )
+        return serve_asgi(app)
+    return serve_wsgi(JWTWSGIMiddleware(_wsgi_whoami, settings=settings))
+
+
+def _cookie_get(port: int, cookie: str) -> tuple[int, Any]:
+    status, _, body = raw_request(port, "/whoami", [f"Cookie: {cookie}".encode()])
+    return status, json.loads(body)
+
+
+def test_token_after_a_comma_in_another_cookie_is_not_a_login(
+    cookie_server: int, issuer: LocalIssuer
+) -> None:
+    """``theme=dark,__Host-access_token=<attacker's token>`` (a cookie a sibling subdomain can
+    set) is no token: 401, never the attacker's identity (login CSRF)."""
+    attacker = issuer.mint(subject="attacker")
+    status, body = _cookie_get(cookie_server, f"theme=dark,{COOKIE_NAME}={attacker}")
+    assert status == 401
+    assert "sub" not in body
+
+
+def test_planted_comma_cookie_next_to_the_real_one_does_not_lock_the_user_out(
+    cookie_server: int, issuer: LocalIssuer
+) -> None:
+    """Next to the victim's real cookie, the planted one is just another cookie's value: the
+    victim stays themselves (no 400 for a "second" token cookie)."""
+    attacker = issuer.mint(subject="attacker")
+    victim = issuer.mint(subject="victim")
+    planted = f"theme=dark,{COOKIE_NAME}={attacker}"
+    real = f"{COOKIE_NAME}={victim}"
+    assert _cookie_get(cookie_server, f"{planted}; {real}") == (200, {"sub": "victim"})
+    assert _cookie_get(cookie_server, f"{real}; {planted}") == (200, {"sub": "victim"})
+
+
+def test_real_token_cookie_twice_is_still_refused(cookie_server: int, issuer: LocalIssuer) -> None:
+    """Two genuine token cookies (cookie tossing), in one Cookie header or two (which WSGI
+    servers join with a comma), stay a 400 on both adapters."""
+    one, two = issuer.mint(subject="a"), issuer.mint(subject="b")
+    status, body = _cookie_get(cookie_server, f"{COOKIE_NAME}={one}; {COOKIE_NAME}={two}")
+    assert (status, body["error"]) == (400, "invalid_request")
+    lines = [f"Cookie: {COOKIE_NAME}={one}".encode(), f"Cookie: {COOKIE_NAME}={two}".encode()]
+    status, _, raw = raw_request(cookie_server, "/whoami", lines)
+    assert (status, json.loads(raw)["error"]) == (400, "invalid_request")

@@ -342,19 +342,6 @@ def test_public_paths_exact_and_prefix(
     assert response.json["verified"] is False
 
 
-def test_cors_preflight_passes(make_mw: Callable[..., JWTWSGIMiddleware], app: WhoAmI) -> None:
-    client = Client(make_mw())
-    response = client.options(
-        "/x",
-        headers={"Origin": "https://app.example", "Access-Control-Request-Method": "POST"},
-    )
-    assert response.status_code == 200
-    assert response.json["method"] == "OPTIONS"
-    assert response.json["verified"] is False
-    # OPTIONS alone is not a preflight.
-    assert client.options("/x").status_code == 401
-
-
 def test_anonymous_mode(
     issuer: LocalIssuer,
     make_mw: Callable[..., JWTWSGIMiddleware],
