@@ -37,7 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jwt_middleware import JWTMiddleware, Key, requires_scopes
 from jwt_middleware.revocation import AsyncRedisRevocationStore, MemoryRevocationStore
-from jwt_middleware.testing import generate_key
+from jwt_middleware.testing import SigningKey, generate_key
 
 STATIC = Path(__file__).resolve().parent / "static"
 APP_ORIGIN = os.environ.get("APP_ORIGIN", "http://127.0.0.1:8001").rstrip("/")
@@ -82,22 +82,6 @@ def revocation_store() -> Any:
     return AsyncRedisRevocationStore.from_url(url) if url else MemoryRevocationStore()
 
 
-# The login service's signing key, new at every start (restarting logs everyone out). A real
-# service loads its key from a secret store and publishes the public half as a JWKS.
-signing_key = generate_key("ES256")
-revocation = revocation_store()
-login = LoginService(
-    key=signing_key,
-    issuer=ISSUER,
-    audience=AUDIENCE,
-    revocation=revocation,
-    allowed_origins=[APP_ORIGIN],
-    users=demo_users(),
-)
-notes: dict[str, list[dict[str, Any]]] = {}
-note_ids = itertools.count(1)
-
-
 async def index(request: Request) -> FileResponse:
     return FileResponse(STATIC / "index.html", headers={"cache-control": "no-cache"})
 
@@ -114,47 +98,74 @@ async def me(request: Request) -> JSONResponse:
     )
 
 
-@requires_scopes("notes:write")
-async def add_note(request: Request) -> JSONResponse:
-    try:
-        data = await read_json(request)
-        text = data["text"]
-        if not isinstance(text, str) or not 0 < len(text) <= 500:
-            raise ValueError("text")
-    except (ValueError, KeyError, TypeError):
-        return JSONResponse({"error": "invalid_request"}, status_code=400)
-    mine = notes.setdefault(request.user.identity, [])
-    if len(mine) >= 100:
-        del mine[0]
-    note = {"id": next(note_ids), "text": text}
-    mine.append(note)
-    return JSONResponse(note, status_code=201, headers={"cache-control": "no-store"})
+class Notes:
+    """Each user's last MAX_NOTES notes, in memory (bounded by the users the service knows)."""
+
+    MAX_NOTES = 100
+
+    def __init__(self) -> None:
+        self._notes: dict[str, list[dict[str, Any]]] = {}
+        self._ids = itertools.count(1)
+
+    @requires_scopes("notes:write")
+    async def add(self, request: Request) -> JSONResponse:
+        try:
+            data = await read_json(request)
+            text = data["text"]
+            if not isinstance(text, str) or not 0 < len(text) <= 500:
+                raise ValueError("text")
+        except (ValueError, KeyError, TypeError):
+            return JSONResponse({"error": "invalid_request"}, status_code=400)
+        mine = self._notes.setdefault(request.user.identity, [])
+        if len(mine) >= self.MAX_NOTES:
+            del mine[0]
+        note = {"id": next(self._ids), "text": text}
+        mine.append(note)
+        return JSONResponse(note, status_code=201, headers={"cache-control": "no-store"})
 
 
-app = Starlette(
-    routes=[
-        Route("/", index),
-        Route("/health", health),
-        Route("/api/me", me),
-        Route("/api/notes", add_note, methods=["POST"]),
-        *login.routes,
-        Mount("/static", StaticFiles(directory=STATIC), name="static"),
-    ],
-    middleware=[
-        Middleware(SecurityHeaders),
-        Middleware(
-            JWTMiddleware,
-            issuer=ISSUER,
-            audience=AUDIENCE,
-            keys=[Key.from_pem(signing_key.public_pem(), kid=signing_key.kid)],
-            algorithms=["ES256"],
-            required_claims=["sub", "jti", "iat", "csrf"],
-            max_lifetime=3600,
-            cookie=ACCESS_COOKIE,
-            header=True,
-            allowed_origins=[APP_ORIGIN],
-            revocation=revocation,
-            public_paths=PUBLIC_PATHS,
-        ),
-    ],
+def build_app(login: LoginService, *, key: SigningKey, revocation: Any) -> Starlette:
+    """The browser app around ``login`` (which signs with ``key`` and revokes in
+    ``revocation``, the store the middleware checks)."""
+    return Starlette(
+        routes=[
+            Route("/", index),
+            Route("/health", health),
+            Route("/api/me", me),
+            Route("/api/notes", Notes().add, methods=["POST"]),
+            *login.routes,
+            Mount("/static", StaticFiles(directory=STATIC), name="static"),
+        ],
+        middleware=[
+            Middleware(SecurityHeaders),
+            Middleware(
+                JWTMiddleware,
+                issuer=ISSUER,
+                audience=AUDIENCE,
+                keys=[Key.from_pem(key.public_pem(), kid=key.kid)],
+                algorithms=["ES256"],
+                required_claims=["sub", "jti", "iat", "csrf"],
+                max_lifetime=3600,
+                cookie=ACCESS_COOKIE,
+                header=True,
+                allowed_origins=[APP_ORIGIN],
+                revocation=revocation,
+                public_paths=PUBLIC_PATHS,
+            ),
+        ],
+    )
+
+
+# The login service's signing key, new at every start (restarting logs everyone out). A real
+# service loads its key from a secret store and publishes the public half as a JWKS.
+signing_key = generate_key("ES256")
+revocation = revocation_store()
+login = LoginService(
+    key=signing_key,
+    issuer=ISSUER,
+    audience=AUDIENCE,
+    revocation=revocation,
+    allowed_origins=[APP_ORIGIN],
+    users=demo_users(),
 )
+app = build_app(login, key=signing_key, revocation=revocation)

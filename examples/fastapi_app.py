@@ -1,31 +1,60 @@
 """FastAPI protected by jwt_middleware.
 
 JWT_ISSUER=... JWT_AUDIENCE=... uvicorn --app-dir examples fastapi_app:app
+
+METRICS_PORT  serve the Prometheus counters on 127.0.0.1:METRICS_PORT (optional; needs
+              prometheus-client). They are never served on the API's own port.
+
+Why not a public ``/metrics``: ``jwt_middleware_rejected_total{reason}`` counts refusals by
+reason, so anyone who can send a forged token and then read the counters learns which check
+it failed (``issuer_mismatch``, ``audience_mismatch``, ``kid_unknown``, ...), the very details
+the middleware keeps out of its answers. Keep the counters where only the scraper reaches them:
+a loopback or private port (as here), or behind authentication.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Response
+from fastapi import Depends, FastAPI
 from settings_from_env import settings_from_env
 
 from jwt_middleware import JWTMiddleware, VerifiedToken
 from jwt_middleware.fastapi import RequireScopes
 
-app = FastAPI(title="jwt_middleware example (FastAPI)")
-try:  # Prometheus counters when prometheus-client is installed (the demo installs it)
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+METRICS_PORT = os.environ.get("METRICS_PORT")
 
-    from jwt_middleware.observe import PrometheusEvents
 
-    app.add_middleware(JWTMiddleware, settings=settings_from_env(events=PrometheusEvents()))
+@contextlib.asynccontextmanager
+async def metrics_server(app: FastAPI) -> AsyncIterator[None]:
+    """The Prometheus counters on their own loopback port, for the life of the app."""
+    from prometheus_client import start_http_server
 
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    server, thread = start_http_server(int(METRICS_PORT or 0), addr="127.0.0.1")
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
-except ImportError:
+
+if METRICS_PORT:
+    try:
+        from jwt_middleware.observe import PrometheusEvents
+
+        events = PrometheusEvents()
+    except ImportError:
+        raise SystemExit(
+            "METRICS_PORT needs prometheus-client: pip install prometheus-client"
+        ) from None
+    app = FastAPI(title="jwt_middleware example (FastAPI)", lifespan=metrics_server)
+    app.add_middleware(JWTMiddleware, settings=settings_from_env(events=events))
+else:
+    app = FastAPI(title="jwt_middleware example (FastAPI)")
     app.add_middleware(JWTMiddleware, settings=settings_from_env())
 
 

@@ -26,6 +26,19 @@ a first-party login endpoint) has to do so that the middleware's cookie mode is 
   revokes the access token's ``jti`` until its ``exp``, revokes the refresh family (found by the
   token's ``sid`` claim, since the refresh cookie is not sent to this path), clears both cookies.
 
+Every store is bounded, and a full one answers 503, never 500 and never a silent no-op:
+
+* a user holds at most ``MAX_SESSIONS_PER_USER`` logins: the next login ends their oldest, so
+  one account cannot fill the service; all users together at most ``MAX_FAMILIES`` live ones
+  (a login beyond answers 503 rather than end another user's session); ended and expired
+  logins are forgotten with their refresh tokens;
+* a login remembers its last ``MAX_REFRESH_REMEMBERED`` refresh tokens; an older one, presented
+  again, is merely unknown (401) instead of revoking the family as reuse;
+* logout ends the refresh family first, then revokes the access token; when the revocation
+  store cannot take it (full, or Redis down) the answer is 503 with Retry-After and the access
+  cookie is kept, so the client can retry; the failure is logged;
+* bodies above ``MAX_BODY`` bytes, JSON that is not an object or nests too deeply: 400.
+
 Limits, on purpose (it is an example): users, refresh families and notes live in memory, in
 one process (run one uvicorn worker); access-token revocations go to the middleware's store
 (Redis when REDIS_URL is set, so several API processes could share them). There is no login
@@ -39,15 +52,18 @@ import hashlib
 import hmac
 import inspect
 import json
+import logging
 import os
 import secrets
 import sys
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
+from cachetools import TTLCache
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -55,6 +71,7 @@ from starlette.routing import Route
 
 from jwt_middleware import requires_scopes
 from jwt_middleware.cookies import clear_token_cookie, set_token_cookie
+from jwt_middleware.revocation import RevocationStoreError
 from jwt_middleware.testing import SigningKey
 
 __all__ = [
@@ -64,6 +81,7 @@ __all__ = [
     "LoginService",
     "PasswordHash",
     "RefreshTokens",
+    "SessionsFull",
     "Users",
     "demo_users",
     "hash_password",
@@ -78,7 +96,12 @@ ACCESS_TTL = 5 * 60  # seconds; the access cookie lives exactly as long as the t
 REFRESH_TTL = 8 * 3600  # one refresh token, unused, expires after this
 SESSION_TTL = 24 * 3600  # a login (refresh family) ends after this, however often refreshed
 MAX_BODY = 4096
-MAX_FAMILIES = 10_000
+MAX_FAMILIES = 10_000  # live logins, all users together
+MAX_SESSIONS_PER_USER = 10  # a user's next login ends their oldest
+MAX_REFRESH_REMEMBERED = 16  # refresh tokens kept per login (the current one and used ones)
+RETRY_AFTER = "30"  # seconds, on a 503
+
+logger = logging.getLogger("login_service")
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 SALT_BYTES, KEY_BYTES = 16, 64
@@ -161,6 +184,10 @@ class RefreshReused(RefreshRejected):
         self.sub = sub
 
 
+class SessionsFull(Exception):
+    """The store holds its maximum of live logins: a new one is refused (503), none forgotten."""
+
+
 @dataclass
 class Family:
     """One login: every refresh token rotated from it shares the family."""
@@ -169,8 +196,7 @@ class Family:
     sub: str
     scopes: tuple[str, ...]
     ends_at: float
-    revoked: bool = False
-    hashes: set[bytes] = field(default_factory=set)
+    hashes: deque[bytes] = field(default_factory=deque)  # oldest first
 
 
 @dataclass
@@ -185,39 +211,81 @@ def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8")).digest()
 
 
+class _Families(TTLCache[str, Family]):
+    """Live logins, each dropped SESSION_TTL after it began (``forget`` then drops its tokens).
+    Full means full: a cache would evict the least recently used login to make room, which
+    would let anyone with an account log other users out by logging in often."""
+
+    def __init__(
+        self, maxsize: int, clock: Callable[[], float], forget: Callable[[Family], None]
+    ) -> None:
+        super().__init__(maxsize, SESSION_TTL, timer=clock)
+        self._forget = forget
+
+    def expire(self, time: float | None = None) -> list[tuple[str, Family]]:
+        expired = list(super().expire(time))
+        for _, family in expired:
+            self._forget(family)
+        return expired
+
+    def popitem(self) -> NoReturn:
+        raise SessionsFull(f"{self.maxsize} live sessions")
+
+
 class RefreshTokens:
     """Opaque one-time refresh tokens, stored as SHA-256 digests (a leaked table is useless).
 
-    Not thread-safe and not awaited in between: every method runs to completion on the event
-    loop, so a token cannot be used twice concurrently.
+    Bounded: at most ``max_sessions`` live logins, ``per_user`` of them per user (a new login
+    ends the user's oldest), ``remembered`` refresh tokens per login. Not thread-safe and not
+    awaited in between: every method runs to completion on the event loop, so a token cannot
+    be used twice concurrently.
     """
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.time,
+        *,
+        max_sessions: int = MAX_FAMILIES,
+        per_user: int = MAX_SESSIONS_PER_USER,
+        remembered: int = MAX_REFRESH_REMEMBERED,
+    ) -> None:
+        if min(max_sessions, per_user, remembered) < 1:
+            raise ValueError("max_sessions, per_user and remembered must be >= 1")
         self.clock = clock
+        self.per_user = per_user
+        self.remembered = remembered
         self._tokens: dict[bytes, _Refresh] = {}
-        self._families: dict[str, Family] = {}
+        self._by_user: dict[str, list[str]] = {}  # sub -> family ids, oldest first
+        self._families = _Families(max_sessions, clock, self._forget)
+
+    def sizes(self) -> tuple[int, int]:
+        """``(live logins, refresh tokens)`` held."""
+        self._families.expire()
+        return len(self._families), len(self._tokens)
 
     def start(self, sub: str, scopes: tuple[str, ...]) -> tuple[Family, str]:
-        """A new family for a fresh login, with its first refresh token."""
+        """A new family for a fresh login, with its first refresh token. Raises SessionsFull."""
         now = self.clock()
-        if len(self._families) >= MAX_FAMILIES:
-            self._prune(now)
-            if len(self._families) >= MAX_FAMILIES:
-                raise RuntimeError("too many sessions")
+        self._families.expire(now)
+        mine = self._by_user.get(sub, [])
+        while len(mine) >= self.per_user:
+            self.revoke(mine[0])
         family = Family(uuid.uuid4().hex, sub, scopes, now + SESSION_TTL)
         self._families[family.id] = family
+        self._by_user.setdefault(sub, []).append(family.id)
         return family, self._issue(family, now)
 
     def rotate(self, token: str) -> tuple[Family, str]:
         """Use ``token`` once: its family and the next refresh token. Raises RefreshRejected,
         or RefreshReused (after revoking the family) when the token was used before."""
         now = self.clock()
+        self._families.expire(now)
         entry = self._tokens.get(_digest(token))
         if entry is None:
             raise RefreshRejected("unknown")
         family = entry.family
-        if family.revoked or now >= family.ends_at or now >= entry.expires_at:
-            raise RefreshRejected("expired or revoked")
+        if now >= family.ends_at or now >= entry.expires_at:
+            raise RefreshRejected("expired")
         if entry.used:
             self.revoke(family.id)
             raise RefreshReused(family.sub)
@@ -225,22 +293,29 @@ class RefreshTokens:
         return family, self._issue(family, now)
 
     def revoke(self, family_id: str) -> None:
-        family = self._families.get(family_id)
+        """End a login: its refresh tokens are forgotten, so any of them is unknown from now."""
+        family = self._families.pop(family_id, None)
         if family is not None:
-            family.revoked = True  # kept until it ends, so reuse is still recognised
+            self._forget(family)
+
+    def _forget(self, family: Family) -> None:
+        for digest in family.hashes:
+            self._tokens.pop(digest, None)
+        family.hashes.clear()
+        mine = self._by_user.get(family.sub, [])
+        if family.id in mine:
+            mine.remove(family.id)
+        if not mine:
+            self._by_user.pop(family.sub, None)
 
     def _issue(self, family: Family, now: float) -> str:
         token = secrets.token_urlsafe(32)
         digest = _digest(token)
-        family.hashes.add(digest)
+        family.hashes.append(digest)
+        if len(family.hashes) > self.remembered:
+            self._tokens.pop(family.hashes.popleft(), None)
         self._tokens[digest] = _Refresh(family, min(now + REFRESH_TTL, family.ends_at))
         return token
-
-    def _prune(self, now: float) -> None:
-        ended = {f.id for f in self._families.values() if now >= f.ends_at}
-        for family_id in ended:
-            for digest in self._families.pop(family_id).hashes:
-                self._tokens.pop(digest, None)
 
 
 # -- the routes --------------------------------------------------------------------------------
@@ -253,17 +328,25 @@ async def _call(result: Any) -> None:
 
 
 async def read_json(request: Request, limit: int = MAX_BODY) -> Any:
-    """The JSON body, read up to ``limit`` bytes (ValueError beyond, or when not JSON)."""
+    """The JSON body, read up to ``limit`` bytes (ValueError beyond, when not JSON, or when it
+    nests too deeply to parse)."""
     body = b""
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
             raise ValueError("body too large")
-    return json.loads(body)
+    try:
+        return json.loads(body)
+    except RecursionError:
+        # "[[[[…" within the size limit exhausts the parser's stack: bad input, not a crash.
+        raise ValueError("JSON nested too deeply") from None
 
 
 def _error(status: int, error: str) -> JSONResponse:
-    return JSONResponse({"error": error}, status_code=status, headers={"cache-control": "no-store"})
+    headers = {"cache-control": "no-store"}
+    if status == 503:
+        headers["retry-after"] = RETRY_AFTER
+    return JSONResponse({"error": error}, status_code=status, headers=headers)
 
 
 class LoginService:
@@ -280,6 +363,7 @@ class LoginService:
         allowed_origins: Collection[str],
         users: Users,
         clock: Callable[[], float] = time.time,
+        refresh_tokens: RefreshTokens | None = None,
     ) -> None:
         self.key = key
         self.issuer = issuer
@@ -288,7 +372,7 @@ class LoginService:
         self.allowed_origins = frozenset(o.rstrip("/").lower() for o in allowed_origins)
         self.users = users
         self.clock = clock
-        self.refresh_tokens = RefreshTokens(clock)
+        self.refresh_tokens = RefreshTokens(clock) if refresh_tokens is None else refresh_tokens
 
     @property
     def routes(self) -> list[Route]:
@@ -322,7 +406,11 @@ class LoginService:
         scopes = await run_in_threadpool(self.users.authenticate, username, password)
         if scopes is None:
             return _error(401, "invalid_credentials")
-        family, refresh = self.refresh_tokens.start(username, scopes)
+        try:
+            family, refresh = self.refresh_tokens.start(username, scopes)
+        except SessionsFull as full:
+            logger.warning("login_service: login refused, session store full (%s)", full)
+            return _error(503, "temporarily_unavailable")
         return self._session(family, refresh)
 
     async def refresh(self, request: Request) -> Response:
@@ -336,7 +424,18 @@ class LoginService:
         except RefreshReused as reused:
             # Theft: someone else holds (or held) this session. End it, and every access token
             # of the subject issued until now ("log out everywhere"; other logins can refresh).
-            await _call(self.revocation.revoke_subject(reused.sub, self.clock()))
+            try:
+                await _call(self.revocation.revoke_subject(reused.sub, self.clock()))
+            except RevocationStoreError as exc:
+                # The session is over (its family is gone), but its access tokens live until
+                # they expire: say so rather than claim the subject was logged out.
+                logger.error(
+                    "login_service: refresh token reuse for %r; its access tokens could not be "
+                    "revoked (%s) and stay valid until they expire",
+                    reused.sub,
+                    exc,
+                )
+                return self._cleared(_error(503, "revocation_unavailable"))
             return self._cleared(_error(401, "refresh_token_reused"))
         except RefreshRejected:
             return self._cleared(_error(401, "invalid_refresh_token"))
@@ -345,10 +444,20 @@ class LoginService:
     @requires_scopes()  # the middleware verified the access cookie and the CSRF header
     async def logout(self, request: Request) -> Response:
         claims = request.user.claims
-        await _call(self.revocation.revoke_token(claims["jti"], float(claims["exp"])))
         sid = claims.get("sid")
         if isinstance(sid, str):
-            self.refresh_tokens.revoke(sid)
+            self.refresh_tokens.revoke(sid)  # first: nothing can renew the session from here on
+        try:
+            await _call(self.revocation.revoke_token(claims["jti"], float(claims["exp"])))
+        except RevocationStoreError as exc:
+            # Never answer "logged out" while the access token still works. The cookies stay,
+            # so the client can try again (the session can no longer be refreshed).
+            logger.error(
+                "login_service: logout of %r failed, its access token could not be revoked (%s)",
+                request.user.identity,
+                exc,
+            )
+            return _error(503, "logout_failed")
         return self._cleared(JSONResponse({"ok": True}, headers={"cache-control": "no-store"}))
 
     def _session(self, family: Family, refresh: str) -> Response:

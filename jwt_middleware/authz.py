@@ -29,6 +29,12 @@ def check_scopes(conn: HTTPConnection, scopes: Iterable[str] = (), *, any_of: bo
 
     With ``any_of=True`` one of them suffices; otherwise all are needed. No scopes: any valid
     token passes (useful on routes of an app that runs the middleware in anonymous mode).
+
+    The raise becomes the RFC 6750 answer only where JWTMiddleware runs inside the app's error
+    handling (``app.add_middleware`` / ``Middleware(...)``). Where it wraps the app object or a
+    parent app, Starlette's ``ServerErrorMiddleware`` meets the exception first and answers
+    500; use :func:`requires_scopes` (or, in FastAPI, ``RequireScopes``) there, which answer
+    the refusal themselves.
     """
     authorize(conn.scope, tuple(scopes), any_of)
 

@@ -5,25 +5,63 @@ bearer security scheme in the OpenAPI document so the docs' Authorize button wor
 
     @app.get("/admin")
     def admin(token: Annotated[VerifiedToken, Depends(RequireScopes("admin"))]): ...
+
+A refusal is raised as :class:`AuthHTTPException`, a FastAPI ``HTTPException`` with the RFC 6750
+status and headers (``WWW-Authenticate``, ``Cache-Control: no-store``). FastAPI's own exception
+handling answers it, so the answer is the same wherever ``JWTMiddleware`` sits (added with
+``add_middleware``, wrapped around the app object, or on a parent app that mounts this one):
+an ``AuthError`` raised inside FastAPI would reach FastAPI's ``ServerErrorMiddleware`` as a 500
+before an outer middleware could answer it. The body is FastAPI's usual ``{"detail": ...}``
+with the RFC 6750 error inside::
+
+    {"detail": {"error": "insufficient_scope", "error_description": "..."}}
+
+Replace it the FastAPI way: ``@app.exception_handler(AuthHTTPException)``.
 """
 
 from __future__ import annotations
 
-from fastapi import Request
+import json
+
+from fastapi import HTTPException, Request
 from fastapi.security import HTTPBearer
 
+from .asgi import SCOPE_GATE
 from .authz import authorize
+from .errors import AuthError
+from .gate import Gate
 from .identity import JWTUser
 from .verify import VerifiedToken
 
-__all__ = ["RequireScopes"]
+__all__ = ["AuthHTTPException", "RequireScopes"]
+
+
+class AuthHTTPException(HTTPException):
+    """A refusal raised by :class:`RequireScopes`, carrying the :class:`AuthError` as ``.error``.
+
+    ``detail`` is the RFC 6750 error object (``error``, ``error_description``, and ``reason``
+    with ``expose_error_details``); ``headers`` are the middleware's own for that refusal.
+    """
+
+    def __init__(self, error: AuthError, gate: Gate) -> None:
+        settings = gate.settings
+        expose = settings.expose_error_details
+        headers = {
+            name.decode("latin-1"): value.decode("latin-1")
+            for name, value in error.headers(settings.realm, expose=expose)
+            if name != b"content-type"  # FastAPI's JSONResponse sets its own
+        }
+        detail = json.loads(error.body(expose=expose))
+        super().__init__(status_code=error.status_code, detail=detail, headers=headers)
+        self.error = error
 
 
 class RequireScopes(HTTPBearer):
     """Dependency: the request's verified token, which must grant ``scopes``.
 
     ``RequireScopes()`` requires just a valid token; ``RequireScopes("a", "b")`` all of them;
-    ``RequireScopes("a", "b", any_of=True)`` one of them.
+    ``RequireScopes("a", "b", any_of=True)`` one of them. Refusals raise
+    :class:`AuthHTTPException` (401 without a token, 403 ``insufficient_scope``).
 
     It *is* the ``bearerAuth`` security scheme (an ``HTTPBearer``), so FastAPI lists it in the
     OpenAPI document without a second, per-request dependency: the middleware has already
@@ -41,7 +79,14 @@ class RequireScopes(HTTPBearer):
     async def __call__(self, request: Request) -> VerifiedToken:  # type: ignore[override]
         # async on purpose: FastAPI would run a plain function in a worker thread.
         scope = request.scope
-        authorize(scope, self.scopes, self.any_of)
+        try:
+            authorize(scope, self.scopes, self.any_of)
+        except AuthError as exc:
+            # Reported here, once: FastAPI answers the HTTPException itself, so no middleware
+            # outside ever sees this refusal.
+            gate: Gate = scope[SCOPE_GATE]
+            gate.report(exc, scope["type"], scope["path"])
+            raise AuthHTTPException(exc, gate) from None
         user = scope["user"]
         assert isinstance(user, JWTUser)
         return user.token

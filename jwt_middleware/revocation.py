@@ -84,10 +84,17 @@ def _revoked_by_subject(before: float | None, iat: float | None) -> bool:
 
 
 class MemoryRevocationStore:
-    """In-process revocations, bounded. Thread-safe.
+    """In-process revocations, bounded to ``max_entries`` (revoked jtis and subjects together).
+    Thread-safe.
 
-    When ``max_entries`` live revocations are held, a new one raises RevocationStoreError
-    rather than silently forgetting an older one (forgetting would let a revoked token back in).
+    When full: entries past their lifetime are dropped to make room; if every entry is still
+    live, ``revoke_token`` / ``revoke_subject`` raise :class:`RevocationStoreError` and store
+    nothing. No live entry is ever evicted, not even the one expiring soonest: forgetting a
+    revocation lets that token back in, while a refused revocation is visible to the caller.
+    A logout endpoint must therefore treat that error as "not logged out" (answer 503 and let
+    the client retry; never report success). Checks keep working while the store is full, and
+    a full store refuses new entries without rescanning until its earliest entry expires.
+
     Subject cut-offs are kept for ``subject_ttl`` seconds (set it to at least your longest token
     lifetime).
     """
@@ -106,6 +113,9 @@ class MemoryRevocationStore:
         self.clock = clock
         self._tokens: dict[str, float] = {}  # jti -> expires_at
         self._subjects: dict[str, tuple[float, float]] = {}  # sub -> (before, forget_at)
+        # No entry is forgotten before this time: while it is ahead, a full store is still full
+        # (a purge would find nothing), so a flood of revocations cannot make each one rescan.
+        self._earliest = math.inf
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -129,23 +139,33 @@ class MemoryRevocationStore:
             if jti not in self._tokens:
                 self._make_room()
             until = expires_at + GRACE if math.isfinite(expires_at) else math.inf
-            self._tokens[jti] = max(until, self._tokens.get(jti, until))
+            self._tokens[jti] = until = max(until, self._tokens.get(jti, until))
+            self._earliest = min(self._earliest, until)
 
     def revoke_subject(self, sub: str, before: float) -> None:
         with self._lock:
             if sub not in self._subjects:
                 self._make_room()
             previous = self._subjects.get(sub, (before, 0.0))[0]
-            self._subjects[sub] = (max(before, previous), self.clock() + self.subject_ttl)
+            forget_at = self.clock() + self.subject_ttl
+            self._subjects[sub] = (max(before, previous), forget_at)
+            self._earliest = min(self._earliest, forget_at)
 
     def _make_room(self) -> None:
         if len(self) < self.max_entries:
             return
         now = self.clock()
-        self._tokens = {j: e for j, e in self._tokens.items() if e > now}
-        self._subjects = {s: v for s, v in self._subjects.items() if v[1] > now}
+        if now >= self._earliest:
+            self._tokens = {j: e for j, e in self._tokens.items() if e > now}
+            self._subjects = {s: v for s, v in self._subjects.items() if v[1] > now}
+            self._earliest = min(
+                min(self._tokens.values(), default=math.inf),
+                min((v[1] for v in self._subjects.values()), default=math.inf),
+            )
         if len(self) >= self.max_entries:
-            raise RevocationStoreError(f"revocation store full ({self.max_entries} entries)")
+            raise RevocationStoreError(
+                f"revocation store full ({self.max_entries} live entries); nothing was stored"
+            )
 
 
 class _RedisKeys:

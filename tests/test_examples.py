@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from jwt_middleware.testing import LocalIssuer, SigningKey, generate_key
@@ -137,7 +138,10 @@ def test_admin_needs_the_admin_scope(example: Example, shared_issuer: LocalIssue
     challenge = refused.headers["www-authenticate"]
     assert 'error="insufficient_scope"' in challenge
     assert 'scope="admin"' in challenge
-    assert refused.json()["error"] == "insufficient_scope"
+    body = refused.json()
+    if example.name == "fastapi_app":  # RequireScopes refuses with FastAPI's {"detail": ...}
+        body = body["detail"]
+    assert body["error"] == "insufficient_scope"
     allowed = example.get("/admin", shared_issuer.mint(subject="root", scope="read admin"))
     assert allowed.status_code == 200
     assert allowed.json() == {"sub": "root", "admin": True}
@@ -147,6 +151,30 @@ def test_permissions_claim_counts_as_scopes(example: Example, shared_issuer: Loc
     # settings_from_env reads scopes from "scope", "scp" and "permissions".
     response = example.get("/admin", shared_issuer.mint({"permissions": ["admin"]}))
     assert response.status_code == 200
+
+
+def test_metrics_are_not_served_on_the_api_port(
+    example: Example, shared_issuer: LocalIssuer
+) -> None:
+    """/metrics is no public path: the refusal counters would tell which check a forgery failed."""
+    assert example.get("/metrics").status_code == 401
+    authenticated = example.get("/metrics", shared_issuer.mint(scope="read admin"))
+    assert authenticated.status_code == 404
+    assert b"jwt_middleware_" not in authenticated.content
+
+
+def test_fastapi_example_serves_metrics_on_its_own_loopback_port(
+    launch: Callable[..., Example],
+) -> None:
+    """With METRICS_PORT the counters are on 127.0.0.1:METRICS_PORT, and only there."""
+    metrics_port = free_port()
+    with LocalIssuer(audience="api://metrics") as issuer:
+        running = launch("fastapi_app", jwt_env(issuer, METRICS_PORT=str(metrics_port)))
+        assert running.get("/me", issuer.mint(audience="api://another")).status_code == 401
+        assert running.get("/metrics").status_code == 401
+        scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
+    assert scraped.status_code == 200
+    assert 'jwt_middleware_rejected_total{reason="audience_mismatch"} 1.0' in scraped.text
 
 
 @pytest.mark.parametrize("module", APPS)

@@ -15,7 +15,14 @@ from typing import Any
 import a2wsgi
 import httpx
 import pytest
+from fastapi import FastAPI
 from flask import Flask, request
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import Mount
+from starlette.testclient import TestClient
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
+from werkzeug.wrappers import Response
 
 from jwt_middleware import AuthError, ConfigurationError, JWTMiddleware, Settings, VerifiedToken
 from jwt_middleware.flask import (
@@ -538,3 +545,65 @@ def test_flask_behind_a2wsgi_and_the_asgi_middleware(
     response = httpx.get(f"{url}/health", timeout=10)
     assert response.status_code == 200
     assert response.json() == {"token": False}
+
+
+# -- the same refusals in every layout ---------------------------------------------------------
+
+FLASK_LAYOUTS = [
+    "wsgi_app",
+    "wrapping_the_app",
+    "dispatcher_parent",
+    "a2wsgi_mount",
+    "a2wsgi_mount_in_fastapi",
+]
+
+
+def flask_layout(layout: str, settings: Settings) -> tuple[Any, str]:
+    """``(app, prefix)``: build_app() behind the middleware as ``layout`` puts it; WSGI apps
+    are served through a2wsgi so one ASGI test client drives every layout."""
+    app = build_app()
+    if layout == "wsgi_app":
+        app.wsgi_app = JWTWSGIMiddleware(app.wsgi_app, settings=settings)  # type: ignore[method-assign]
+        return a2wsgi.WSGIMiddleware(app), ""
+    if layout == "wrapping_the_app":
+        return a2wsgi.WSGIMiddleware(JWTWSGIMiddleware(app, settings=settings)), ""
+    if layout == "dispatcher_parent":
+        parent = DispatcherMiddleware(Response("root", status=404), {"/api": app})
+        return a2wsgi.WSGIMiddleware(JWTWSGIMiddleware(parent, settings=settings)), "/api"
+    mounted = Mount("/api", a2wsgi.WSGIMiddleware(app))
+    if layout == "a2wsgi_mount":
+        parent_app: Any = Starlette(
+            routes=[mounted], middleware=[Middleware(JWTMiddleware, settings=settings)]
+        )
+        return parent_app, "/api"
+    assert layout == "a2wsgi_mount_in_fastapi"
+    parent_app = FastAPI()
+    parent_app.router.routes.append(mounted)
+    return JWTMiddleware(parent_app, settings=settings), "/api"
+
+
+@pytest.mark.parametrize("layout", FLASK_LAYOUTS)
+def test_flask_refusals_are_the_same_in_every_layout(
+    layout: str, issuer: LocalIssuer, make_settings: Callable[..., Settings]
+) -> None:
+    """require_token/require_scopes answer 401, 403 with the scope challenge, 200, never 5xx,
+    however the middleware is put in front of the Flask app."""
+    seen: list[AuthError] = []
+    app, prefix = flask_layout(layout, make_settings(anonymous=True, on_error=seen.append))
+    with TestClient(app, raise_server_exceptions=False) as http:
+        anonymous = http.get(f"{prefix}/me")
+        refused = http.get(f"{prefix}/admin", headers=bearer(issuer.mint(scope="read")))
+        allowed = http.get(f"{prefix}/admin", headers=bearer(issuer.mint(scope="admin")))
+    assert anonymous.status_code == 401
+    assert anonymous.headers["www-authenticate"] == 'Bearer realm="api"'
+    assert anonymous.json() == {
+        "error": "unauthorized",
+        "error_description": "An access token is required.",
+    }
+    assert refused.status_code == 403
+    assert refused.headers["www-authenticate"].endswith(', scope="admin"')
+    assert refused.headers["cache-control"] == "no-store"
+    assert refused.json()["error"] == "insufficient_scope"
+    assert allowed.status_code == 200
+    assert allowed.json() == {"admin": True}
+    assert [error.reason for error in seen] == ["token_missing", "insufficient_scope"]

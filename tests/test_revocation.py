@@ -324,6 +324,36 @@ def test_memory_store_purges_expired_entries_to_make_room(clock: FakeClock) -> N
         store.revoke_token("new-3", clock.now + 600)
 
 
+def test_memory_full_store_refuses_a_flood_without_rescanning(clock: FakeClock) -> None:
+    """While every entry is live, each refused revocation costs O(1), not a scan of the store."""
+    store = MemoryRevocationStore(clock=clock, max_entries=20_000)
+    for i in range(20_000):
+        store.revoke_token(f"live-{i}", clock.now + 600)
+    started = time.perf_counter()
+    for i in range(2000):
+        with pytest.raises(RevocationStoreError, match="full"):
+            store.revoke_token(f"flood-{i}", clock.now + 600)
+    assert time.perf_counter() - started < 1.0  # a scan per refusal takes seconds
+    assert len(store) == 20_000
+    assert store.is_revoked("live-0", None, None)
+
+
+def test_memory_full_store_takes_new_entries_once_its_earliest_expires(clock: FakeClock) -> None:
+    """Refusing without a rescan never outlasts the earliest entry, even one added after a purge."""
+    store = MemoryRevocationStore(clock=clock, max_entries=2, subject_ttl=10_000)
+    store.revoke_token("old", clock.now)  # forgotten at now + GRACE
+    store.revoke_token("long", clock.now + 5000)
+    clock.advance(GRACE)
+    store.revoke_token("short", clock.now + 10)  # the purge made room; "short" goes first
+    with pytest.raises(RevocationStoreError):
+        store.revoke_subject("alice", clock.now)
+    clock.advance(10 + GRACE)
+    store.revoke_subject("alice", clock.now)  # "short" has expired: its slot is taken
+    assert store.is_revoked("long", None, None)
+    assert store.is_revoked(None, "alice", clock.now - 1)
+    assert not store.is_revoked("short", None, None)
+
+
 def test_memory_store_rejects_bad_bounds() -> None:
     with pytest.raises(ValueError):
         MemoryRevocationStore(max_entries=0)
