@@ -1,51 +1,50 @@
-"""The README matches the code: every setting and reason code documented, every example valid."""
+"""The README as a front page: small, installs the right distribution, and names the two
+commands CI runs. Its examples run in tests/test_docs.py, with the reference pages."""
 
 from __future__ import annotations
 
-import ast
-import dataclasses
-import importlib
 import re
 from pathlib import Path
 
-import pytest
-
-from jwt_middleware import Reason, Settings
-
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.S)
-
-
-def test_every_setting_is_in_the_configuration_reference() -> None:
-    table = README[README.index("## Configuration reference") :]
-    fields = [f.name for f in dataclasses.fields(Settings) if f.init]
-    missing = [name for name in fields if f"| `{name}` |" not in table]
-    assert not missing, f"settings missing from the README table: {missing}"
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+PYPROJECT = (ROOT / "pyproject.toml").read_text()  # read as text: tomllib needs Python 3.11
+DISTRIBUTION = re.findall(r'^name = "([^"]+)"', PYPROJECT, re.M)[0]
+_EXTRAS_TABLE = PYPROJECT.split("[project.optional-dependencies]")[1].split("\n[")[0]
+EXTRAS = set(re.findall(r"^([\w-]+) = ", _EXTRAS_TABLE, re.M))
 
 
-def test_every_reason_code_is_in_the_troubleshooting_table() -> None:
-    table = README[README.index("## Errors and troubleshooting") :]
-    codes = [v for k, v in vars(Reason).items() if k.isupper()]
-    missing = [code for code in codes if f"`{code}`" not in table]
-    assert not missing, f"reason codes missing from the README: {missing}"
+def section(heading: str) -> str:
+    start = README.index(f"\n{heading}\n")
+    end = README.find("\n## ", start + 1)
+    return README[start : end if end != -1 else None]
 
 
-@pytest.mark.parametrize("block", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
-def test_python_examples_compile_and_import_what_exists(block: str) -> None:
-    tree = ast.parse(block)
-    for node in ast.walk(tree):
-        if (
-            isinstance(node, ast.ImportFrom)
-            and node.module
-            and node.module.startswith("jwt_middleware")
-        ):
-            module = importlib.import_module(node.module)
-            for alias in node.names:
-                assert hasattr(module, alias.name), f"{node.module} has no {alias.name}"
+def test_the_readme_is_a_front_page() -> None:
+    """README.md stays a front page (at most 8 KB); the reference lives in docs/."""
+    assert len(README.encode()) <= 8 * 1024, len(README.encode())
+
+
+def test_the_install_command_names_the_distribution_and_its_extras() -> None:
+    """Every `pip install` in the README names pyproject's distribution and extras it has."""
+    installs = re.findall(r"pip install '([\w.-]+)\[([\w,]+)\]'", section("## Install"))
+    assert installs
+    for name, wanted in installs:
+        assert name == DISTRIBUTION == "jwt-resource-server"
+        assert set(wanted.split(",")) <= EXTRAS
+    for extra in re.findall(r"\[(\w+)\]", section("## Install")):
+        assert extra in EXTRAS, extra
+
+
+def test_the_install_section_warns_about_the_other_jwt_middleware() -> None:
+    """The README says the unrelated `jwt-middleware` distribution shares the import name."""
+    install = section("## Install")
+    assert "`jwt-middleware`" in install and "`jwt_middleware`" in install
 
 
 def test_the_two_quick_start_commands_are_the_ones_ci_runs() -> None:
-    quick = README[README.index("## Quick start") : README.index("## Use it")]
+    """Quick start shows `bash dev.sh demo` and `bash dev.sh test`; CI runs the latter."""
+    quick = section("## Quick start")
     assert "bash dev.sh demo" in quick and "bash dev.sh test" in quick
-    ci = (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
     assert "bash dev.sh test" in ci
