@@ -250,10 +250,15 @@ def raw_request(
 
 
 @contextlib.contextmanager
-def uvicorn_in_thread(app: Any, timeout: float = STARTUP_TIMEOUT) -> Iterator[int]:
-    """Serve an ASGI app under a real uvicorn in a thread, on a free port (yielded)."""
+def uvicorn_in_thread(
+    app: Any, timeout: float = STARTUP_TIMEOUT, **config_options: Any
+) -> Iterator[int]:
+    """Serve an ASGI app under a real uvicorn in a thread, on a free port (yielded);
+    ``config_options`` go to ``uvicorn.Config`` (e.g. ``root_path``)."""
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", **config_options
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

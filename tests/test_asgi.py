@@ -7,7 +7,6 @@ Behaviour is checked in process (httpx.ASGITransport); what depends on the serve
 import base64
 import contextlib
 import contextvars
-import importlib.util
 import inspect
 import json
 import logging
@@ -1239,10 +1238,6 @@ def _handshake(port: int, path: str, extra: str = "") -> bytes:
     return data.split(b"\r\n", 1)[0]
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("websockets") is None and importlib.util.find_spec("wsproto") is None,
-    reason="uvicorn needs the websockets or wsproto package to serve WebSockets",
-)
 def test_websocket_handshake_refused_with_403_by_uvicorn(
     issuer: LocalIssuer,
     make_settings: Callable[..., Settings],

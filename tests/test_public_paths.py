@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from starlette._utils import get_route_path
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -32,7 +29,7 @@ from jwt_middleware.asgi import route_path
 from jwt_middleware.testing import LocalIssuer
 from jwt_middleware.wsgi import JWTWSGIMiddleware, get_token
 
-from .servers import STARTUP_TIMEOUT, bearer, free_port, serve_asgi, serve_wsgi
+from .servers import bearer, serve_asgi, serve_wsgi, uvicorn_in_thread
 
 __all__ = ["serve_asgi", "serve_wsgi"]  # fixtures, used by name
 
@@ -58,24 +55,9 @@ def protected_app(settings: Settings) -> Starlette:
     return Starlette(routes=ROUTES, middleware=[Middleware(JWTMiddleware, settings=settings)])
 
 
-@contextlib.contextmanager
-def uvicorn_with_root_path(app: Any, root_path: str) -> Iterator[int]:
+def uvicorn_with_root_path(app: Any, root_path: str) -> contextlib.AbstractContextManager[int]:
     """A real uvicorn started with ``root_path`` (``--root-path``) in a thread; the port."""
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=free_port(), log_level="warning", root_path=root_path
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
-        yield config.port
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    return uvicorn_in_thread(app, root_path=root_path)
 
 
 def get(port: int, path: str, headers: dict[str, str] | None = None) -> httpx.Response:
