@@ -13,7 +13,7 @@ from typing import Any
 from jwt_middleware import Settings
 
 # No /metrics: the refusal counters tell which check a forged token failed (fastapi_app.py).
-PUBLIC_PATHS = {"/health", "/docs", "/docs/oauth2-redirect", "/openapi.json"}
+PUBLIC_PATHS = {"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
 
 
 def settings_from_env(**extra: Any) -> Settings:

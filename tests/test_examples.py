@@ -104,6 +104,15 @@ def test_health_is_public(example: Example) -> None:
     assert response.json() == {"status": "ok"}
 
 
+def test_fastapi_example_docs_pages_are_public(
+    launch: Callable[..., Example], shared_issuer: LocalIssuer
+) -> None:
+    """The FastAPI example's /docs, /redoc and /openapi.json answer without a token."""
+    running = launch("fastapi_app", jwt_env(shared_issuer))
+    for path in ("/docs", "/redoc", "/openapi.json"):
+        assert running.get(path).status_code == 200, path
+
+
 def test_me_with_a_token(example: Example, shared_issuer: LocalIssuer) -> None:
     response = example.get("/me", shared_issuer.mint(subject="alice", scope="read"))
     assert response.status_code == 200
