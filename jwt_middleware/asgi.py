@@ -103,22 +103,24 @@ class JWTMiddleware:
                 # well-formed one that misses is verified without a second extraction pass.
                 # Everything else (a cookie, two headers, odd spacing) takes gate.token().
                 location = HEADER
+                raw: str | bytes = ""
                 plain = plain_bearer(headers, self._cookie) if self._plain else None
                 if plain is not None:
+                    raw = plain
                     digest = token_digest(plain)
                     verified = self.verifier.cached(digest)
                     if verified is None and (token := plain_token(plain)) is not None:
                         verified = await self.verifier.verify(token, digest)
                 if verified is None and (found := gate.token(headers)) is not None:
-                    token, location = found
-                    verified = await self.verifier.verify(token)
+                    raw, location = found
+                    verified = await self.verifier.verify(raw)
                     if location == COOKIE:
                         gate.check_csrf(method, headers, verified, websocket=kind == "websocket")
                 if verified is None:
                     _anonymous(scope)
                 else:
                     scope["user"] = JWTUser(verified)
-                    scope["auth"] = JWTCredentials(verified, location)
+                    scope["auth"] = JWTCredentials(verified, location, raw)
         except AuthError as exc:
             await self._refuse(exc, scope, send)
             return

@@ -37,16 +37,35 @@ class JWTUser(BaseUser):
         return f"JWTUser(sub={self.token.subject!r})"
 
 
-class JWTCredentials(AuthCredentials):
-    """``request.auth``: the scopes, the verified token and where it was found."""
+#: Starlette's backends grant this pseudo-scope to every authenticated request, and its
+#: ``@requires("authenticated")`` checks for it.
+AUTHENTICATED = "authenticated"
 
-    def __init__(self, token: VerifiedToken, location: str) -> None:
+
+class JWTCredentials(AuthCredentials):
+    """``request.auth``: the scopes, the verified token, where it was found, and the token as
+    sent (``raw_token``, for apps that forward it).
+
+    ``scopes`` is ``"authenticated"`` followed by the token's scopes, as Starlette's own
+    authentication backends do; ``token.scopes`` holds the token's scopes alone.
+    """
+
+    __slots__ = ("_raw", "location", "scopes", "token")
+
+    def __init__(self, token: VerifiedToken, location: str, raw: str | bytes = "") -> None:
         # AuthCredentials.__init__ only copies the scopes into a list; doing it here saves a
         # call and a second copy on every request. A fresh list each time: an app that edits
         # request.auth.scopes must not change what other requests with this token see.
-        self.scopes = list(token.scopes)
+        self.scopes = [AUTHENTICATED, *token.scopes]
         self.token = token
         self.location = location
+        self._raw = raw  # bytes on the hot path: decoded only if the app asks
+
+    @property
+    def raw_token(self) -> str:
+        """The access token exactly as the client sent it (a secret: never log it)."""
+        raw = self._raw
+        return raw.decode("ascii") if isinstance(raw, bytes) else raw
 
     @property
     def claims(self) -> Mapping[str, Any]:

@@ -30,6 +30,7 @@ else:
 __all__ = [
     "ENVIRON_GATE",
     "ENVIRON_LOCATION",
+    "ENVIRON_RAW_TOKEN",
     "ENVIRON_TOKEN",
     "JWTWSGIMiddleware",
     "get_token",
@@ -38,6 +39,7 @@ __all__ = [
 #: ``environ`` keys the middleware sets on every request it lets through.
 ENVIRON_TOKEN = "jwt_middleware.token"  # VerifiedToken, or None when unauthenticated
 ENVIRON_LOCATION = "jwt_middleware.location"  # "header" / "cookie" / None
+ENVIRON_RAW_TOKEN = "jwt_middleware.raw_token"  # the token as sent (a secret), or None
 ENVIRON_GATE = "jwt_middleware.gate"  # settings + reporting, for the per-route decorators
 
 _CSRF_ENVIRON = (
@@ -85,7 +87,7 @@ class JWTWSGIMiddleware:
         gate = self.gate
         path = environ.get("PATH_INFO", "")
         environ[ENVIRON_GATE] = gate
-        environ[ENVIRON_TOKEN] = environ[ENVIRON_LOCATION] = None
+        environ[ENVIRON_TOKEN] = environ[ENVIRON_LOCATION] = environ[ENVIRON_RAW_TOKEN] = None
         method = environ.get("REQUEST_METHOD")
         if self._cors is not None and "HTTP_ORIGIN" in environ:
             with_cors = self._cors_layer(environ, method, start_response)
@@ -102,10 +104,11 @@ class JWTWSGIMiddleware:
                 verified = self.verifier.cached(digest)
                 if verified is None and (token := plain_token(plain)) is not None:
                     verified = self.verifier.verify(token, digest)
-            if verified is not None:
-                environ[ENVIRON_TOKEN] = verified
-                environ[ENVIRON_LOCATION] = HEADER
-            else:
+                if verified is not None:
+                    environ[ENVIRON_TOKEN] = verified
+                    environ[ENVIRON_LOCATION] = HEADER
+                    environ[ENVIRON_RAW_TOKEN] = plain.decode("ascii")
+            if verified is None:
                 self._full(environ, method, path)
         except AuthError as exc:
             gate.report(exc, "http", path)
@@ -149,6 +152,7 @@ class JWTWSGIMiddleware:
             gate.check_csrf(method, _csrf_headers(environ), verified)
         environ[ENVIRON_TOKEN] = verified
         environ[ENVIRON_LOCATION] = location
+        environ[ENVIRON_RAW_TOKEN] = token
 
     def _plain_token(self, environ: WSGIEnvironment) -> bytes | None:
         """The token cache's key: see ``extract.plain_bearer``. WSGI servers join repeated

@@ -205,7 +205,7 @@ async def test_valid_header_token_reaches_the_endpoint_as_user_and_auth(
     assert seen["claims"]["sub"] == "alice"
     assert seen["claims"]["tenant"] == "t-9"
     assert seen["claims"]["iss"] == issuer.issuer
-    assert seen["scopes"] == ["read", "write"]
+    assert seen["scopes"] == ["authenticated", "read", "write"]
     assert seen["location"] == "header"
 
 
@@ -276,7 +276,7 @@ async def test_scope_claims_reach_request_auth_scopes(
     async with client(starlette_app(make_settings(**settings_options))) as http:
         response = await http.get("/whoami", headers=bearer(issuer.mint(claims)))
     assert response.status_code == 200
-    assert response.json()["scopes"] == expected
+    assert response.json()["scopes"] == ["authenticated", *expected]
 
 
 # -- refusals -------------------------------------------------------------------------------------
@@ -588,7 +588,7 @@ async def test_the_middleware_adds_only_user_auth_and_its_gate_to_the_scope(
         verified = (await http.get("/keys", headers=bearer(issuer.mint(scope="a b")))).json()
         public = (await http.get("/public")).json()
         anonymous = (await http.get("/keys")).json()
-    for seen, scopes in ((verified, ["a", "b"]), (public, []), (anonymous, [])):
+    for seen, scopes in ((verified, ["authenticated", "a", "b"]), (public, []), (anonymous, [])):
         assert set(seen["keys"]) - bare == {"user", "auth", SCOPE_GATE}
         assert seen["scopes"] == scopes
 

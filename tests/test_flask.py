@@ -529,7 +529,11 @@ def test_flask_behind_a2wsgi_and_the_asgi_middleware(
     url = f"http://127.0.0.1:{port}"
     response = httpx.get(f"{url}/me", headers=bearer(issuer.mint(scope="read")), timeout=10)
     assert response.status_code == 200
-    assert response.json() == {"sub": "user-1", "scopes": ["read"], "location": "header"}
+    assert response.json() == {
+        "sub": "user-1",
+        "scopes": ["authenticated", "read"],
+        "location": "header",
+    }
     response = httpx.get(f"{url}/me", timeout=10)
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == 'Bearer realm="shop"'
