@@ -25,7 +25,7 @@ from jwt_middleware import (
 )
 from jwt_middleware.keys import KeyError_
 from jwt_middleware.revocation import MemoryRevocationStore
-from jwt_middleware.testing import LocalIssuer, generate_key
+from jwt_middleware.testing import LocalIssuer, SigningKey, generate_key
 from jwt_middleware.wsgi import JWTWSGIMiddleware
 
 from .conftest import FakeClock, free_port
@@ -139,17 +139,22 @@ def _second_use_race(verifier: SyncVerifier, token: str) -> tuple[list[BaseExcep
     return errors, contended.met
 
 
-def _race_verifier(clock: FakeClock) -> tuple[SyncVerifier, str]:
+def _es256_verifier(clock: FakeClock, **options: Any) -> tuple[SyncVerifier, SigningKey]:
+    """A SyncVerifier trusting one static ES256 key (kid k1), and the key that signs for it."""
     signer = generate_key("ES256", kid="k1")
-    verifier = SyncVerifier(
-        Settings(
-            issuer="https://iss.example",
-            audience="api://x",
-            keys=[Key.from_pem(signer.public_pem(), kid="k1")],
-            algorithms=["ES256"],
-            clock=clock,
-        )
+    settings = Settings(
+        issuer="https://iss.example",
+        audience="api://x",
+        keys=[Key.from_pem(signer.public_pem(), kid="k1")],
+        algorithms=["ES256"],
+        clock=clock,
+        **options,
     )
+    return SyncVerifier(settings), signer
+
+
+def _race_verifier(clock: FakeClock) -> tuple[SyncVerifier, str]:
+    verifier, signer = _es256_verifier(clock)
     token = signer.sign(
         {"iss": "https://iss.example", "aud": "api://x", "sub": "u", "exp": clock.now + 300}
     )
@@ -344,18 +349,8 @@ def test_realm_and_clock_are_validated(overrides: dict[str, Any]) -> None:
 
 
 def test_revoking_a_token_with_a_numeric_jti_takes_effect(clock: FakeClock) -> None:
-    signer = generate_key("ES256", kid="k1")
     store = MemoryRevocationStore(clock=clock)
-    verifier = SyncVerifier(
-        Settings(
-            issuer="https://iss.example",
-            audience="api://x",
-            keys=[Key.from_pem(signer.public_pem(), kid="k1")],
-            algorithms=["ES256"],
-            revocation=store,
-            clock=clock,
-        )
-    )
+    verifier, signer = _es256_verifier(clock, revocation=store)
     claims = {"iss": "https://iss.example", "aud": "api://x", "exp": clock.now + 300, "jti": 42}
     token = signer.sign(claims)
     verified = verifier.verify(token)
