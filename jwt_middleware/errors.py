@@ -217,8 +217,12 @@ class RevocationUnavailable(Unavailable):
         super().__init__(Reason.REVOCATION_UNAVAILABLE, detail, retry_after=retry_after)
 
 
-# A URL in free text: scheme, optional userinfo, host and path, optional query.
-_URL = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^/@\s]*@)?([^?#\s'\"]*)(\?[^#\s'\"]*)?")
+# A URL in free text: scheme, optional userinfo, host and path, optional query. The userinfo
+# runs to the LAST "@" before a quote or line end: a password may itself hold "@", "/" or a
+# space, and over-redacting a message is harmless where under-redacting leaks the password.
+_URL = re.compile(
+    r"(?i)\b([a-z][a-z0-9+.-]*://)([^'\"\n]*@)?([^?#\s'\"]*)(\?[^#\s'\"]*)?"
+)
 
 
 def redact(text: str) -> str:

@@ -195,10 +195,12 @@ class _Proxy:
 
 def _proxy_for(url: httpx.URL) -> _Proxy | None:
     """The proxy the environment names for ``url`` (HTTP(S)_PROXY, ALL_PROXY, NO_PROXY), as
-    httpx's client would have used it."""
-    proxies = urllib.request.getproxies()
+    httpx's client would have used it. Environment only: the platform variants may consult the
+    system (and DNS, on macOS and Windows), which would block the event loop past any deadline."""
+    proxies = urllib.request.getproxies_environment()
     proxy = proxies.get(url.scheme) or proxies.get("all")
-    if not proxy or urllib.request.proxy_bypass(url.host):
+    bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]  # untyped
+    if not proxy or bypass(url.host, proxies):
         return None
     try:
         parsed = httpx.URL(proxy if "://" in proxy else f"http://{proxy}")

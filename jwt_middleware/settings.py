@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
+
 from .errors import AuthError, ConfigurationError, redact
 from .keys import (
     ASYMMETRIC_ALGORITHMS,
@@ -446,8 +448,13 @@ def check_key_url(url: str, what: str) -> None:
     """Key URLs must be https, except on loopback: keys sent over plain http can be swapped."""
     if not isinstance(url, str):
         raise ConfigurationError(f"{what} must be a URL string")
-    parts = urlsplit(url)
-    host = parts.hostname or ""
+    # Parsed by httpx, which fetches it: a second parser could see another host (a loopback
+    # exception granted to a URL httpx sends elsewhere) or accept what httpx refuses per fetch.
+    try:
+        parts = httpx.URL(url)
+    except httpx.InvalidURL:
+        raise ConfigurationError(f"{what} {redact(url)!r} is not a valid URL") from None
+    host = parts.host
     if parts.scheme == "https" and host:
         return
     if parts.scheme == "http" and host and _is_loopback(host):

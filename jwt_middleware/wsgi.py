@@ -96,10 +96,11 @@ class JWTWSGIMiddleware:
             start_response = with_cors
         # The hot path, as in the ASGI middleware: a plain Bearer token is looked up by digest
         # and, when new and well formed, verified without a second extraction pass.
-        plain = self._plain_token(environ) if self._plain else None
+        raw = self._plain_token(environ) if self._plain else None
         try:
             verified = None
-            if plain is not None and not self._unchecked(method, path):
+            if raw is not None and not self._unchecked(method, path):
+                plain = raw.encode("ascii")
                 digest = token_digest(plain)
                 verified = self.verifier.cached(digest)
                 if verified is None and (token := plain_token(plain)) is not None:
@@ -107,7 +108,7 @@ class JWTWSGIMiddleware:
                 if verified is not None:
                     environ[ENVIRON_TOKEN] = verified
                     environ[ENVIRON_LOCATION] = HEADER
-                    environ[ENVIRON_RAW_TOKEN] = plain.decode("ascii")
+                    environ[ENVIRON_RAW_TOKEN] = raw
             if verified is None:
                 self._full(environ, method, path)
         except AuthError as exc:
@@ -154,18 +155,17 @@ class JWTWSGIMiddleware:
         environ[ENVIRON_LOCATION] = location
         environ[ENVIRON_RAW_TOKEN] = token
 
-    def _plain_token(self, environ: WSGIEnvironment) -> bytes | None:
-        """The token cache's key: see ``extract.plain_bearer``. WSGI servers join repeated
-        headers with commas, and a token never holds one, so a comma means "not plain"."""
+    def _plain_token(self, environ: WSGIEnvironment) -> str | None:
+        """The token as sent, whose ASCII bytes are the token cache's key: see
+        ``extract.plain_bearer``. WSGI servers join repeated headers with commas, and a token
+        never holds one, so a comma means "not plain"."""
         value: str | None = environ.get("HTTP_AUTHORIZATION")
         if value is None or not value.startswith(_BEARER) or "," in value:
             return None
         if self.gate.cookie is not None and "HTTP_COOKIE" in environ:
             return None
-        try:
-            return value[7:].encode("ascii")
-        except UnicodeEncodeError:
-            return None
+        token = value[7:]
+        return token if token.isascii() else None
 
     def _unchecked(self, method: str | None, path: str) -> bool:
         """Whether the general path might let the request through unchecked: a public path, or

@@ -454,3 +454,33 @@ def test_settings_repr_and_url_errors_never_show_url_secrets() -> None:
     with pytest.raises(ConfigurationError) as caught:
         Settings(issuer="https://i.example", audience="a", jwks_url=url.replace("https", "http"))
     assert "hunter2" not in str(caught.value) and "s3cret" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "secret"),
+    [
+        ("https://svc:p@ss@keys.example/jwks", "ss@"),
+        ("https://svc:pa/ss@keys.example/jwks", "pa/ss"),
+        ("http://svc:p w@keys.example/jwks", "p w"),
+    ],
+)
+def test_passwords_holding_at_slash_or_space_never_reach_an_error(url: str, secret: str) -> None:
+    """A key URL whose password holds '@', '/' or a space is refused at startup (or kept) without
+    any part of the password in the message or the repr."""
+    try:
+        settings = Settings(issuer="https://i.example", audience="a", jwks_url=url)
+    except ConfigurationError as exc:
+        assert secret not in str(exc)
+    else:
+        assert secret not in repr(settings)
+    from jwt_middleware.errors import redact
+
+    assert secret not in redact(f"{url} answered HTTP 500")
+    assert secret not in redact(f"jwks_url {url!r} is not a valid URL")
+
+
+def test_a_key_url_httpx_cannot_parse_is_refused_at_startup() -> None:
+    """jwks_url is parsed by the client that fetches it: what httpx refuses fails at startup,
+    not on every fetch (where its message would be logged)."""
+    with pytest.raises(ConfigurationError, match="not a valid URL"):
+        Settings(issuer="https://i.example", audience="a", jwks_url="https://u:pa/ss@host/jwks")
