@@ -19,9 +19,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from jwt_middleware import Key, Settings, SyncVerifier, b64
+from jwt_middleware import Key, Settings, SyncVerifier
+from jwt_middleware import _b64 as b64
+from jwt_middleware._verify import token_digest
 from jwt_middleware.testing import LocalIssuer
-from jwt_middleware.verify import token_digest
 
 ALGORITHMS = ("RS256", "PS256", "ES256", "EdDSA", "HS256")
 ISSUER = "https://issuer.bench.example/"

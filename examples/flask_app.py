@@ -10,8 +10,8 @@ from typing import Any
 from flask import Flask
 from settings_from_env import settings_from_env
 
+from jwt_middleware import JWTWSGIMiddleware
 from jwt_middleware.flask import current_token, require_scopes, require_token
-from jwt_middleware.wsgi import JWTWSGIMiddleware
 
 app = Flask(__name__)
 app.wsgi_app = JWTWSGIMiddleware(app.wsgi_app, settings=settings_from_env())  # type: ignore[method-assign]

@@ -2,25 +2,43 @@
 
 Keys from a remote JWKS (or OIDC discovery), cached by kid and refreshed safely; claims checked
 per RFC 7519 / RFC 8725; refusals answered per RFC 6750.
+
+Everything public is importable from here; the ``_``-prefixed modules are private. The ASGI
+names are imported on first use, so ``from jwt_middleware import JWTWSGIMiddleware`` in a Flask
+app does not import Starlette or asyncio.
 """
 
-from .asgi import JWTMiddleware
-from .authz import check_scopes, requires_scopes
-from .errors import (
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._errors import (
     AuthError,
     ConfigurationError,
+    CSRFRejected,
     InsufficientScope,
     InvalidRequest,
     InvalidToken,
     JWTMiddlewareError,
+    KeyFetchError,
     KeysUnavailable,
     MissingToken,
     Reason,
+    RevocationStoreError,
+    RevocationUnavailable,
+    Unavailable,
+    UnusableKey,
 )
-from .identity import JWTCredentials, JWTUser
-from .keys import Key, KeySet
-from .settings import DEFAULT_ALGORITHMS, Settings
-from .verify import AsyncVerifier, SyncVerifier, VerifiedToken
+from ._keys import Key, KeySet
+from ._settings import DEFAULT_ALGORITHMS, Settings
+from ._verify import AsyncVerifier, SyncVerifier, VerifiedToken
+from ._wsgi import JWTWSGIMiddleware, get_token
+
+if TYPE_CHECKING:
+    from ._asgi import JWTMiddleware
+    from ._authz import check_scopes, requires_scopes
+    from ._identity import JWTCredentials, JWTUser
 
 __version__ = "0.1.0"
 
@@ -28,6 +46,7 @@ __all__ = [
     "DEFAULT_ALGORITHMS",
     "AsyncVerifier",
     "AuthError",
+    "CSRFRejected",
     "ConfigurationError",
     "InsufficientScope",
     "InvalidRequest",
@@ -36,15 +55,44 @@ __all__ = [
     "JWTMiddleware",
     "JWTMiddlewareError",
     "JWTUser",
+    "JWTWSGIMiddleware",
     "Key",
+    "KeyFetchError",
     "KeySet",
     "KeysUnavailable",
     "MissingToken",
     "Reason",
+    "RevocationStoreError",
+    "RevocationUnavailable",
     "Settings",
     "SyncVerifier",
+    "Unavailable",
+    "UnusableKey",
     "VerifiedToken",
     "__version__",
     "check_scopes",
+    "get_token",
     "requires_scopes",
 ]
+
+# The names that need Starlette, and the private module each lives in.
+_ASGI = {
+    "JWTMiddleware": "._asgi",
+    "check_scopes": "._authz",
+    "requires_scopes": "._authz",
+    "JWTCredentials": "._identity",
+    "JWTUser": "._identity",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _ASGI.get(name)
+    if module is None:
+        raise AttributeError(f"module 'jwt_middleware' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # the next lookup is a plain module attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

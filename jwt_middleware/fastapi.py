@@ -26,12 +26,11 @@ import json
 from fastapi import HTTPException, Request
 from fastapi.security import HTTPBearer
 
-from .asgi import SCOPE_GATE
-from .authz import authorize
-from .errors import AuthError
-from .gate import Gate
-from .identity import JWTUser
-from .verify import VerifiedToken
+from ._authz import authorize
+from ._errors import AuthError
+from ._gate import SCOPE_GATE, Gate
+from ._identity import JWTUser
+from ._verify import VerifiedToken
 
 __all__ = ["AuthHTTPException", "RequireScopes"]
 

@@ -25,11 +25,11 @@ from flask import Flask, request
 from werkzeug.exceptions import Forbidden, HTTPException, ServiceUnavailable, Unauthorized
 from werkzeug.wrappers import Response
 
-from .authz import scopes_granted
-from .errors import AuthError, ConfigurationError, InsufficientScope, MissingToken
-from .settings import Settings
-from .verify import VerifiedToken
-from .wsgi import JWTWSGIMiddleware, get_token, lookup
+from ._authz import scopes_granted
+from ._errors import AuthError, ConfigurationError, InsufficientScope, MissingToken
+from ._settings import Settings
+from ._verify import VerifiedToken
+from ._wsgi import JWTWSGIMiddleware, get_token, lookup
 
 __all__ = ["JWT", "AuthHTTPException", "current_token", "require_scopes", "require_token"]
 

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from .settings import Settings
+from ._settings import Settings
 from .testing import LocalIssuer
 
 

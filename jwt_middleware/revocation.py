@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Protocol, runtime_checkable
 
+from ._errors import RevocationStoreError
+
 __all__ = [
     "GRACE",
     "AsyncRedisRevocationStore",
@@ -36,10 +38,6 @@ __all__ = [
     "RevocationStoreError",
     "revocation_query",
 ]
-
-
-class RevocationStoreError(Exception):
-    """The revocation store could not answer (network, timeout, full, …)."""
 
 
 #: Revocations outlive the token's ``exp`` by this much: a verifier's leeway lets a token live

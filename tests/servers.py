@@ -42,8 +42,8 @@ from werkzeug.serving import make_server
 from werkzeug.test import Client
 
 from jwt_middleware import AsyncVerifier, InvalidToken, JWTMiddleware, Settings, SyncVerifier
+from jwt_middleware._wsgi import JWTWSGIMiddleware
 from jwt_middleware.testing import LocalIssuer
-from jwt_middleware.wsgi import JWTWSGIMiddleware
 
 from .conftest import free_port
 

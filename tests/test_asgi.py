@@ -40,7 +40,7 @@ from jwt_middleware import (
     VerifiedToken,
     requires_scopes,
 )
-from jwt_middleware.asgi import SCOPE_GATE
+from jwt_middleware._gate import SCOPE_GATE
 from jwt_middleware.fastapi import RequireScopes
 from jwt_middleware.testing import LocalIssuer, SigningKey, generate_key
 

@@ -97,8 +97,8 @@ def cookie_flask_app() -> Any:
     """Flask behind JWTWSGIMiddleware, token from the header or the ``access_token`` cookie."""
     from flask import Flask
 
+    from jwt_middleware._wsgi import JWTWSGIMiddleware
     from jwt_middleware.flask import current_token, require_token
-    from jwt_middleware.wsgi import JWTWSGIMiddleware
 
     app = Flask(__name__)
     app.wsgi_app = JWTWSGIMiddleware(app.wsgi_app, settings=_cookie_settings())  # type: ignore[method-assign]

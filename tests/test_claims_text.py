@@ -12,9 +12,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from jwt_middleware import InvalidToken, Key, Reason, Settings, SyncVerifier
-from jwt_middleware.jws import loads_strict
+from jwt_middleware._jws import loads_strict
+from jwt_middleware._wsgi import ENVIRON_TOKEN
 from jwt_middleware.testing import generate_key
-from jwt_middleware.wsgi import ENVIRON_TOKEN
 
 from .servers import InProcess, bearer
 

@@ -140,7 +140,7 @@ def test_console_script_is_declared() -> None:
     from importlib.metadata import entry_points
 
     scripts = {e.name: e.value for e in entry_points(group="console_scripts")}
-    assert scripts.get("jwt-middleware") == "jwt_middleware.cli:main"
+    assert scripts.get("jwt-middleware") == "jwt_middleware._cli:main"
 
 
 # -- input: what a new user pastes -----------------------------------------------------------

@@ -20,9 +20,9 @@ from starlette.routing import Route
 from werkzeug.test import Client
 
 from jwt_middleware import JWTMiddleware, Settings
+from jwt_middleware._wsgi import JWTWSGIMiddleware, get_token
 from jwt_middleware.cookies import clear_token_cookie, set_token_cookie
 from jwt_middleware.testing import LocalIssuer
-from jwt_middleware.wsgi import JWTWSGIMiddleware, get_token
 
 NAME = "__Host-access_token"
 TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"

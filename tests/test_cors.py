@@ -25,8 +25,8 @@ from starlette.routing import Mount
 from starlette.types import Receive, Scope, Send
 
 from jwt_middleware import ConfigurationError, JWTMiddleware, Settings
+from jwt_middleware._wsgi import JWTWSGIMiddleware
 from jwt_middleware.testing import LocalIssuer
-from jwt_middleware.wsgi import JWTWSGIMiddleware
 
 from .servers import bearer, serve_asgi, serve_wsgi
 

@@ -24,8 +24,8 @@ from starlette.testclient import TestClient
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from jwt_middleware import ConfigurationError, JWTMiddleware, Settings
+from jwt_middleware._wsgi import get_token
 from jwt_middleware.testing import LocalIssuer
-from jwt_middleware.wsgi import get_token
 
 from .servers import Answer, InProcess, closing
 

@@ -35,8 +35,8 @@ import httpx
 import pytest
 
 from jwt_middleware import Reason, Settings
+from jwt_middleware._wsgi import JWTWSGIMiddleware
 from jwt_middleware.testing import LocalIssuer
-from jwt_middleware.wsgi import JWTWSGIMiddleware
 
 from .conftest import free_port
 from .servers import AppServer, bearer, jwt_env, uvicorn_argv, uvicorn_in_thread, werkzeug_in_thread

@@ -1,4 +1,4 @@
-"""Finding the token in raw header pairs: jwt_middleware.extract (pure functions, no I/O),
+"""Finding the token in raw header pairs: jwt_middleware._extract (pure functions, no I/O),
 then the cookie cases end to end through both adapters over real servers (uvicorn, werkzeug):
 the WSGI side gets the Cookie header as one string and must parse it exactly as the ASGI side.
 
@@ -20,14 +20,14 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from jwt_middleware import JWTMiddleware, Settings
-from jwt_middleware.errors import InvalidRequest, Reason
+from jwt_middleware._errors import InvalidRequest, Reason
+from jwt_middleware._wsgi import JWTWSGIMiddleware, get_token
 from jwt_middleware.testing import LocalIssuer
-from jwt_middleware.wsgi import JWTWSGIMiddleware, get_token
 
 from .servers import raw_request, serve_asgi, serve_wsgi
 
 __all__ = ["serve_asgi", "serve_wsgi"]  # fixtures, used by name
-from jwt_middleware.extract import (
+from jwt_middleware._extract import (
     COOKIE,
     HEADER,
     bearer_token,

@@ -25,6 +25,7 @@ from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.wrappers import Response
 
 from jwt_middleware import AuthError, ConfigurationError, JWTMiddleware, Settings, VerifiedToken
+from jwt_middleware._wsgi import JWTWSGIMiddleware
 from jwt_middleware.flask import (
     JWT,
     AuthHTTPException,
@@ -33,7 +34,6 @@ from jwt_middleware.flask import (
     require_token,
 )
 from jwt_middleware.testing import LocalIssuer, SigningKey, generate_key
-from jwt_middleware.wsgi import JWTWSGIMiddleware
 
 from .conftest import FakeClock
 from .servers import AppServer, bearer, gunicorn_argv, jwt_env, raw_request, serve_asgi

@@ -20,7 +20,7 @@ Properties:
    cannot hold vacuously.
 3. Arbitrary JWKS documents (hypothesis JSON, and structured JWK-like dicts with random
    ``kty``/``crv``/``alg``/``use``/``key_ops``/``n``/``e``/``x``/``y``/``k``) make
-   ``KeySet.from_jwks`` raise nothing but ``KeyError_``; served by a real LocalIssuer
+   ``KeySet.from_jwks`` raise nothing but ``UnusableKey``; served by a real LocalIssuer
    (``set_fault("wrong_shape", body=doc)``) to a ``SyncVerifier`` they produce nothing but
    ``InvalidToken``/``KeysUnavailable`` (a small example count: each costs an HTTP fetch).
 
@@ -60,13 +60,13 @@ from jwt_middleware import (
     Reason,
     Settings,
     SyncVerifier,
+    UnusableKey,
     VerifiedToken,
     requires_scopes,
 )
+from jwt_middleware._wsgi import JWTWSGIMiddleware
 from jwt_middleware.flask import current_token, require_scopes, require_token
-from jwt_middleware.keys import KeyError_
 from jwt_middleware.testing import LocalIssuer, SigningKey, generate_key
-from jwt_middleware.wsgi import JWTWSGIMiddleware
 
 EXAMPLES = int(os.environ.get("JWT_FUZZ_EXAMPLES", "150"))
 FUZZ = settings(
@@ -634,7 +634,7 @@ jwks_documents = (
 def _parse(document: Any, allow_symmetric: bool) -> KeySet | None:
     try:
         keyset, problems = KeySet.from_jwks(document, allow_symmetric=allow_symmetric)
-    except KeyError_:
+    except UnusableKey:
         return None
     assert all(isinstance(p, str) for p in problems)
     return keyset

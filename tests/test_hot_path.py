@@ -21,10 +21,10 @@ from starlette.testclient import TestClient
 from werkzeug.test import Client
 
 from jwt_middleware import AuthError, JWTMiddleware, Reason, Settings, requires_scopes
+from jwt_middleware._wsgi import JWTWSGIMiddleware, get_token
 from jwt_middleware.observe import Counters
 from jwt_middleware.revocation import MemoryRevocationStore
 from jwt_middleware.testing import LocalIssuer
-from jwt_middleware.wsgi import JWTWSGIMiddleware, get_token
 
 from .conftest import FakeClock
 

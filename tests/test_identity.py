@@ -17,8 +17,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from jwt_middleware import JWTMiddleware, Settings
+from jwt_middleware._wsgi import ENVIRON_RAW_TOKEN, JWTWSGIMiddleware
 from jwt_middleware.testing import LocalIssuer
-from jwt_middleware.wsgi import ENVIRON_RAW_TOKEN, JWTWSGIMiddleware
 
 from .servers import bearer, serve_asgi, serve_wsgi
 

@@ -16,8 +16,8 @@ from starlette.routing import Route
 from werkzeug.test import Client
 
 from jwt_middleware import ConfigurationError, JWTMiddleware, Settings
+from jwt_middleware._wsgi import JWTWSGIMiddleware, get_token
 from jwt_middleware.testing import LocalIssuer
-from jwt_middleware.wsgi import JWTWSGIMiddleware, get_token
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from jwt_middleware import Key, KeysUnavailable
-from jwt_middleware.jwks import JWKSPolicy, Plan, _parse_max_age
-from jwt_middleware.keys import KeySet
+from jwt_middleware._jwks import JWKSPolicy, Plan, _parse_max_age
+from jwt_middleware._keys import KeySet
 
 T0 = 1_000_000.0
 

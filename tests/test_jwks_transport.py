@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from jwt_middleware import KeysUnavailable
-from jwt_middleware.jwks import FetchError, _Body, _redact, _Target
+from jwt_middleware._jwks import KeyFetchError, _Body, _redact, _Target
 from jwt_middleware.observe import Counters
 from jwt_middleware.testing import LocalIssuer
 
@@ -372,7 +372,7 @@ def test_body_reader_inflates_at_most_one_byte_past_the_cap() -> None:
     """A deflate bomb fed at once inflates to the cap plus one byte, then is refused."""
     reader = body({"content-encoding": "deflate"}, max_bytes=20_000)
     bomb = zlib.compress(b" " * 10_000_000)  # about 10 KB
-    with pytest.raises(FetchError, match="once decoded"):
+    with pytest.raises(KeyFetchError, match="once decoded"):
         reader.feed(bomb)
     assert reader._size == 20_001
 
@@ -386,11 +386,11 @@ def test_body_reader_accepts_raw_deflate_and_refuses_trailing_or_truncated_data(
     assert reader.result()[0] == {"keys": []}
     gz = zlib.compressobj(9, zlib.DEFLATED, 31)
     whole = gz.compress(b'{"keys": []}') + gz.flush()
-    with pytest.raises(FetchError, match="after the gzip body"):
+    with pytest.raises(KeyFetchError, match="after the gzip body"):
         body({"content-encoding": "gzip"}).feed(whole + b"extra")
     cut = body({"content-encoding": "gzip"})
     cut.feed(whole[:-4])
-    with pytest.raises(FetchError, match="truncated"):
+    with pytest.raises(KeyFetchError, match="truncated"):
         cut.result()
 
 

@@ -25,9 +25,9 @@ from werkzeug.exceptions import NotFound
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
 from jwt_middleware import JWTMiddleware, Settings
-from jwt_middleware.asgi import route_path
+from jwt_middleware._asgi import route_path
+from jwt_middleware._wsgi import JWTWSGIMiddleware, get_token
 from jwt_middleware.testing import LocalIssuer
-from jwt_middleware.wsgi import JWTWSGIMiddleware, get_token
 
 from .servers import bearer, serve_asgi, serve_wsgi, uvicorn_in_thread
 

@@ -21,12 +21,12 @@ from jwt_middleware import (
     Reason,
     Settings,
     SyncVerifier,
-    b64,
+    UnusableKey,
 )
-from jwt_middleware.keys import KeyError_
+from jwt_middleware import _b64 as b64
+from jwt_middleware._wsgi import JWTWSGIMiddleware
 from jwt_middleware.revocation import MemoryRevocationStore
 from jwt_middleware.testing import LocalIssuer, SigningKey, generate_key
-from jwt_middleware.wsgi import JWTWSGIMiddleware
 
 from .conftest import FakeClock, free_port
 
@@ -173,7 +173,7 @@ def test_the_race_harness_catches_a_check_then_delete_remember(
     clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The harness above fails a remember() whose 'seen before?' step is not atomic."""
-    from jwt_middleware import verify as verify_module
+    from jwt_middleware import _verify as verify_module
 
     def racy_remember(self: Any, digest: bytes, verified: Any, keys: object) -> None:
         seen = self._seen
@@ -205,13 +205,13 @@ def _rsa_jwk(n_bits: int, e_bits: int) -> dict[str, str]:
 
 def test_rsa_public_exponent_has_an_upper_bound() -> None:
     """Key.from_jwk refuses an exponent over 64 bits, whatever the settings allow."""
-    with pytest.raises(KeyError_):
+    with pytest.raises(UnusableKey):
         Key.from_jwk(_rsa_jwk(3072, 3071))
 
 
 def test_rsa_modulus_has_an_upper_bound() -> None:
     """Key.from_jwk refuses a modulus over 16384 bits, whatever the settings allow."""
-    with pytest.raises(KeyError_):
+    with pytest.raises(UnusableKey):
         Key.from_jwk(_rsa_jwk(16392, 17))
 
 

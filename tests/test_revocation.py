@@ -34,7 +34,8 @@ from jwt_middleware import (
     Settings,
     SyncVerifier,
 )
-from jwt_middleware.errors import RevocationUnavailable
+from jwt_middleware._errors import RevocationUnavailable
+from jwt_middleware._wsgi import JWTWSGIMiddleware, get_token
 from jwt_middleware.revocation import (
     GRACE,
     AsyncRedisRevocationStore,
@@ -43,7 +44,6 @@ from jwt_middleware.revocation import (
     RevocationStoreError,
 )
 from jwt_middleware.testing import OMIT, LocalIssuer
-from jwt_middleware.wsgi import JWTWSGIMiddleware, get_token
 
 from .conftest import FakeClock
 from .redis_server import RedisServer, redis_clean, redis_server, redis_url, spare_redis
@@ -780,7 +780,7 @@ import os
 from flask import Flask
 
 from jwt_middleware.revocation import RedisRevocationStore
-from jwt_middleware.wsgi import JWTWSGIMiddleware, get_token
+from jwt_middleware._wsgi import JWTWSGIMiddleware, get_token
 from flask import request
 
 store = RedisRevocationStore.from_url(os.environ["REDIS_URL"])

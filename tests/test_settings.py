@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from jwt_middleware import ConfigurationError, Key, Settings
-from jwt_middleware.keys import KeySet
+from jwt_middleware._keys import KeySet
 
 ISS = "https://issuer.example"
 AUD = "api://orders"
@@ -473,7 +473,7 @@ def test_passwords_holding_at_slash_or_space_never_reach_an_error(url: str, secr
         assert secret not in str(exc)
     else:
         assert secret not in repr(settings)
-    from jwt_middleware.errors import redact
+    from jwt_middleware._errors import redact
 
     assert secret not in redact(f"{url} answered HTTP 500")
     assert secret not in redact(f"jwks_url {url!r} is not a valid URL")

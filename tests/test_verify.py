@@ -1411,7 +1411,7 @@ def test_an_unexpected_error_inside_the_verifier_refuses_instead_of_escaping(
 ) -> None:
     # No known input triggers a bug today; simulate one to prove the request is refused
     # (fail closed) and the bug is logged, rather than a 500 with a traceback.
-    from jwt_middleware import verify as verify_module
+    from jwt_middleware import _verify as verify_module
 
     def broken(self: Any, claims: Any, now: float) -> None:
         raise ZeroDivisionError("a bug")

@@ -25,7 +25,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from jwt_middleware import ConfigurationError, JWTMiddleware, Settings
-from jwt_middleware.asgi import ConnectionClosed as ClosedByExpiry
+from jwt_middleware._asgi import ConnectionClosed as ClosedByExpiry
 from jwt_middleware.testing import LocalIssuer
 
 from .conftest import FakeClock

@@ -21,8 +21,8 @@ import pytest
 from werkzeug.test import Client
 
 from jwt_middleware import Settings, VerifiedToken
+from jwt_middleware._wsgi import JWTWSGIMiddleware, get_token
 from jwt_middleware.testing import LocalIssuer, SigningKey, generate_key
-from jwt_middleware.wsgi import JWTWSGIMiddleware, get_token
 
 from .conftest import FakeClock
 from .servers import bearer, closing, raw_request, serve_wsgi

@@ -2,6 +2,9 @@
 
     JWTMiddlewareError
      ├── ConfigurationError          bad settings; raised at construction, never per request
+     ├── UnusableKey                 a key (JWK, PEM, secret) that cannot be used, and why
+     ├── KeyFetchError               the key server gave no usable document (message safe to log)
+     ├── RevocationStoreError        the revocation store could not answer
      └── AuthError                   a request is refused; carries a stable ``reason`` code
           ├── InvalidRequest          400  error="invalid_request"   (RFC 6750 §3.1)
           ├── MissingToken            401  no error code              (RFC 6750 §3.1)
@@ -32,11 +35,14 @@ __all__ = [
     "InvalidRequest",
     "InvalidToken",
     "JWTMiddlewareError",
+    "KeyFetchError",
     "KeysUnavailable",
     "MissingToken",
     "Reason",
+    "RevocationStoreError",
     "RevocationUnavailable",
     "Unavailable",
+    "UnusableKey",
 ]
 
 
@@ -88,6 +94,21 @@ class JWTMiddlewareError(Exception):
 
 class ConfigurationError(JWTMiddlewareError, ValueError):
     """The settings are wrong. The message says how to fix them."""
+
+
+class UnusableKey(JWTMiddlewareError, ValueError):
+    """A key document or PEM that cannot be used, with the reason why."""
+
+
+class KeyFetchError(JWTMiddlewareError):
+    """The key server did not give us a usable document. The message is safe to log."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))
+
+
+class RevocationStoreError(JWTMiddlewareError):
+    """The revocation store could not answer (network, timeout, full, …)."""
 
 
 class AuthError(JWTMiddlewareError):

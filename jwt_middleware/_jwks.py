@@ -57,13 +57,13 @@ from typing import Any
 import httpcore
 import httpx
 
-from .errors import KeysUnavailable
-from .errors import redact as _redact
-from .jws import loads_strict
-from .keys import KeyError_, KeySet
-from .settings import Settings, check_key_url
+from ._errors import KeyFetchError, KeysUnavailable, UnusableKey
+from ._errors import redact as _redact
+from ._jws import loads_strict
+from ._keys import KeySet
+from ._settings import Settings, check_key_url
 
-__all__ = ["AsyncJWKS", "FetchError", "JWKSPolicy", "Plan", "SyncJWKS"]
+__all__ = ["AsyncJWKS", "JWKSPolicy", "KeyFetchError", "Plan", "SyncJWKS"]
 
 logger = logging.getLogger("jwt_middleware")
 
@@ -85,13 +85,6 @@ _NETWORK_ERRORS = (
     ssl.SSLError,
 )
 
-
-
-class FetchError(Exception):
-    """The key server did not give us a usable document. The message is safe to log."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(_redact(message))
 
 
 class Plan(Enum):
@@ -205,9 +198,9 @@ def _proxy_for(url: httpx.URL) -> _Proxy | None:
     try:
         parsed = httpx.URL(proxy if "://" in proxy else f"http://{proxy}")
     except httpx.InvalidURL:
-        raise FetchError("the proxy URL in the environment is not valid") from None
+        raise KeyFetchError("the proxy URL in the environment is not valid") from None
     if parsed.scheme not in ("http", "https"):
-        raise FetchError(f"proxy scheme {parsed.scheme[:20]!r} is not supported")
+        raise KeyFetchError(f"proxy scheme {parsed.scheme[:20]!r} is not supported")
     auth = (parsed.username.encode(), parsed.password.encode()) if parsed.username else None
     return _Proxy(_wire_url(parsed, b"/"), auth)
 
@@ -235,7 +228,7 @@ class _Target:
         try:
             parsed = httpx.URL(url)
         except httpx.InvalidURL:
-            raise FetchError(f"{shown} is not a valid URL") from None
+            raise KeyFetchError(f"{shown} is not a valid URL") from None
         headers = [
             (b"host", parsed.netloc),
             (b"accept", ", ".join(sorted(media_types)).encode()),
@@ -264,14 +257,14 @@ class _Body:
         if status != 200:
             # Redirects are not followed: a key URL that moves is a configuration change, not
             # something an attacker who controls a redirect should be able to make for us.
-            raise FetchError(f"{shown} answered HTTP {status}")
+            raise KeyFetchError(f"{shown} answered HTTP {status}")
         fields: dict[str, list[str]] = {}
         for name, value in headers:
             fields.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
         _check_media_type(fields.get("content-type", []), target)
         for length in fields.get("content-length", []):
             if not length.isdigit() or int(length) > max_bytes:
-                raise FetchError(f"{shown} sent a body over {max_bytes} bytes")
+                raise KeyFetchError(f"{shown} sent a body over {max_bytes} bytes")
         self.max_age = _parse_max_age(", ".join(fields.get("cache-control", [])))
         self._coding = _coding(fields.get("content-encoding", []), shown)
         self._inflate = None if self._coding is None else zlib.decompressobj(_CODINGS[self._coding])
@@ -284,7 +277,7 @@ class _Body:
     def feed(self, data: bytes) -> None:
         self._wire += len(data)
         if self._wire > self._max:
-            raise FetchError(f"{self._shown} sent a body over {self._max} bytes")
+            raise KeyFetchError(f"{self._shown} sent a body over {self._max} bytes")
         if self._inflate is None:
             self._keep(data)
             return
@@ -293,7 +286,7 @@ class _Body:
             inflated = self._inflate.decompress(data, self._max - self._size + 1)
         except zlib.error:
             if not (self._wire == len(data) and self._coding == "deflate"):
-                raise FetchError(f"{self._shown} sent a corrupt {self._coding} body") from None
+                raise KeyFetchError(f"{self._shown} sent a corrupt {self._coding} body") from None
             # "deflate" without its zlib wrapper, as some servers send it (httpx allows it too).
             self._inflate = zlib.decompressobj(-zlib.MAX_WBITS)
             self._coding = "raw deflate"
@@ -302,18 +295,18 @@ class _Body:
             return
         self._keep(inflated)
         if self._inflate.unused_data:
-            raise FetchError(f"{self._shown} sent data after the {self._coding} body")
+            raise KeyFetchError(f"{self._shown} sent data after the {self._coding} body")
 
     def _keep(self, data: bytes) -> None:
         self._size += len(data)
         if self._size > self._max:
-            raise FetchError(f"{self._shown} sent a body over {self._max} bytes once decoded")
+            raise KeyFetchError(f"{self._shown} sent a body over {self._max} bytes once decoded")
         self._chunks.append(data)
 
     def result(self) -> tuple[Any, float | None]:
         """The document and its max age, once the whole body is in."""
         if self._inflate is not None and not self._inflate.eof:
-            raise FetchError(f"{self._shown} sent a truncated {self._coding} body")
+            raise KeyFetchError(f"{self._shown} sent a truncated {self._coding} body")
         return _decode_json(b"".join(self._chunks), self._shown), self.max_age
 
 
@@ -321,10 +314,10 @@ def _check_media_type(values: list[str], target: _Target) -> None:
     expected = " or ".join(sorted(target.media_types))
     if len(values) != 1:
         count = "no" if not values else "several"
-        raise FetchError(f"{target.shown} sent {count} Content-Type, expected {expected}")
+        raise KeyFetchError(f"{target.shown} sent {count} Content-Type, expected {expected}")
     media_type = values[0].split(";", 1)[0].strip().lower()
     if media_type not in target.media_types:
-        raise FetchError(
+        raise KeyFetchError(
             f"{target.shown} sent Content-Type {values[0][:80]!r}, expected {expected}"
         )
 
@@ -337,9 +330,9 @@ def _coding(values: list[str], shown: str) -> str | None:
         return None
     if len(codings) > 1:
         # Each layer multiplies what a few bytes inflate to ("gzip, gzip": KiB to GiB).
-        raise FetchError(f"{shown} sent stacked content codings {', '.join(codings)[:80]!r}")
+        raise KeyFetchError(f"{shown} sent stacked content codings {', '.join(codings)[:80]!r}")
     if codings[0] not in _CODINGS:
-        raise FetchError(f"{shown} sent content coding {codings[0][:40]!r}, not gzip or deflate")
+        raise KeyFetchError(f"{shown} sent content coding {codings[0][:40]!r}, not gzip or deflate")
     return codings[0]
 
 
@@ -347,7 +340,7 @@ def _decode_json(body: bytes, url: str) -> Any:
     try:
         return loads_strict(body)
     except (ValueError, RecursionError):
-        raise FetchError(f"{url} did not send valid JSON") from None
+        raise KeyFetchError(f"{url} did not send valid JSON") from None
 
 
 def _keyset_from(document: Any, url: str, settings: Settings) -> KeySet:
@@ -360,34 +353,34 @@ def _keyset_from(document: Any, url: str, settings: Settings) -> KeySet:
             rsa_max_bits=settings.rsa_max_bits,
             rsa_max_exponent=settings.rsa_max_exponent,
         )
-    except KeyError_ as exc:
-        raise FetchError(str(exc)) from None
+    except UnusableKey as exc:
+        raise KeyFetchError(str(exc)) from None
     for problem in problems[:10]:  # bounded: a hostile document must not flood the logs
         logger.warning("jwt_middleware: ignoring a key from %s: %s", shown, problem)
     if len(problems) > 10:
         logger.warning("jwt_middleware: ... and %d more unusable keys", len(problems) - 10)
     if not keyset.keys:
-        raise FetchError(f"{url} holds no usable signing key")
+        raise KeyFetchError(f"{url} holds no usable signing key")
     return keyset
 
 
 def _jwks_uri_from(document: Any, url: str, issuer: str) -> str:
     if not isinstance(document, dict):
-        raise FetchError(f"{url} is not an OpenID configuration document")
+        raise KeyFetchError(f"{url} is not an OpenID configuration document")
     # OIDC Discovery §4.3: the issuer in the document must be exactly the one we trust, or a
     # document served elsewhere could point us at someone else's keys.
     if document.get("issuer") != issuer:
-        raise FetchError(
+        raise KeyFetchError(
             f"{url} names issuer {str(document.get('issuer'))[:100]!r}, not {issuer!r}"
         )
     jwks_uri = document.get("jwks_uri")
     if not isinstance(jwks_uri, str):
-        raise FetchError(f"{url} has no jwks_uri")
+        raise KeyFetchError(f"{url} has no jwks_uri")
     try:
         check_key_url(jwks_uri, "jwks_uri")
         httpx.URL(jwks_uri)  # e.g. control characters, bad IDNA: refuse here, not mid-fetch
     except (ValueError, httpx.InvalidURL) as exc:
-        raise FetchError(str(exc)) from None
+        raise KeyFetchError(str(exc)) from None
     return jwks_uri
 
 
@@ -395,10 +388,10 @@ def discovery_url(issuer: str) -> str:
     return issuer.rstrip("/") + "/.well-known/openid-configuration"
 
 
-def _network_error(target: _Target, exc: Exception, *, too_slow: bool = False) -> FetchError:
+def _network_error(target: _Target, exc: Exception, *, too_slow: bool = False) -> KeyFetchError:
     if too_slow:
-        return FetchError(_TOO_SLOW)
-    return FetchError(f"{target.shown} unreachable: {type(exc).__name__}")
+        return KeyFetchError(_TOO_SLOW)
+    return KeyFetchError(f"{target.shown} unreachable: {type(exc).__name__}")
 
 
 class _Remote:
@@ -433,10 +426,10 @@ class _Remote:
         self._document = document
         return keyset
 
-    def _record(self, result: tuple[KeySet, float | None] | FetchError) -> bool:
+    def _record(self, result: tuple[KeySet, float | None] | KeyFetchError) -> bool:
         """Hand the outcome to the policy; True for keys."""
         now = self.clock()
-        if isinstance(result, FetchError):
+        if isinstance(result, KeyFetchError):
             logger.warning(
                 "jwt_middleware: JWKS fetch failed: %s",
                 result,
@@ -460,15 +453,15 @@ class _Remote:
         except Exception:
             logger.exception("jwt_middleware: events.key_fetch() raised; ignored")
 
-    def _failed(self, exc: Exception) -> FetchError:
+    def _failed(self, exc: Exception) -> KeyFetchError:
         if self.issuer is not None and self.settings.jwks_url is None:
             # Discovered, not configured: look the jwks_uri up again next time, in case the
             # provider fixed or moved it.
             self.jwks_uri = None
-        if isinstance(exc, FetchError):
+        if isinstance(exc, KeyFetchError):
             return exc
         logger.error("jwt_middleware: unexpected error while fetching keys", exc_info=exc)
-        return FetchError(f"key fetch failed: {type(exc).__name__}")
+        return KeyFetchError(f"key fetch failed: {type(exc).__name__}")
 
     def _steps(self) -> Generator[_Target, tuple[Any, float | None], tuple[KeySet, float | None]]:
         """One fetch, sans I/O: yields each request to make and is sent back ``(JSON,
@@ -550,12 +543,12 @@ class AsyncJWKS(_Remote):
         task.add_done_callback(self._tasks.discard)
 
     async def _run(self, flight: asyncio.Future[None]) -> None:
-        result: tuple[KeySet, float | None] | FetchError = FetchError("fetch cancelled")
+        result: tuple[KeySet, float | None] | KeyFetchError = KeyFetchError("fetch cancelled")
         ok = False
         try:
             result = await asyncio.wait_for(self._fetch(), timeout=self.total)
         except asyncio.TimeoutError:
-            result = FetchError(_TOO_SLOW)
+            result = KeyFetchError(_TOO_SLOW)
         finally:
             try:
                 ok = self._record(result)
@@ -571,7 +564,7 @@ class AsyncJWKS(_Remote):
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _fetch(self) -> tuple[KeySet, float | None] | FetchError:
+    async def _fetch(self) -> tuple[KeySet, float | None] | KeyFetchError:
         steps = self._steps()
         try:
             target = next(steps)
@@ -580,7 +573,7 @@ class AsyncJWKS(_Remote):
         except StopIteration as done:
             result: tuple[KeySet, float | None] = done.value
             return result
-        except Exception as exc:  # FetchError, and anything a hostile document provokes
+        except Exception as exc:  # KeyFetchError, and anything a hostile document provokes
             return self._failed(exc)
 
     async def _get(self, target: _Target) -> tuple[Any, float | None]:
@@ -736,7 +729,7 @@ class SyncJWKS(_Remote):
             self.policy.failed("could not start a key fetch thread")
 
     def _run(self, budget: _Budget) -> None:
-        result: tuple[KeySet, float | None] | FetchError = FetchError("fetch aborted")
+        result: tuple[KeySet, float | None] | KeyFetchError = KeyFetchError("fetch aborted")
         ok = False
         try:
             result = self._fetch(budget)
@@ -751,7 +744,7 @@ class SyncJWKS(_Remote):
     def close(self) -> None:
         """Nothing to release: each fetch opens and closes its own connections."""
 
-    def _fetch(self, budget: _Budget) -> tuple[KeySet, float | None] | FetchError:
+    def _fetch(self, budget: _Budget) -> tuple[KeySet, float | None] | KeyFetchError:
         steps = self._steps()
         try:
             target = next(steps)
@@ -760,7 +753,7 @@ class SyncJWKS(_Remote):
         except StopIteration as done:
             result: tuple[KeySet, float | None] = done.value
             return result
-        except Exception as exc:  # FetchError, and anything a hostile document provokes
+        except Exception as exc:  # KeyFetchError, and anything a hostile document provokes
             return self._failed(exc)
 
     def _get(self, target: _Target, budget: _Budget) -> tuple[Any, float | None]:

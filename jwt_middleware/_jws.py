@@ -12,8 +12,8 @@ import re
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, NamedTuple, NoReturn
 
-from . import b64
-from .errors import InvalidToken, Reason
+from . import _b64 as b64
+from ._errors import InvalidToken, Reason
 
 __all__ = [
     "FrozenDict",

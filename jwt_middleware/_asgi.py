@@ -18,24 +18,21 @@ import anyio
 from starlette.authentication import AuthCredentials, UnauthenticatedUser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .cors import Cors, scan
-from .errors import AuthError, Unavailable
-from .extract import COOKIE, HEADER, plain_bearer, plain_token
-from .gate import Gate
-from .identity import JWTCredentials, JWTUser
-from .issuers import async_verifier
-from .settings import Settings
-from .verify import VerifiedToken, token_digest
+from ._cors import Cors, scan
+from ._errors import AuthError, Unavailable
+from ._extract import COOKIE, HEADER, plain_bearer, plain_token
+from ._gate import SCOPE_GATE, Gate
+from ._identity import JWTCredentials, JWTUser
+from ._issuers import async_verifier
+from ._settings import Settings
+from ._verify import VerifiedToken, token_digest
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["SCOPE_GATE", "JWTMiddleware", "route_path", "send_refusal"]
+__all__ = ["JWTMiddleware", "route_path", "send_refusal"]
 
 logger = logging.getLogger("jwt_middleware")
-
-#: The scope key holding the middleware's Gate (settings + reporting) for per-route decorators.
-SCOPE_GATE = "jwt_middleware.gate"
 
 # RFC 6455 §7.4.1: 1008 policy violation; 1013 try again later.
 _WS_POLICY_VIOLATION = 1008

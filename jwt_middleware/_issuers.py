@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from . import b64
-from .errors import ConfigurationError, InvalidToken, Reason
-from .jws import loads_strict
-from .settings import Settings
-from .verify import AsyncVerifier, SyncVerifier, VerifiedToken
+from . import _b64 as b64
+from ._errors import ConfigurationError, InvalidToken, Reason
+from ._jws import loads_strict
+from ._settings import Settings
+from ._verify import AsyncVerifier, SyncVerifier, VerifiedToken
 
 __all__ = [
     "AsyncIssuerRouter",

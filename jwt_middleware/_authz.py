@@ -14,10 +14,10 @@ from starlette.responses import Response
 from starlette.types import Scope
 from starlette.websockets import WebSocket
 
-from .asgi import SCOPE_GATE, send_refusal
-from .errors import AuthError, InsufficientScope, MissingToken
-from .gate import Gate
-from .identity import JWTUser
+from ._asgi import send_refusal
+from ._errors import AuthError, InsufficientScope, MissingToken
+from ._gate import SCOPE_GATE, Gate
+from ._identity import JWTUser
 
 __all__ = ["check_scopes", "requires_scopes", "scopes_granted"]
 

@@ -12,15 +12,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .asgi import SCOPE_GATE
-from .cors import Cors
-from .errors import AuthError
-from .extract import COOKIE, HEADER, plain_token
-from .gate import Gate
-from .identity import JWTUser
-from .issuers import sync_verifier
-from .settings import Settings
-from .verify import VerifiedToken, token_digest
+from ._cors import Cors
+from ._errors import AuthError
+from ._extract import COOKIE, HEADER, plain_token
+from ._gate import SCOPE_GATE, Gate
+from ._issuers import sync_verifier
+from ._settings import Settings
+from ._verify import VerifiedToken, token_digest
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -40,7 +38,7 @@ __all__ = [
 ENVIRON_TOKEN = "jwt_middleware.token"  # VerifiedToken, or None when unauthenticated
 ENVIRON_LOCATION = "jwt_middleware.location"  # "header" / "cookie" / None
 ENVIRON_RAW_TOKEN = "jwt_middleware.raw_token"  # the token as sent (a secret), or None
-ENVIRON_GATE = "jwt_middleware.gate"  # settings + reporting, for the per-route decorators
+ENVIRON_GATE = SCOPE_GATE  # settings + reporting, for the per-route decorators
 
 _CSRF_ENVIRON = (
     ("HTTP_ORIGIN", b"origin"),
@@ -194,8 +192,9 @@ def lookup(environ: WSGIEnvironment) -> tuple[VerifiedToken | None, Gate]:
         return token, gate
     scope = environ.get("asgi.scope")
     if isinstance(scope, dict) and SCOPE_GATE in scope:
-        user = scope.get("user")
-        return (user.token if isinstance(user, JWTUser) else None), scope[SCOPE_GATE]
+        # JWTMiddleware's JWTUser, read without importing Starlette into a WSGI process.
+        token = getattr(scope.get("user"), "token", None)
+        return (token if isinstance(token, VerifiedToken) else None), scope[SCOPE_GATE]
     raise RuntimeError("no JWTWSGIMiddleware (nor JWTMiddleware) in front of this app")
 
 

@@ -7,12 +7,16 @@ import hmac
 import logging
 from collections.abc import Iterable
 
-from .errors import AuthError, CSRFRejected, MissingToken, Reason, Unavailable
-from .extract import extract_token
-from .settings import Settings
-from .verify import VerifiedToken
+from ._errors import AuthError, CSRFRejected, MissingToken, Reason, Unavailable
+from ._extract import extract_token
+from ._settings import Settings
+from ._verify import VerifiedToken
 
-__all__ = ["Gate"]
+__all__ = ["SCOPE_GATE", "Gate"]
+
+#: The ASGI scope key holding the middleware's Gate (settings + reporting) for the per-route
+#: decorators; the WSGI middleware uses the same key in ``environ``.
+SCOPE_GATE = "jwt_middleware.gate"
 
 logger = logging.getLogger("jwt_middleware")
 

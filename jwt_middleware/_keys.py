@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from . import b64
-from .errors import InvalidToken, Reason
+from . import _b64 as b64
+from ._errors import InvalidToken, Reason, UnusableKey
 
 __all__ = [
     "ASYMMETRIC_ALGORITHMS",
@@ -29,7 +29,6 @@ __all__ = [
     "DEFAULT_RSA_MAX_EXPONENT",
     "HMAC_ALGORITHMS",
     "Key",
-    "KeyError_",
     "KeySet",
 ]
 
@@ -71,10 +70,6 @@ _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
 Verify = Callable[[bytes, bytes], bool]
 
 
-class KeyError_(ValueError):  # not the builtin KeyError: a key that cannot be used
-    """A key document or PEM that cannot be used, with the reason why."""
-
-
 class Key:
     """A public (or HMAC) key, parsed once, with the algorithms it may verify.
 
@@ -97,7 +92,7 @@ class Key:
         public_key: Any,
     ) -> None:
         if not algorithms:
-            raise KeyError_("the key fits no supported algorithm")
+            raise UnusableKey("the key fits no supported algorithm")
         self.kid = kid
         self.kty = kty
         self.crv = crv
@@ -115,18 +110,18 @@ class Key:
         max_bits: int = DEFAULT_RSA_MAX_BITS,
         max_exponent: int = DEFAULT_RSA_MAX_EXPONENT,
     ) -> None:
-        """KeyError_ when this is an RSA key with a modulus over ``max_bits`` bits or a public
+        """UnusableKey when this is an RSA key with a modulus over ``max_bits`` bits or a public
         exponent over ``max_exponent``; other keys always pass."""
         if self.kty != "RSA":
             return
         numbers = self.public_key.public_numbers()
         if numbers.n.bit_length() > max_bits:
-            raise KeyError_(
+            raise UnusableKey(
                 f"RSA key of {numbers.n.bit_length()} bits; at most {max_bits} "
                 "(rsa_max_bits allows larger keys)"
             )
         if numbers.e > max_exponent:
-            raise KeyError_(
+            raise UnusableKey(
                 f"RSA public exponent {numbers.e} is over {max_exponent} "
                 "(rsa_max_exponent allows larger ones)"
             )
@@ -142,18 +137,18 @@ class Key:
     def from_jwk(cls, jwk: Mapping[str, Any], *, allow_symmetric: bool = False) -> Key:
         """Parse one JWK (RFC 7517). Private members are refused: a verifier needs none."""
         if not isinstance(jwk, Mapping):
-            raise KeyError_("a JWK must be a JSON object")
+            raise UnusableKey("a JWK must be a JSON object")
         kty = jwk.get("kty")
         kid = jwk.get("kid")
         if kid is not None and not isinstance(kid, str):
-            raise KeyError_("kid must be a string")
+            raise UnusableKey("kid must be a string")
         _check_use(jwk)
         if kty == "oct":
             if not allow_symmetric:
-                raise KeyError_("symmetric (oct) keys are not accepted from this source")
+                raise UnusableKey("symmetric (oct) keys are not accepted from this source")
             return cls.from_secret(_member(jwk, "k"), kid=kid, alg=_jwk_alg(jwk))
         if any(m in jwk for m in _PRIVATE_MEMBERS):
-            raise KeyError_("the JWK holds private key material; publish public keys only")
+            raise UnusableKey("the JWK holds private key material; publish public keys only")
         try:
             if kty == "RSA":
                 n = b64.decode_uint(_str_member(jwk, "n"))
@@ -162,11 +157,11 @@ class Key:
             elif kty == "EC":
                 crv = jwk.get("crv")
                 if crv not in _EC_CURVES:
-                    raise KeyError_(f"unsupported EC curve {crv!r}")
+                    raise UnusableKey(f"unsupported EC curve {crv!r}")
                 curve, length, _ = _EC_CURVES[crv]
                 x, y = _member(jwk, "x"), _member(jwk, "y")
                 if len(x) != length or len(y) != length:
-                    raise KeyError_("EC coordinates have the wrong length for the curve")
+                    raise UnusableKey("EC coordinates have the wrong length for the curve")
                 public_key = ec.EllipticCurvePublicNumbers(
                     int.from_bytes(x, "big"), int.from_bytes(y, "big"), curve()
                 ).public_key()
@@ -174,17 +169,17 @@ class Key:
                 crv = jwk.get("crv")
                 x = _member(jwk, "x")
                 if crv not in _OKP_CURVES or len(x) != _OKP_CURVES[crv]:
-                    raise KeyError_(f"unsupported or malformed OKP key (crv {crv!r})")
+                    raise UnusableKey(f"unsupported or malformed OKP key (crv {crv!r})")
                 if crv == "Ed25519":
                     public_key = ed25519.Ed25519PublicKey.from_public_bytes(x)
                 else:
                     public_key = ed448.Ed448PublicKey.from_public_bytes(x)
             else:
-                raise KeyError_(f"unsupported key type {kty!r}")
-        except KeyError_:
+                raise UnusableKey(f"unsupported key type {kty!r}")
+        except UnusableKey:
             raise
         except (ValueError, TypeError, OverflowError) as exc:
-            raise KeyError_(f"invalid {kty} key: {exc}") from None
+            raise UnusableKey(f"invalid {kty} key: {exc}") from None
         return cls.from_public_key(public_key, kid=kid, alg=_jwk_alg(jwk))
 
     @classmethod
@@ -196,11 +191,11 @@ class Key:
         """
         data = pem.encode() if isinstance(pem, str) else pem
         if b"PRIVATE KEY" in data:
-            raise KeyError_("a private key was given; pass the public key (PEM) instead")
+            raise UnusableKey("a private key was given; pass the public key (PEM) instead")
         try:
             public_key = serialization.load_pem_public_key(data)
         except (ValueError, TypeError) as exc:
-            raise KeyError_(f"not a PEM public key: {exc}") from None
+            raise UnusableKey(f"not a PEM public key: {exc}") from None
         return cls.from_public_key(public_key, kid=kid, alg=alg)
 
     @classmethod
@@ -216,13 +211,13 @@ class Key:
                 (c for c, v in _EC_CURVES.items() if isinstance(public_key.curve, v[0])), None
             )
             if crv is None:
-                raise KeyError_(f"unsupported EC curve {public_key.curve.name}")
+                raise UnusableKey(f"unsupported EC curve {public_key.curve.name}")
             kty, size, algs = "EC", public_key.curve.key_size, frozenset({_EC_CURVES[crv][2]})
         elif isinstance(public_key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
             crv = "Ed25519" if isinstance(public_key, ed25519.Ed25519PublicKey) else "Ed448"
             kty, size, algs = "OKP", _OKP_CURVES[crv] * 8, frozenset({"EdDSA"})
         else:
-            raise KeyError_(f"unsupported key object {type(public_key).__name__}")
+            raise UnusableKey(f"unsupported key object {type(public_key).__name__}")
         return cls(
             kid=kid,
             kty=kty,
@@ -240,7 +235,7 @@ class Key:
         raw = secret.encode() if isinstance(secret, str) else bytes(secret)
         fitting = frozenset(a for a, need in HMAC_ALGORITHMS.items() if len(raw) >= need)
         if alg is not None and alg in HMAC_ALGORITHMS and alg not in fitting:
-            raise KeyError_(
+            raise UnusableKey(
                 f"{alg} needs a secret of at least {HMAC_ALGORITHMS[alg]} bytes, got {len(raw)}"
             )
         return cls(
@@ -323,12 +318,12 @@ class KeySet:
         """Parse a JWKS document. Unusable keys are skipped; their problems are returned.
         RSA keys outside the bounds (see :meth:`Key.check_rsa_bounds`) are unusable.
 
-        Raises KeyError_ when the document itself is unusable: not a JWKS, or — where secrets are
+        Raises UnusableKey when the document itself is unusable: not a JWKS, or — where secrets are
         allowed at all — mixing symmetric and asymmetric keys, a sign of secrets kept where
         public keys are published.
         """
         if not isinstance(document, Mapping) or not isinstance(document.get("keys"), list):
-            raise KeyError_(f"{source} is not a JWK Set (a JSON object with a 'keys' array)")
+            raise UnusableKey(f"{source} is not a JWK Set (a JSON object with a 'keys' array)")
         entries: Sequence[Any] = document["keys"]
         ktys = {
             e.get("kty")
@@ -336,7 +331,7 @@ class KeySet:
             if isinstance(e, Mapping) and isinstance(e.get("kty"), str)
         }
         if allow_symmetric and "oct" in ktys and len(ktys) > 1:
-            raise KeyError_(f"{source} mixes symmetric and asymmetric keys")
+            raise UnusableKey(f"{source} mixes symmetric and asymmetric keys")
         keys: list[Key] = []
         problems: list[str] = []
         for index, entry in enumerate(entries):
@@ -344,7 +339,7 @@ class KeySet:
                 key = Key.from_jwk(entry, allow_symmetric=allow_symmetric)
                 key.check_rsa_bounds(rsa_max_bits, rsa_max_exponent)
                 keys.append(key)
-            except KeyError_ as exc:
+            except UnusableKey as exc:
                 kid = entry.get("kid") if isinstance(entry, Mapping) else None
                 name = repr(kid[:64]) if isinstance(kid, str) else f"#{index}"
                 problems.append(f"key {name}: {exc}")
@@ -358,13 +353,13 @@ def _member(jwk: Mapping[str, Any], name: str) -> bytes:
     try:
         return b64.decode(_str_member(jwk, name))
     except ValueError:
-        raise KeyError_(f"JWK member {name!r} is not base64url") from None
+        raise UnusableKey(f"JWK member {name!r} is not base64url") from None
 
 
 def _str_member(jwk: Mapping[str, Any], name: str) -> str:
     value = jwk.get(name)
     if not isinstance(value, str):
-        raise KeyError_(f"JWK member {name!r} is missing or not a string")
+        raise UnusableKey(f"JWK member {name!r} is missing or not a string")
     return value
 
 
@@ -373,41 +368,43 @@ def _jwk_alg(jwk: Mapping[str, Any]) -> str | None:
     if alg is None:
         return None
     if not isinstance(alg, str):
-        raise KeyError_("JWK alg must be a string")
+        raise UnusableKey("JWK alg must be a string")
     return _JWK_ALG_ALIASES.get(alg, alg)
 
 
 def _check_use(jwk: Mapping[str, Any]) -> None:
     use = jwk.get("use")
     if use is not None and use != "sig":
-        raise KeyError_(f"key use is {use!r}, not 'sig'")
+        raise UnusableKey(f"key use is {use!r}, not 'sig'")
     ops = jwk.get("key_ops")
     if ops is not None and (not isinstance(ops, list) or "verify" not in ops):
-        raise KeyError_("key_ops does not allow 'verify'")
+        raise UnusableKey("key_ops does not allow 'verify'")
 
 
 def _narrow(possible: frozenset[str], alg: str | None) -> frozenset[str]:
     if alg is None:
         return possible
     if alg not in possible:
-        raise KeyError_(f"the key's alg {alg!r} does not fit its type")
+        raise UnusableKey(f"the key's alg {alg!r} does not fit its type")
     return frozenset({alg})
 
 
 def _checked_rsa(numbers: rsa.RSAPublicNumbers) -> rsa.RSAPublicKey:
     if numbers.n.bit_length() < MIN_RSA_BITS:
-        raise KeyError_(f"RSA key of {numbers.n.bit_length()} bits; at least {MIN_RSA_BITS} needed")
+        raise UnusableKey(
+            f"RSA key of {numbers.n.bit_length()} bits; at least {MIN_RSA_BITS} needed"
+        )
     if numbers.n.bit_length() > MAX_RSA_BITS:
         # OpenSSL cannot verify with larger moduli anyway; refuse instead of keeping a dead key.
-        raise KeyError_(f"RSA key of {numbers.n.bit_length()} bits; at most {MAX_RSA_BITS}")
+        raise UnusableKey(f"RSA key of {numbers.n.bit_length()} bits; at most {MAX_RSA_BITS}")
     if numbers.e < 3 or numbers.e % 2 == 0:
-        raise KeyError_("RSA public exponent must be odd and at least 3")
+        raise UnusableKey("RSA public exponent must be odd and at least 3")
     if numbers.e.bit_length() > MAX_RSA_EXPONENT_BITS:
         # A huge exponent makes every verification (of any forged token naming the kid)
         # orders of magnitude slower: a denial of service on the event loop.
-        raise KeyError_(f"RSA public exponent over {MAX_RSA_EXPONENT_BITS} bits")
+        raise UnusableKey(f"RSA public exponent over {MAX_RSA_EXPONENT_BITS} bits")
     if _roca_fingerprint(numbers.n):
-        raise KeyError_("RSA key has the ROCA weakness (CVE-2017-15361); it can be factored")
+        raise UnusableKey("RSA key has the ROCA weakness (CVE-2017-15361); it can be factored")
     return numbers.public_key()
 
 

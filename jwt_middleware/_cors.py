@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .settings import Settings
+from ._settings import Settings
 
 __all__ = ["Cors", "scan"]
 

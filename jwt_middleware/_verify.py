@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from hashlib import blake2b as _blake2b
 from typing import Any
 
-from .errors import AuthError, ConfigurationError, InvalidToken, Reason, RevocationUnavailable
-from .jwks import AsyncJWKS, JWKSPolicy, SyncJWKS
-from .jws import HeaderRules, ParsedToken, loads_strict, parse
-from .keys import Key, KeySet
+from ._errors import AuthError, ConfigurationError, InvalidToken, Reason, RevocationUnavailable
+from ._jwks import AsyncJWKS, JWKSPolicy, SyncJWKS
+from ._jws import HeaderRules, ParsedToken, loads_strict, parse
+from ._keys import Key, KeySet
+from ._settings import Settings
 from .revocation import RevocationStoreError, revocation_query
-from .settings import Settings
 
 __all__ = ["AsyncVerifier", "SyncVerifier", "VerifiedToken", "token_digest"]
 

@@ -52,12 +52,12 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import httpx
 
-from . import b64
-from .errors import AuthError, ConfigurationError, Reason, Unavailable
-from .jws import loads_strict
-from .keys import KeySet
-from .settings import DEFAULT_ALGORITHMS, Settings
-from .verify import SyncVerifier
+from . import _b64 as b64
+from ._errors import AuthError, ConfigurationError, Reason, Unavailable
+from ._jws import loads_strict
+from ._keys import KeySet
+from ._settings import DEFAULT_ALGORITHMS, Settings
+from ._verify import SyncVerifier
 
 __all__ = ["main"]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .errors import InvalidRequest, Reason
+from ._errors import InvalidRequest, Reason
 
 __all__ = ["COOKIE", "HEADER", "extract_token", "plain_bearer", "plain_token"]
 

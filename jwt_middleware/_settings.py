@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from .errors import AuthError, ConfigurationError, redact
-from .keys import (
+from ._errors import AuthError, ConfigurationError, UnusableKey, redact
+from ._keys import (
     ASYMMETRIC_ALGORITHMS,
     DEFAULT_RSA_MAX_BITS,
     DEFAULT_RSA_MAX_EXPONENT,
@@ -26,9 +26,8 @@ from .keys import (
     MAX_RSA_EXPONENT_BITS,
     MIN_RSA_BITS,
     Key,
-    KeyError_,
     KeySet,
-)
+    )
 from .revocation import GRACE
 
 __all__ = ["DEFAULT_ALGORITHMS", "Settings", "Validator", "check_key_url"]
@@ -358,7 +357,7 @@ class Settings:
                 )
             try:
                 key.check_rsa_bounds(self.rsa_max_bits, self.rsa_max_exponent)
-            except KeyError_ as exc:
+            except UnusableKey as exc:
                 raise ConfigurationError(f"key {key.kid!r} in keys: {exc}") from None
         keys = list(self.keys)
         if self.jwks is not None:
@@ -370,7 +369,7 @@ class Settings:
                     rsa_max_bits=self.rsa_max_bits,
                     rsa_max_exponent=self.rsa_max_exponent,
                 )
-            except KeyError_ as exc:
+            except UnusableKey as exc:
                 raise ConfigurationError(str(exc)) from None
             if problems:
                 raise ConfigurationError("unusable keys in jwks: " + "; ".join(problems))
