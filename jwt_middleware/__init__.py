@@ -24,15 +24,18 @@ from ._errors import (
     KeyFetchError,
     KeysUnavailable,
     MissingToken,
+    NotInstalled,
     Reason,
     RevocationStoreError,
     RevocationUnavailable,
     Unavailable,
     UnusableKey,
+    UsageError,
 )
+from ._flow import VerifiedToken
 from ._keys import Key, KeySet
-from ._settings import DEFAULT_ALGORITHMS, Settings
-from ._verify import AsyncVerifier, SyncVerifier, VerifiedToken
+from ._settings import DEFAULT_ALGORITHMS, Issuer, Settings
+from ._verify import AsyncVerifier, SyncVerifier
 from ._wsgi import JWTWSGIMiddleware, get_token
 
 if TYPE_CHECKING:
@@ -51,6 +54,7 @@ __all__ = [
     "InsufficientScope",
     "InvalidRequest",
     "InvalidToken",
+    "Issuer",
     "JWTCredentials",
     "JWTMiddleware",
     "JWTMiddlewareError",
@@ -61,6 +65,7 @@ __all__ = [
     "KeySet",
     "KeysUnavailable",
     "MissingToken",
+    "NotInstalled",
     "Reason",
     "RevocationStoreError",
     "RevocationUnavailable",
@@ -68,6 +73,7 @@ __all__ = [
     "SyncVerifier",
     "Unavailable",
     "UnusableKey",
+    "UsageError",
     "VerifiedToken",
     "__version__",
     "check_scopes",

@@ -12,20 +12,23 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Awaitable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from starlette.authentication import AuthCredentials, UnauthenticatedUser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._cors import Cors, scan
-from ._errors import AuthError, Unavailable
+from ._errors import AuthError, JWTMiddlewareError, Unavailable, render
 from ._extract import COOKIE, HEADER, plain_bearer, plain_token
+from ._flow import VerifiedToken, token_digest
 from ._gate import SCOPE_GATE, Gate
 from ._identity import JWTCredentials, JWTUser
-from ._issuers import async_verifier
-from ._settings import Settings
-from ._verify import VerifiedToken, token_digest
+from ._settings import Options, Settings, settings_from
+from ._verify import AsyncVerifier
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack is Python 3.11+
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -58,10 +61,11 @@ class JWTMiddleware:
         app: ASGIApp,
         *,
         settings: Settings | Sequence[Settings] | None = None,
-        **options: Any,
+        **options: Unpack[Options],
     ) -> None:
         self.app = app
-        self.settings, self.verifier = async_verifier(settings, options)
+        self.verifier = AsyncVerifier(settings_from(settings, options))
+        self.settings = self.verifier.settings
         self.gate = Gate(self.settings)
         # The hot path needs a token cache, and a header token (cookies need CSRF checks).
         self._plain = self.verifier.caches and self.settings.header
@@ -177,13 +181,8 @@ class JWTMiddleware:
     async def _websocket(
         self, scope: Scope, receive: Receive, send: Send, verified: VerifiedToken | None
     ) -> None:
-        deadline = None
-        if verified is not None and self._ws_expiry:
-            exp = verified.claims.get("exp")
-            if isinstance(exp, (int, float)) and not isinstance(exp, bool):
-                # The verifier accepts the token until exp + leeway: the connection lives as
-                # long as a new handshake with the same token would succeed.
-                deadline = exp + self.settings.leeway
+        # The connection lives as long as a new handshake with the same token would succeed.
+        deadline = verified.valid_until if verified is not None and self._ws_expiry else None
         if deadline is None:
             try:
                 await self.app(scope, receive, send)
@@ -228,15 +227,16 @@ async def send_refusal(exc: AuthError, settings: Settings, scope: Scope, send: S
         code = _WS_TRY_AGAIN_LATER if isinstance(exc, Unavailable) else _WS_POLICY_VIOLATION
         await send({"type": "websocket.close", "code": code, "reason": exc.error or "unauthorized"})
         return
-    expose = settings.expose_error_details
-    body = exc.body(expose=expose)
-    headers = exc.headers(settings.realm, expose=expose)
-    headers.append((b"content-length", str(len(body)).encode()))
-    await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
+    refusal = render(exc, settings.realm, expose=settings.expose_error_details)
+    body = refusal.body
+    # The values are latin-1 by construction (errors._quote).
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in refusal.headers]
+    headers.append((b"content-length", b"%d" % len(body)))
+    await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
-class ConnectionClosed(OSError):
+class ConnectionClosed(JWTMiddlewareError, OSError):
     """The app sent on a WebSocket this middleware closed because its token expired (what the
     ASGI spec has servers raise for a send on a closed connection; Starlette's ``WebSocket``
     turns it into ``WebSocketDisconnect``)."""

@@ -15,7 +15,16 @@ from starlette.types import Scope
 from starlette.websockets import WebSocket
 
 from ._asgi import send_refusal
-from ._errors import AuthError, InsufficientScope, MissingToken
+from ._errors import (
+    AuthError,
+    InsufficientScope,
+    MissingToken,
+    NotInstalled,
+    UsageError,
+    render,
+    scope_names,
+    scopes_granted,
+)
 from ._gate import SCOPE_GATE, Gate
 from ._identity import JWTUser
 
@@ -45,7 +54,7 @@ def authorize(scope: Scope, required: tuple[str, ...], any_of: bool) -> None:
     user = scope.get("user")
     auth = scope.get("auth")
     if user is None or auth is None:
-        raise RuntimeError("JWTMiddleware is not installed in front of this route")
+        raise NotInstalled("JWTMiddleware is not installed in front of this route")
     if type(user) is not JWTUser and not user.is_authenticated:
         raise MissingToken()
     if required and not scopes_granted(auth.scopes, required, any_of=any_of):
@@ -60,12 +69,8 @@ def _response(exc: AuthError, conn: HTTPConnection) -> Response:
     gate: Gate = conn.scope[SCOPE_GATE]
     gate.report(exc, conn.scope["type"], conn.scope["path"])
     settings = gate.settings
-    expose = settings.expose_error_details
-    headers = {
-        k.decode("latin-1"): v.decode("latin-1")
-        for k, v in exc.headers(settings.realm, expose=expose)
-    }
-    return Response(exc.body(expose=expose), status_code=exc.status_code, headers=headers)
+    refusal = render(exc, settings.realm, expose=settings.expose_error_details)
+    return Response(refusal.body, status_code=refusal.status, headers=dict(refusal.headers))
 
 
 async def _refused(exc: AuthError, conn: HTTPConnection) -> Response | None:
@@ -77,24 +82,13 @@ async def _refused(exc: AuthError, conn: HTTPConnection) -> Response | None:
     return _response(exc, conn)
 
 
-def scopes_granted(
-    granted: Iterable[str], required: Iterable[str], *, any_of: bool = False
-) -> bool:
-    have = set(granted)
-    return any(s in have for s in required) if any_of else all(s in have for s in required)
-
-
 def requires_scopes(*scopes: str, any_of: bool = False) -> Callable[[F], F]:
     """Decorate a Starlette endpoint (sync or async; HTTP or WebSocket) to require scopes.
 
     A refusal is answered here with the same RFC 6750 response (or WebSocket close) the
     middleware gives, so every refusal in the app looks the same.
     """
-    for scope in scopes:
-        if not isinstance(scope, str) or not scope or " " in scope:
-            raise ValueError(f"a scope is a non-empty string without spaces, got {scope!r}")
-
-    required = tuple(scopes)
+    required = scope_names(scopes)
 
     def decorator(func: F) -> F:
         # Classes seen to be HTTPConnections. isinstance() against it goes through ABCMeta (it
@@ -106,7 +100,7 @@ def requires_scopes(*scopes: str, any_of: bool = False) -> Callable[[F], F]:
                 if isinstance(value, HTTPConnection):
                     connections.add(type(value))
                     return value
-            raise TypeError(f"{func.__qualname__} needs a Request or WebSocket argument")
+            raise UsageError(f"{func.__qualname__} needs a Request or WebSocket argument")
 
         if inspect.iscoroutinefunction(func):
 

@@ -48,12 +48,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Final, TextIO
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
+import httpcore
 import httpx
 
 from . import _b64 as b64
-from ._errors import AuthError, ConfigurationError, Reason, Unavailable
+from ._errors import AuthError, ConfigurationError, KeyFetchError, Reason, Unavailable, redact
+from ._jwks import fetch_jwks
 from ._jws import loads_strict
 from ._keys import KeySet
 from ._settings import DEFAULT_ALGORITHMS, Settings
@@ -234,7 +235,7 @@ def _parser() -> argparse.ArgumentParser:
     jwks = command("jwks", "list the keys served at a JWKS URL")
     jwks.add_argument("url", metavar="URL")
     jwks.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
-                      help="timeout (default 5)")
+                      help="per socket operation; the fetch ends within twice that (default 5)")
     jwks.add_argument("--json", action="store_true", help=json_help)
 
     serve = command("serve-issuer", "run a local test issuer on 127.0.0.1 until Ctrl-C")
@@ -480,7 +481,8 @@ def _explain(
     now = settings.clock()
     reason = exc.reason
     if reason in (Reason.EXPIRED, Reason.NOT_YET_VALID, Reason.ISSUED_IN_FUTURE):
-        name = {Reason.EXPIRED: "exp", Reason.NOT_YET_VALID: "nbf"}.get(reason, "iat")
+        claim_of: dict[str, str] = {Reason.EXPIRED: "exp", Reason.NOT_YET_VALID: "nbf"}
+        name = claim_of.get(reason, "iat")
         skew = abs(float(claims.get(name, now)) - now)
         return [
             f"{name} is {_when(claims.get(name), now)}; leeway is {settings.leeway:.0f}s",
@@ -520,15 +522,18 @@ def _explain(
 
 def _jwks(url: str, timeout: float) -> Outcome:
     target = _http_url(url)
+    if not 0 < timeout < float("inf"):
+        raise Failure("usage", "--timeout must be a positive number of seconds")
     try:
-        response = httpx.get(target, timeout=timeout, follow_redirects=False)
-    except httpx.HTTPError as exc:
-        problem = _fetch_problem(exc, target, timeout)
+        # The middleware's own fetcher: its size cap (wire and decoded), total deadline and
+        # media-type check hold here too, so the CLI is no way round them for a hostile server.
+        document = fetch_jwks(url, timeout=timeout, max_bytes=Settings.jwks_max_bytes)
+    except KeyFetchError as exc:
+        if exc.__cause__ is None:  # the server answered, with something we refuse
+            raise Failure("keys_unavailable", str(exc)) from None
+        problem = _fetch_problem(exc.__cause__, target, timeout)
         raise Failure("keys_unavailable", f"could not fetch {url}: {problem}") from None
-    if response.status_code != 200:
-        raise Failure("keys_unavailable", f"{url} answered HTTP {response.status_code}")
     try:
-        document = loads_strict(response.content)
         keyset, problems = KeySet.from_jwks(document, source=redact(url))
     except (ValueError, RecursionError) as exc:
         raise Failure("keys_unavailable", f"{url} is not a usable JWKS: {exc}") from None
@@ -560,14 +565,14 @@ def _http_url(url: str) -> httpx.URL:
     return parsed
 
 
-def _fetch_problem(exc: httpx.HTTPError, url: httpx.URL, timeout: float) -> str:
-    """What went wrong, in words: "ConnectError" tells nobody whether to look at DNS, TLS or
-    a firewall."""
+def _fetch_problem(exc: BaseException, url: httpx.URL, timeout: float) -> str:
+    """What went wrong (``exc``: httpcore's exception), in words: "ConnectError" tells nobody
+    whether to look at DNS, TLS or a firewall."""
     port = url.port or (443 if url.scheme == "https" else 80)
     where = f"{url.host}:{port}"
-    if isinstance(exc, httpx.ConnectTimeout):
+    if isinstance(exc, httpcore.ConnectTimeout):
         return f"timed out after {timeout:g}s connecting to {where} (firewall? wrong host?)"
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, httpcore.TimeoutException):
         return f"timed out: {where} took the connection but sent no answer within {timeout:g}s"
     cause = _root_cause(exc)
     if isinstance(cause, ssl.SSLCertVerificationError):
@@ -578,7 +583,7 @@ def _fetch_problem(exc: httpx.HTTPError, url: httpx.URL, timeout: float) -> str:
         return f"DNS failure: {url.host!r} could not be resolved ({cause.strerror})"
     if isinstance(cause, ConnectionRefusedError):
         return f"connection refused by {where}: nothing listens on that port"
-    if isinstance(exc, httpx.RemoteProtocolError):
+    if isinstance(exc, httpcore.RemoteProtocolError):
         return f"{where} broke off the HTTP exchange ({exc})"
     if isinstance(cause, OSError) and cause.strerror:
         return f"{where}: {cause.strerror}"
@@ -594,38 +599,6 @@ def _root_cause(exc: BaseException) -> BaseException:
             break
         exc = nxt
     return exc
-
-
-# -- redaction -------------------------------------------------------------------------------
-
-_URL: Final = re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://[^\s'\"<>]+")
-
-
-def redact(text: str) -> str:
-    """``text`` with every URL's ``user:password@`` and query values (often keys or tokens)
-    replaced by ``***``: messages get pasted into tickets and chats."""
-    return _URL.sub(_redact_match, text)
-
-
-def _redact_match(match: re.Match[str]) -> str:
-    url = match.group(0)
-    kept = url.rstrip(".,:;!?)]")  # sentence punctuation after a URL is not part of it
-    return _redact_url(kept) + url[len(kept) :]
-
-
-def _redact_url(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "***"
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rpartition("@")[2]
-    query = "&".join(f"{name}=***" for name, _ in parse_qsl(parts.query, keep_blank_values=True))
-    if parts.query and not query:
-        query = "***"
-    fragment = "***" if parts.fragment else ""
-    return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
 
 
 # -- serve-issuer ----------------------------------------------------------------------------

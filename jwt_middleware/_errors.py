@@ -1,30 +1,42 @@
 """Errors raised by jwt_middleware, and how each becomes an HTTP answer.
 
     JWTMiddlewareError
-     ├── ConfigurationError          bad settings; raised at construction, never per request
-     ├── UnusableKey                 a key (JWK, PEM, secret) that cannot be used, and why
-     ├── KeyFetchError               the key server gave no usable document (message safe to log)
-     ├── RevocationStoreError        the revocation store could not answer
-     └── AuthError                   a request is refused; carries a stable ``reason`` code
-          ├── InvalidRequest          400  error="invalid_request"   (RFC 6750 §3.1)
-          ├── MissingToken            401  no error code              (RFC 6750 §3.1)
-          ├── InvalidToken            401  error="invalid_token"
-          ├── InsufficientScope       403  error="insufficient_scope"
-          ├── CSRFRejected            403  error="csrf_failed" (cookie token, no CSRF proof)
-          └── Unavailable             503  Retry-After; the request cannot be checked right now
-               ├── KeysUnavailable         no usable key could be fetched
-               └── RevocationUnavailable   the revocation store did not answer (fail closed)
+     ├── ConfigurationError (ValueError)   bad settings or scope names; raised at construction
+     ├── UsageError (TypeError)            an API called with the wrong kind of argument
+     ├── NotInstalled (RuntimeError)       a per-route helper ran with no middleware in front
+     ├── UnusableKey (ValueError)          a key (JWK, PEM, secret) that cannot be used, and why
+     ├── KeyFetchError                     the key server gave no usable document (safe to log)
+     ├── RevocationStoreError              the revocation store could not answer
+     ├── ConnectionClosed (OSError)        the client went away (WebSocket expiry; ASGI only)
+     ├── AuthError                         a request is refused; carries a stable ``reason``
+     │    ├── InvalidRequest          400  error="invalid_request"   (RFC 6750 §3.1)
+     │    ├── MissingToken            401  no error code              (RFC 6750 §3.1)
+     │    ├── InvalidToken            401  error="invalid_token"
+     │    ├── InsufficientScope       403  error="insufficient_scope"
+     │    ├── CSRFRejected            403  error="csrf_failed" (cookie token, no CSRF proof)
+     │    └── Unavailable             503  Retry-After; the request cannot be checked right now
+     │         ├── KeysUnavailable         no usable key could be fetched
+     │         └── RevocationUnavailable   the revocation store did not answer (fail closed)
+     ├── flask.AuthHTTPException (werkzeug HTTPException)    an AuthError raised in a view,
+     └── fastapi.AuthHTTPException (FastAPI HTTPException)   for the framework to answer
+
+A builtin or framework class in parentheses is a second base: code that caught it still does.
 
 ``reason`` is for logs, metrics and the error hook. The client only sees the generic RFC 6750
 code unless ``expose_error_details`` is set, because telling an attacker *which* check failed
 helps them tune a forgery.
+
+Every adapter (ASGI, WSGI, the Starlette decorators, FastAPI, Flask) sends what :func:`render`
+gives; each only frames it for its transport.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import Enum
 from typing import ClassVar
 
 __all__ = [
@@ -38,16 +50,22 @@ __all__ = [
     "KeyFetchError",
     "KeysUnavailable",
     "MissingToken",
+    "NotInstalled",
     "Reason",
     "RevocationStoreError",
     "RevocationUnavailable",
     "Unavailable",
     "UnusableKey",
+    "UsageError",
 ]
 
 
-class Reason:
-    """Stable reason codes. They are part of the public API: logs and dashboards key on them."""
+class Reason(str, Enum):
+    """Stable reason codes. They are part of the public API: logs and dashboards key on them.
+
+    Each member *is* its code (a ``str``): it compares equal to it, hashes like it, and
+    formats, logs and serializes to JSON as the plain code.
+    """
 
     # request shape
     TOKEN_MISSING = "token_missing"
@@ -87,13 +105,28 @@ class Reason:
     # authorization
     INSUFFICIENT_SCOPE = "insufficient_scope"
 
+    # Python 3.10 has no StrEnum, and a (str, Enum) member formats as "Reason.EXPIRED" on
+    # some versions: the code itself is what logs, f-strings and metric labels must show.
+    def __str__(self) -> str:
+        return self.value
+
 
 class JWTMiddlewareError(Exception):
     """Base class of every error this package raises."""
 
 
 class ConfigurationError(JWTMiddlewareError, ValueError):
-    """The settings are wrong. The message says how to fix them."""
+    """The settings (or a route's scope names) are wrong. The message says how to fix them."""
+
+
+class UsageError(JWTMiddlewareError, TypeError):
+    """A function of this package was given the wrong kind of argument (a decorated endpoint
+    without a ``Request``, a ``jti`` that is not a string)."""
+
+
+class NotInstalled(JWTMiddlewareError, RuntimeError):
+    """A per-route helper (scope decorator, dependency, ``current_token``) ran on a request
+    that no JWTMiddleware / JWTWSGIMiddleware has seen."""
 
 
 class UnusableKey(JWTMiddlewareError, ValueError):
@@ -123,7 +156,7 @@ class AuthError(JWTMiddlewareError):
     public_description: ClassVar[str] = "Authentication required."
 
     def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(reason if not detail else f"{reason}: {detail}")
+        super().__init__(str(reason) if not detail else f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
 
@@ -138,18 +171,24 @@ class AuthError(JWTMiddlewareError):
     def description(self, expose: bool = False) -> str:
         return f"{self.public_description} ({self.reason})" if expose else self.public_description
 
-    def body(self, *, expose: bool = False) -> bytes:
-        payload: dict[str, str] = {"error": self.error or "unauthorized"}
+    def payload(self, *, expose: bool = False) -> dict[str, str]:
+        """The JSON body as a dict: ``error``, ``error_description`` (and ``reason`` when
+        exposed)."""
+        payload = {"error": self.error or "unauthorized"}
         payload["error_description"] = self.description(expose)
         if expose:
-            payload["reason"] = self.reason
-        return json.dumps(payload, separators=(",", ":")).encode()
+            payload["reason"] = str(self.reason)
+        return payload
 
-    def headers(self, realm: str, *, expose: bool = False) -> list[tuple[bytes, bytes]]:
+    def body(self, *, expose: bool = False) -> bytes:
+        return _compact(self.payload(expose=expose))
+
+    def headers(self, realm: str, *, expose: bool = False) -> list[tuple[str, str]]:
+        """The answer's headers in wire order, without the framing (``Content-Length``)."""
         return [
-            (b"content-type", b"application/json"),
-            (b"www-authenticate", self.www_authenticate(realm, expose=expose).encode("latin-1")),
-            (b"cache-control", b"no-store"),
+            ("content-type", "application/json"),
+            ("www-authenticate", self.www_authenticate(realm, expose=expose)),
+            ("cache-control", "no-store"),
         ]
 
 
@@ -199,9 +238,9 @@ class CSRFRejected(AuthError):
     error = "csrf_failed"
     public_description = "Cross-site request refused: the CSRF check failed."
 
-    def headers(self, realm: str, *, expose: bool = False) -> list[tuple[bytes, bytes]]:
+    def headers(self, realm: str, *, expose: bool = False) -> list[tuple[str, str]]:
         # Not an authentication challenge: the credentials are fine, the request's origin is not.
-        return [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+        return [("content-type", "application/json"), ("cache-control", "no-store")]
 
 
 class Unavailable(AuthError):
@@ -215,12 +254,12 @@ class Unavailable(AuthError):
         super().__init__(reason, detail)
         self.retry_after = max(1, int(retry_after + 0.999))
 
-    def headers(self, realm: str, *, expose: bool = False) -> list[tuple[bytes, bytes]]:
+    def headers(self, realm: str, *, expose: bool = False) -> list[tuple[str, str]]:
         # Not a challenge: the credentials may be fine, the server cannot check them yet.
         return [
-            (b"content-type", b"application/json"),
-            (b"retry-after", str(self.retry_after).encode()),
-            (b"cache-control", b"no-store"),
+            ("content-type", "application/json"),
+            ("retry-after", str(self.retry_after)),
+            ("cache-control", "no-store"),
         ]
 
 
@@ -238,23 +277,73 @@ class RevocationUnavailable(Unavailable):
         super().__init__(Reason.REVOCATION_UNAVAILABLE, detail, retry_after=retry_after)
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """One refusal, as every adapter sends it: each adds only its transport's framing
+    (``Content-Length``, or FastAPI's ``{"detail": payload}`` body)."""
+
+    status: int
+    headers: list[tuple[str, str]]  # wire order, latin-1-safe (see _quote)
+    payload: dict[str, str]
+    body: bytes  # the payload as compact JSON
+
+
+def render(error: AuthError, realm: str, *, expose: bool) -> Refusal:
+    """The RFC 6750 answer to ``error``: status, headers, JSON body."""
+    payload = error.payload(expose=expose)
+    return Refusal(
+        status=error.status_code,
+        headers=error.headers(realm, expose=expose),
+        payload=payload,
+        body=_compact(payload),
+    )
+
+
+def scope_names(scopes: Iterable[str]) -> tuple[str, ...]:
+    """``scopes`` checked to be scope names (RFC 6749 §3.3: non-empty, no space), for the
+    per-route decorators and dependencies to refuse a typo where it is written."""
+    names = tuple(scopes)
+    for scope in names:
+        if not isinstance(scope, str) or not scope or " " in scope:
+            raise ConfigurationError(
+                f"a scope is a non-empty string without spaces, got {scope!r}"
+            )
+    return names
+
+
+def scopes_granted(
+    granted: Iterable[str], required: Iterable[str], *, any_of: bool = False
+) -> bool:
+    """Whether ``granted`` holds every scope in ``required`` (one of them with ``any_of``)."""
+    have = set(granted)
+    return any(s in have for s in required) if any_of else all(s in have for s in required)
+
+
 # A URL in free text: scheme, optional userinfo, host and path, optional query. The userinfo
 # runs to the LAST "@" before a quote or line end: a password may itself hold "@", "/" or a
 # space, and over-redacting a message is harmless where under-redacting leaks the password.
 _URL = re.compile(
-    r"(?i)\b([a-z][a-z0-9+.-]*://)([^'\"\n]*@)?([^?#\s'\"]*)(\?[^#\s'\"]*)?"
+    r"(?i)\b([a-z][a-z0-9+.-]*://)([^'\"\n]*@)?([^?#\s'\"]*)"
+    # Query and fragment (either may carry a secret), without punctuation that ends the
+    # sentence: "…?***: connection refused", not "…?*** connection refused".
+    r"([?#](?:[^\s'\"]*[^\s'\".,:;)])?)?"
 )
 
 
 def redact(text: str) -> str:
-    """URLs in ``text`` without ``user:password@`` and without their query (both may hold
-    secrets): messages about key servers end up in logs, 503 details and startup errors."""
+    """URLs in ``text`` without ``user:password@`` and without their query and fragment (all
+    may hold secrets): messages about key servers end up in logs, 503 details and startup errors."""
 
     def clean(match: re.Match[str]) -> str:
         scheme, userinfo, rest, query = match.groups()
-        return f"{scheme}{'***@' if userinfo else ''}{rest}{'?***' if query else ''}"
+        hidden = "" if not query else "?***" if query[0] == "?" else "#***"
+        return f"{scheme}{'***@' if userinfo else ''}{rest}{hidden}"
 
     return _URL.sub(clean, text)
+
+
+def _compact(payload: dict[str, str]) -> bytes:
+    return json.dumps(payload, separators=(",", ":")).encode()
 
 
 def _quote(value: str) -> str:

@@ -9,8 +9,8 @@ from collections.abc import Iterable
 
 from ._errors import AuthError, CSRFRejected, MissingToken, Reason, Unavailable
 from ._extract import extract_token
+from ._flow import VerifiedToken
 from ._settings import Settings
-from ._verify import VerifiedToken
 
 __all__ = ["SCOPE_GATE", "Gate"]
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from starlette.authentication import AuthCredentials, BaseUser
 
-from ._verify import VerifiedToken
+from ._flow import VerifiedToken
 
 __all__ = ["JWTCredentials", "JWTUser"]
 

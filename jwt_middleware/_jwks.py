@@ -1,4 +1,9 @@
-"""The remote JWKS cache: one policy (sans-I/O), two transports (async for ASGI, sync for WSGI).
+"""The remote JWKS cache: one policy (sans-I/O), one fetch flow, two transports.
+
+This module holds the policy (:class:`JWKSPolicy`), the fetch flow both transports drive
+(:meth:`_Remote._flow`) and the sync transport (:class:`SyncJWKS`, for WSGI). The async transport
+(:class:`~jwt_middleware._jwks_async.AsyncJWKS`, for ASGI) lives in ``_jwks_async``, so that a
+WSGI application never imports asyncio.
 
 Policy, in the order it is applied (``now`` from the injected clock):
 
@@ -22,8 +27,9 @@ Transport limits (every key server is hostile):
   start, and each socket operation in it (connect, TLS, write, each read) waits at most
   ``jwks_timeout``. A request waiting for a fetch gives up at that same deadline (503). Async:
   ``asyncio.wait_for`` around the fetch. Sync: each socket operation's timeout is cut to the
-  time the fetch has left (:class:`_ClampedBackend`), and the fetch runs in its own thread, so
-  no request thread waits past the deadline whatever the fetch is stuck on.
+  time the fetch has left (:class:`_ClampedBackend`; we resolve the name and try each address
+  ourselves, so every connect gets only what is left), and the fetch runs in its own thread, so
+  no request thread waits past the deadline whatever the fetch is stuck on (a resolver too).
 * **Size.** At most ``jwks_max_bytes`` read from the wire, and at most ``jwks_max_bytes`` after
   decoding: we ask for ``Accept-Encoding: identity``; one ``gzip`` or ``deflate`` layer is still
   decoded (a server may compress anyway), inflating never more than the cap plus one byte.
@@ -34,15 +40,17 @@ Transport limits (every key server is hostile):
   request line; the requests are driven through httpcore directly, whose log records name no URL
   (httpx's client logs every request's full URL at INFO). Our own messages show key URLs without
   userinfo or query (:func:`_redact`).
+
+:func:`fetch_jwks` is one bounded GET of a JWKS with these limits, for the CLI.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 import os
 import re
+import socket
 import ssl
 import threading
 import time
@@ -61,9 +69,9 @@ from ._errors import KeyFetchError, KeysUnavailable, UnusableKey
 from ._errors import redact as _redact
 from ._jws import loads_strict
 from ._keys import KeySet
-from ._settings import Settings, check_key_url
+from ._settings import Issuer, check_key_url
 
-__all__ = ["AsyncJWKS", "JWKSPolicy", "KeyFetchError", "Plan", "SyncJWKS"]
+__all__ = ["JWKSPolicy", "KeyFetchError", "Plan", "SyncJWKS", "fetch_jwks"]
 
 logger = logging.getLogger("jwt_middleware")
 
@@ -84,7 +92,6 @@ _NETWORK_ERRORS = (
     httpcore.ProxyError,
     ssl.SSLError,
 )
-
 
 
 class Plan(Enum):
@@ -343,7 +350,7 @@ def _decode_json(body: bytes, url: str) -> Any:
         raise KeyFetchError(f"{url} did not send valid JSON") from None
 
 
-def _keyset_from(document: Any, url: str, settings: Settings) -> KeySet:
+def _keyset_from(document: Any, url: str, settings: Issuer) -> KeySet:
     shown = _redact(url)
     try:
         keyset, problems = KeySet.from_jwks(
@@ -388,16 +395,65 @@ def discovery_url(issuer: str) -> str:
     return issuer.rstrip("/") + "/.well-known/openid-configuration"
 
 
-def _network_error(target: _Target, exc: Exception, *, too_slow: bool = False) -> KeyFetchError:
-    if too_slow:
-        return KeyFetchError(_TOO_SLOW)
+def _network_error(target: _Target, exc: Exception) -> KeyFetchError:
     return KeyFetchError(f"{target.shown} unreachable: {type(exc).__name__}")
 
 
-class _Remote:
-    """What both transports share: settings, the policy, the jwks_uri once discovered."""
+@dataclass(frozen=True)
+class _Limits:
+    """What bounds each GET of a fetch: every socket operation's timeout (httpcore's timeout
+    extension), the body size, and the trust store."""
 
-    def __init__(self, settings: Settings) -> None:
+    extensions: dict[str, Any]
+    max_bytes: int
+    ssl_context: ssl.SSLContext
+
+    @classmethod
+    def of(cls, timeout: float, max_bytes: int) -> _Limits:
+        phases = {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
+        # The trust store httpx would use (certifi, or SSL_CERT_FILE / SSL_CERT_DIR).
+        return cls({"timeout": phases}, max_bytes, httpx.create_ssl_context())
+
+    def pool_options(self, target: _Target) -> dict[str, Any]:
+        """Keywords for httpcore's connection pool, or for its proxy when ``target`` has one."""
+        if target.proxy is None:
+            return {"ssl_context": self.ssl_context}
+        proxy = target.proxy
+        return {"ssl_context": self.ssl_context, "proxy_url": proxy.url, "proxy_auth": proxy.auth}
+
+
+# What a transport sends back to the flow for one request: the body it read, or the exception
+# the request ended with (the flow turns it into the fetch's failure).
+_Answer = _Body | Exception
+_Keys = tuple[KeySet, float | None]  # a fetched key set and its max age
+_Outcome = _Keys | KeyFetchError
+_Flow = Generator[_Target, _Answer, _Outcome]
+
+
+def _request(target: _Target) -> Generator[_Target, _Answer, tuple[Any, float | None]]:
+    """One GET, sans I/O: the document and its max age, or the request's failure, raised."""
+    answer = yield target
+    if isinstance(answer, _NETWORK_ERRORS):
+        raise _network_error(target, answer)
+    if isinstance(answer, Exception):
+        raise answer
+    return answer.result()
+
+
+def _advance(flow: _Flow, answer: _Answer | None) -> _Target | _Outcome:
+    """Feed the flow ``answer`` (None: start it); its next request, or its outcome once done."""
+    try:
+        return next(flow) if answer is None else flow.send(answer)
+    except StopIteration as done:
+        outcome: _Outcome = done.value
+        return outcome
+
+
+class _Remote:
+    """What both transports share: settings, the policy, the jwks_uri once discovered, the key
+    lookup the verifier calls, the fetch flow, and the recording of a fetch's outcome."""
+
+    def __init__(self, settings: Issuer) -> None:
         self.settings = settings
         self.clock: Callable[[], float] = settings.clock
         self.policy = JWKSPolicy(
@@ -409,12 +465,56 @@ class _Remote:
         self.issuer = settings.discovery_issuer
         # Whole fetch, in real (monotonic) time: the injected clock is for tokens and cooldowns.
         self.total = settings.jwks_timeout * 2
-        phase = settings.jwks_timeout
-        self.timeouts = {"connect": phase, "read": phase, "write": phase, "pool": phase}
-        self.max_bytes = settings.jwks_max_bytes
-        # The trust store httpx would use (certifi, or SSL_CERT_FILE / SSL_CERT_DIR).
-        self.ssl_context = httpx.create_ssl_context()
+        self.limits = _Limits.of(settings.jwks_timeout, settings.jwks_max_bytes)
         self._document: Any = None
+
+    # -- the lookup the verifier calls -----------------------------------------------------------
+
+    def keyset_now(self, kid: str | None) -> KeySet | None:
+        """The keys to look ``kid`` up in when no fetch must be waited for (a due refresh is
+        started in the background); None: call ``keyset_for``. No I/O and never blocks: this is
+        the usual case of every new token."""
+        plan, now = self._plan(kid)
+        if plan is Plan.FETCH or plan is Plan.UNAVAILABLE:
+            return None
+        return self.policy.usable_keyset(kid, now)
+
+    def _plan(self, kid: str | None) -> tuple[Plan, float]:
+        """The policy's plan for ``kid`` now, with the background refresh it may ask for begun."""
+        now = self.clock()
+        plan = self.policy.plan(kid, now)
+        if plan is Plan.USE_AND_REFRESH:
+            self._refresh_in_background()
+        return plan, now
+
+    def _refresh_in_background(self) -> None:
+        raise NotImplementedError
+
+    def _keys_after_fetch(self, kid: str | None, finished: bool) -> KeySet:
+        """The keys once the fetch waited for is over (``finished`` False: not by its deadline)."""
+        if not finished:
+            raise self.policy.unavailable(self.clock(), _TOO_SLOW)
+        return self.policy.usable_keyset(kid, self.clock())
+
+    # -- one fetch, sans I/O -----------------------------------------------------------------
+
+    def _flow(self) -> _Flow:
+        """One fetch, sans I/O: yields each request to make, is sent back its :data:`_Answer`,
+        and returns the outcome. Both transports drive this (see :func:`_advance`)."""
+        try:
+            return (yield from self._steps())
+        except Exception as exc:  # KeyFetchError, and anything a hostile document provokes
+            return self._failed(exc)
+
+    def _steps(self) -> Generator[_Target, _Answer, _Keys]:
+        url = self.jwks_uri
+        if url is None:
+            assert self.issuer is not None
+            url = discovery_url(self.issuer)
+            document, _ = yield from _request(_Target.of(url, _DISCOVERY_TYPES))
+            url = self.jwks_uri = _jwks_uri_from(document, url, self.issuer)
+        document, max_age = yield from _request(_Target.of(url, _JWKS_TYPES))
+        return self._keyset(document, url), max_age
 
     def _keyset(self, document: Any, url: str) -> KeySet:
         # An unchanged document keeps the same KeySet object: no re-parsing of keys, and the
@@ -426,33 +526,6 @@ class _Remote:
         self._document = document
         return keyset
 
-    def _record(self, result: tuple[KeySet, float | None] | KeyFetchError) -> bool:
-        """Hand the outcome to the policy; True for keys."""
-        now = self.clock()
-        if isinstance(result, KeyFetchError):
-            logger.warning(
-                "jwt_middleware: JWKS fetch failed: %s",
-                result,
-                extra={"jwt_event": "key_fetch_failed"},
-            )
-            self.policy.failed(str(result))
-            return False
-        keyset, max_age = result
-        logger.info("jwt_middleware: fetched %d keys: %s", len(keyset), keyset.kids[:20])
-        self.policy.succeeded(keyset, now, max_age)
-        return True
-
-    def _tell(self, ok: bool) -> None:
-        """The user's ``events.key_fetch`` hook, called once the outcome is recorded and the
-        waiters are released: a hook that fails must never stall the key cache."""
-        events = self.settings.events
-        if events is None:
-            return
-        try:
-            events.key_fetch(ok=ok)
-        except Exception:
-            logger.exception("jwt_middleware: events.key_fetch() raised; ignored")
-
     def _failed(self, exc: Exception) -> KeyFetchError:
         if self.issuer is not None and self.settings.jwks_url is None:
             # Discovered, not configured: look the jwks_uri up again next time, in case the
@@ -463,139 +536,40 @@ class _Remote:
         logger.error("jwt_middleware: unexpected error while fetching keys", exc_info=exc)
         return KeyFetchError(f"key fetch failed: {type(exc).__name__}")
 
-    def _steps(self) -> Generator[_Target, tuple[Any, float | None], tuple[KeySet, float | None]]:
-        """One fetch, sans I/O: yields each request to make and is sent back ``(JSON,
-        max_age)``; returns the key set and its max age. Both transports drive this sequence."""
-        url = self.jwks_uri
-        if url is None:
-            assert self.issuer is not None
-            url = discovery_url(self.issuer)
-            document, _ = yield _Target.of(url, _DISCOVERY_TYPES)
-            url = self.jwks_uri = _jwks_uri_from(document, url, self.issuer)
-        document, max_age = yield _Target.of(url, _JWKS_TYPES)
-        return self._keyset(document, url), max_age
+    # -- the outcome ---------------------------------------------------------------------------
 
+    def _record(self, outcome: _Outcome) -> None:
+        """Hand the outcome to the policy. Nothing else: the sync transport holds its lock."""
+        if isinstance(outcome, KeyFetchError):
+            self.policy.failed(str(outcome))
+        else:
+            keyset, max_age = outcome
+            self.policy.succeeded(keyset, self.clock(), max_age)
 
-def _after_fork(ref: weakref.ReferenceType[SyncJWKS]) -> None:
-    remote = ref()
-    if remote is not None:
-        remote._forked()
-
-
-class AsyncJWKS(_Remote):
-    """Remote keys for the ASGI side (httpcore on the running loop), never blocking the loop."""
-
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
-        self._flight: asyncio.Future[None] | None = None
-        self._deadline = 0.0
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def keyset_now(self, kid: str | None) -> KeySet | None:
-        """Keys to look ``kid`` up in when no fetch needs waiting for (a refresh may start in
-        the background); None: await :meth:`keyset_for`. Synchronous, because it is the usual
-        case of every new token and an await costs more than the lookup."""
-        policy = self.policy
-        now = self.clock()
-        plan = policy.plan(kid, now)
-        if plan is Plan.USE:
-            return policy.usable_keyset(kid, now)
-        if plan is Plan.USE_AND_REFRESH:
-            self._start()
-            return policy.usable_keyset(kid, now)
-        return None
-
-    async def keyset_for(self, kid: str | None) -> KeySet:
-        """Keys to look ``kid`` up in, fetching first when the policy says so."""
-        keyset = self.keyset_now(kid)
-        if keyset is not None:
-            return keyset
-        if self.policy.plan(kid, self.clock()) is Plan.FETCH and not await self.refresh():
-            raise self.policy.unavailable(self.clock(), _TOO_SLOW)
-        return self.policy.usable_keyset(kid, self.clock())
-
-    async def refresh(self, *, rate_limited: bool = True) -> bool:
-        """Fetch now, or join the fetch in flight. Never raises: failures go to the policy.
-        False: the fetch was still running at its deadline."""
-        if self._flight is None:
-            if not self.policy.may_fetch(self.clock()):
-                return True
-            self._start(rate_limited=rate_limited)
-        flight = self._flight
-        assert flight is not None
-        # The fetch runs in its own task and the waiters are shielded from it: a client that
-        # disconnects cancels its own wait, never the fetch everyone else is waiting for.
-        left = max(0.0, self._deadline - time.monotonic())
-        try:
-            await asyncio.wait_for(asyncio.shield(flight), timeout=left)
-        except asyncio.TimeoutError:
-            return flight.done()
-        return True
-
-    def _start(self, *, rate_limited: bool = True) -> None:
-        loop = asyncio.get_running_loop()
-        self.policy.begin(self.clock(), rate_limited=rate_limited)
-        self._deadline = time.monotonic() + self.total
-        flight: asyncio.Future[None] = loop.create_future()
-        self._flight = flight
-        task = loop.create_task(self._run(flight))
-        self._tasks.add(task)  # asyncio keeps only weak references to tasks
-        task.add_done_callback(self._tasks.discard)
-
-    async def _run(self, flight: asyncio.Future[None]) -> None:
-        result: tuple[KeySet, float | None] | KeyFetchError = KeyFetchError("fetch cancelled")
-        ok = False
-        try:
-            result = await asyncio.wait_for(self._fetch(), timeout=self.total)
-        except asyncio.TimeoutError:
-            result = KeyFetchError(_TOO_SLOW)
-        finally:
-            try:
-                ok = self._record(result)
-            finally:
-                self._flight = None
-                if not flight.done():
-                    flight.set_result(None)
-        self._tell(ok)
-
-    async def aclose(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def _fetch(self) -> tuple[KeySet, float | None] | KeyFetchError:
-        steps = self._steps()
-        try:
-            target = next(steps)
-            while True:
-                target = steps.send(await self._get(target))
-        except StopIteration as done:
-            result: tuple[KeySet, float | None] = done.value
-            return result
-        except Exception as exc:  # KeyFetchError, and anything a hostile document provokes
-            return self._failed(exc)
-
-    async def _get(self, target: _Target) -> tuple[Any, float | None]:
-        # A pool per request: its connection belongs to this loop, and none outlives the fetch.
-        pool = (
-            httpcore.AsyncConnectionPool(ssl_context=self.ssl_context)
-            if target.proxy is None
-            else httpcore.AsyncHTTPProxy(
-                target.proxy.url, proxy_auth=target.proxy.auth, ssl_context=self.ssl_context
+    def _report(self, outcome: _Outcome) -> None:
+        """Log the outcome and call the user's ``events.key_fetch`` hook, once it is recorded
+        and the waiters are released: neither a slow log handler nor a failing hook may stall
+        the key cache."""
+        ok = not isinstance(outcome, KeyFetchError)
+        if isinstance(outcome, KeyFetchError):
+            logger.warning(
+                "jwt_middleware: JWKS fetch failed: %s",
+                outcome,
+                extra={"jwt_event": "key_fetch_failed"},
             )
-        )
-        extensions = {"timeout": self.timeouts}
+        else:
+            keyset = outcome[0]
+            logger.info("jwt_middleware: fetched %d keys: %s", len(keyset), keyset.kids[:20])
+        events = self.settings.events
+        if events is None:
+            return
         try:
-            async with pool, pool.stream(
-                "GET", target.url, headers=target.headers, extensions=extensions
-            ) as response:
-                body = _Body(target, response.status, response.headers, self.max_bytes)
-                async for chunk in response.aiter_stream():
-                    body.feed(chunk)
-        except _NETWORK_ERRORS as exc:
-            raise _network_error(target, exc) from None
-        return body.result()
+            events.key_fetch(ok=ok)
+        except Exception:
+            logger.exception("jwt_middleware: events.key_fetch() raised; ignored")
+
+
+# -- the sync transport ------------------------------------------------------------------------
 
 
 class _Budget:
@@ -663,15 +637,83 @@ class _ClampedBackend(httpcore.NetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.NetworkStream:
-        timeout = self._budget.clamp(timeout, httpcore.ConnectTimeout)
-        stream = self._backend.connect_tcp(host, port, timeout, local_address, socket_options)
-        return _ClampedStream(stream, self._budget)
+        # Not socket.create_connection's own loop: it gives every address the whole timeout
+        # (n unreachable addresses cost n timeouts). The name is resolved here, in the fetch's
+        # own thread, with no bound of its own, so the budget is checked again before each
+        # connect, which then gets only what is left.
+        try:
+            addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise httpcore.ConnectError(exc) from exc
+        error: Exception = httpcore.ConnectError(f"{host[:100]!r} has no address")
+        for *_, address in addresses:
+            timeout_left = self._budget.clamp(timeout, httpcore.ConnectTimeout)
+            try:
+                stream = self._backend.connect_tcp(
+                    str(address[0]), port, timeout_left, local_address, socket_options
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                error = exc
+                continue
+            return _ClampedStream(stream, self._budget)
+        raise error
+
+
+def _exchange(target: _Target, limits: _Limits, budget: _Budget) -> _Body:
+    """One GET on httpcore's sync pool, each socket operation clamped to ``budget``; raises
+    what the request ends with (httpcore's network errors as they are)."""
+    pool_class = httpcore.ConnectionPool if target.proxy is None else httpcore.HTTPProxy
+    pool = pool_class(network_backend=_ClampedBackend(budget), **limits.pool_options(target))
+    with pool, pool.stream(
+        "GET", target.url, headers=target.headers, extensions=limits.extensions
+    ) as response:
+        body = _Body(target, response.status, response.headers, limits.max_bytes)
+        for chunk in response.iter_stream():
+            body.feed(chunk)
+    return body
+
+
+def _answer(target: _Target, limits: _Limits, budget: _Budget) -> _Answer:
+    try:
+        return _exchange(target, limits, budget)
+    except _NETWORK_ERRORS as exc:
+        # Whatever operation the deadline cut short, the fetch as a whole was too slow.
+        return KeyFetchError(_TOO_SLOW) if budget.spent else exc
+    except Exception as exc:
+        return exc
+
+
+def fetch_jwks(url: str, *, timeout: float, max_bytes: int) -> Any:
+    """GET the JWKS at ``url`` in this thread, with every limit of a key fetch (above): the
+    parsed JSON document, not yet checked as a key set.
+
+    Raises KeyFetchError, whose message names the URL without its secrets; for a network
+    failure it is chained (``__cause__``) to httpcore's exception, whose cause says what failed.
+    """
+    target = _Target.of(url, _JWKS_TYPES)
+    total = 2 * timeout
+    budget = _Budget(time.monotonic() + total)
+    try:
+        body = _exchange(target, _Limits.of(timeout, max_bytes), budget)
+    except _NETWORK_ERRORS as exc:
+        if budget.spent:
+            raise KeyFetchError(
+                f"{target.shown} sent no complete answer within {total:g}s (the total limit)"
+            ) from None
+        raise _network_error(target, exc) from exc
+    return body.result()[0]
+
+
+def _after_fork(ref: weakref.ReferenceType[SyncJWKS]) -> None:
+    remote = ref()
+    if remote is not None:
+        remote._forked()
 
 
 class SyncJWKS(_Remote):
     """Remote keys for the WSGI side (httpcore, a thread per fetch): thread-safe, single-flight."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Issuer) -> None:
         super().__init__(settings)
         self._pid = -1
         self._forked()
@@ -690,17 +732,15 @@ class SyncJWKS(_Remote):
         self.policy.in_flight = False
 
     def keyset_for(self, kid: str | None) -> KeySet:
-        policy = self.policy
-        now = self.clock()
-        plan = policy.plan(kid, now)
-        if plan is Plan.USE:
-            return policy.usable_keyset(kid, now)
-        if plan is Plan.USE_AND_REFRESH:
-            self.refresh(wait=False)
-            return policy.usable_keyset(kid, now)
-        if plan is Plan.FETCH and not self.refresh():
-            raise policy.unavailable(self.clock(), _TOO_SLOW)
-        return policy.usable_keyset(kid, self.clock())
+        """The keys to look ``kid`` up in, fetching first (or joining the fetch in flight) when
+        the policy says so; raises KeysUnavailable."""
+        plan, now = self._plan(kid)
+        if plan is Plan.FETCH:
+            return self._keys_after_fetch(kid, self.refresh())
+        return self.policy.usable_keyset(kid, now)
+
+    def _refresh_in_background(self) -> None:
+        self.refresh(wait=False)
 
     def refresh(self, *, wait: bool = True, rate_limited: bool = True) -> bool:
         """Fetch now, or join the fetch in flight (``wait=False``: do not wait for it). Never
@@ -729,53 +769,20 @@ class SyncJWKS(_Remote):
             self.policy.failed("could not start a key fetch thread")
 
     def _run(self, budget: _Budget) -> None:
-        result: tuple[KeySet, float | None] | KeyFetchError = KeyFetchError("fetch aborted")
-        ok = False
+        outcome: _Outcome = KeyFetchError("fetch aborted")
         try:
-            result = self._fetch(budget)
+            flow = self._flow()
+            step = _advance(flow, None)
+            while isinstance(step, _Target):
+                step = _advance(flow, _answer(step, self.limits, budget))
+            outcome = step
         finally:
             with self._lock:
                 try:
-                    ok = self._record(result)
+                    self._record(outcome)
                 finally:
                     self._done.notify_all()
-        self._tell(ok)
+        self._report(outcome)
 
     def close(self) -> None:
         """Nothing to release: each fetch opens and closes its own connections."""
-
-    def _fetch(self, budget: _Budget) -> tuple[KeySet, float | None] | KeyFetchError:
-        steps = self._steps()
-        try:
-            target = next(steps)
-            while True:
-                target = steps.send(self._get(target, budget))
-        except StopIteration as done:
-            result: tuple[KeySet, float | None] = done.value
-            return result
-        except Exception as exc:  # KeyFetchError, and anything a hostile document provokes
-            return self._failed(exc)
-
-    def _get(self, target: _Target, budget: _Budget) -> tuple[Any, float | None]:
-        backend = _ClampedBackend(budget)
-        pool = (
-            httpcore.ConnectionPool(ssl_context=self.ssl_context, network_backend=backend)
-            if target.proxy is None
-            else httpcore.HTTPProxy(
-                target.proxy.url,
-                proxy_auth=target.proxy.auth,
-                ssl_context=self.ssl_context,
-                network_backend=backend,
-            )
-        )
-        extensions = {"timeout": self.timeouts}
-        try:
-            with pool, pool.stream(
-                "GET", target.url, headers=target.headers, extensions=extensions
-            ) as response:
-                body = _Body(target, response.status, response.headers, self.max_bytes)
-                for chunk in response.iter_stream():
-                    body.feed(chunk)
-        except _NETWORK_ERRORS as exc:
-            raise _network_error(target, exc, too_slow=budget.spent) from None
-        return body.result()

@@ -9,8 +9,11 @@ from __future__ import annotations
 import copy
 import json
 import re
+import threading
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, NamedTuple, NoReturn
+
+from cachetools import LRUCache
 
 from . import _b64 as b64
 from ._errors import InvalidToken, Reason
@@ -175,25 +178,35 @@ def _holds_lone_surrogate(value: Any) -> bool:
 
 
 class HeaderRules:
-    """What a JOSE header must look like to be accepted; caches the verdict per header segment."""
+    """What a JOSE header must look like to be accepted; caches the verdict per header segment
+    (only accepted headers: a refusal raises before anything is stored)."""
 
-    __slots__ = ("_cache", "_cache_size", "algorithms", "typ")
+    __slots__ = ("_cache", "_lock", "algorithms", "typ")
 
     def __init__(self, algorithms: Collection[str], typ: str | None, cache_size: int = 256) -> None:
+        if cache_size < 1:
+            raise ValueError(f"cache_size must be at least 1, got {cache_size!r}")
         self.algorithms = frozenset(algorithms)
         self.typ = _media_type(typ) if typ is not None else None
-        self._cache: dict[bytes, Header] = {}
-        self._cache_size = cache_size
+        # Bounded, least recently used out first: a flood of distinct headers (a kid per forged
+        # token) evicts its own entries, never grows memory, and leaves the issuer's own header,
+        # which every genuine token refreshes, in place.
+        self._cache: LRUCache[bytes, Header] = LRUCache(maxsize=cache_size)
+        # cachetools caches are not thread-safe (a get racing an eviction raises KeyError, and
+        # the size count can drift past the bound), and WSGI servers call this from many
+        # threads. The lock is held only for the lookup or the store, never for the check.
+        self._lock = threading.Lock()
 
     def header(self, segment: bytes) -> Header:
-        cached = self._cache.get(segment)
+        with self._lock:
+            cached = self._cache.get(segment)
         if cached is not None:
             return cached
+        # Outside the lock: two threads meeting a new header both check it, and the second
+        # store replaces an equal verdict.
         header = self._check(segment)
-        if len(self._cache) >= self._cache_size:
-            # Bounded: junk headers can only evict, never grow memory.
-            self._cache.clear()
-        self._cache[segment] = header
+        with self._lock:
+            self._cache[segment] = header
         return header
 
     def _check(self, segment: bytes) -> Header:

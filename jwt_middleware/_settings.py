@@ -11,7 +11,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import urlsplit
 
 import httpx
@@ -30,7 +30,16 @@ from ._keys import (
     )
 from .revocation import GRACE
 
-__all__ = ["DEFAULT_ALGORITHMS", "Settings", "Validator", "check_key_url"]
+__all__ = [
+    "DEFAULT_ALGORITHMS",
+    "Issuer",
+    "Options",
+    "Settings",
+    "Validator",
+    "check_key_url",
+    "issuer_entries",
+    "settings_from",
+]
 
 DEFAULT_ALGORITHMS = ("RS256", "ES256", "PS256", "EdDSA")
 
@@ -45,8 +54,9 @@ _COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 @dataclass(frozen=True, kw_only=True)
-class Settings:
-    """Everything the verifier and the middlewares need. Every field is keyword-only.
+class Issuer:
+    """One trusted issuer: who it is, where its keys are, what its tokens must look like and how
+    long its keys are cached. Every field is keyword-only; the object is checked when built.
 
     ``issuer`` and ``audience`` are required: a token minted by the same identity provider for
     another API must not open this one (RFC 8725 §3.9). Waive them only with
@@ -55,91 +65,91 @@ class Settings:
 
     # -- who we trust --------------------------------------------------------------------------
     issuer: str | Sequence[str] | None = None
+    """The trusted ``iss`` value(s), compared exactly. Required, or ``allow_any_issuer=True``."""
     audience: str | Sequence[str] | None = None
+    """This API's audience value(s): the token's ``aud`` must name one. Required, or
+    ``allow_any_audience=True``: without it a token the same identity provider minted for
+    another API opens this one."""
     allow_any_issuer: bool = False
+    """Waive the issuer check, explicitly (for a key source only one issuer controls)."""
     allow_any_audience: bool = False
+    """Waive the audience check, explicitly."""
     # -- where keys come from (any combination) --------------------------------------------
-    jwks_url: str | None = field(default=None, repr=False)  # may carry credentials
+    jwks_url: str | None = field(default=None, repr=False)
+    """The issuer's JWKS URL: https, or plain http on a loopback host only (keys sent in the
+    clear can be swapped). Credentials in it are sent as HTTP Basic and never logged."""
     discovery: bool | None = None
-    """OIDC discovery from ``{issuer}/.well-known/openid-configuration``. ``None`` (default):
-    used when no other key source is given."""
-    jwks: Mapping[str, Any] | None = field(default=None, repr=False)  # may hold HMAC secrets
+    """OIDC discovery of the JWKS URL from ``{issuer}/.well-known/openid-configuration``.
+    ``None``: used when no other key source is given."""
+    jwks: Mapping[str, Any] | None = field(default=None, repr=False)
+    """A static JWKS document. May hold HMAC secrets, so it never appears in ``repr``."""
     keys: Sequence[Key] = ()
+    """Static keys (``Key.from_pem``, ``Key.from_secret``, ``Key.from_jwk``), used with any
+    remote keys."""
     rsa_max_bits: int = DEFAULT_RSA_MAX_BITS
-    """Largest RSA modulus trusted, in bits (2048 to 16384; default 8192), for remote and static
-    keys alike. A larger JWKS key is ignored (logged); a larger configured key is an error. Every
-    forged token naming a key costs its signature check: about 12x a 2048-bit one at 8192 bits,
-    50x at 16384."""
+    """Largest RSA modulus trusted, in bits (2048 to 16384), for remote and static keys alike.
+    A larger JWKS key is ignored (logged); a larger configured key is an error. Every forged
+    token naming a key costs its signature check: about 12x a 2048-bit one at 8192 bits, 50x
+    at 16384."""
     rsa_max_exponent: int = DEFAULT_RSA_MAX_EXPONENT
-    """Largest RSA public exponent trusted (3 to 2**64 - 1; default 65537, the exponent issuers
-    use, which also admits 3 and 17). A signature check costs more the longer the exponent."""
+    """Largest RSA public exponent trusted (3 to 2**64 - 1). 65537 is what issuers use, and
+    also admits 3 and 17; a signature check costs more the longer the exponent."""
     # -- token rules -------------------------------------------------------------------------
     algorithms: Sequence[str] = DEFAULT_ALGORITHMS
+    """Allowed ``alg`` values. ``none`` is never accepted (RFC 8725 §3.1); an HS* algorithm
+    needs an HMAC secret in ``keys``, and a secret needs an HS* algorithm."""
     leeway: float = 60.0
+    """Seconds of clock skew allowed on ``exp``, ``nbf`` and ``iat`` (0 to 3600): a minute
+    covers hosts whose clocks are synchronised; beyond an hour it is not skew."""
     require_exp: bool = True
+    """Refuse tokens without ``exp``: a token that never expires cannot be taken back."""
     required_claims: Sequence[str] = ()
+    """Claims that must be present and not null, e.g. ``["sub", "jti"]``."""
     typ: str | None = None
+    """The ``typ`` header tokens must carry, compared as a media type, e.g. ``"at+jwt"``
+    (RFC 9068), which keeps the issuer's ID tokens out. ``None``: not checked."""
     max_lifetime: float | None = None
+    """Seconds: refuse tokens whose ``exp - iat`` is longer (``iat`` is then required).
+    ``None``: no limit."""
     max_token_bytes: int = 8192
+    """Largest token accepted, in bytes, checked before any parsing: a bound on the work a
+    request can cause. 8 KiB holds every real access token."""
     validators: Sequence[Validator] = ()
+    """Extra checks on the verified claims, run in order on every use: return False or raise
+    ``InvalidToken`` to refuse. ``async`` ones work on the ASGI side only."""
     scope_claims: Sequence[str] = ("scope", "scp")
+    """Claims read as the token's scopes, each a space-separated string or a list of strings:
+    ``scope`` (RFC 9068) and ``scp`` (Entra ID, Okta)."""
     # -- remote key cache ----------------------------------------------------------------------
     jwks_max_age: float = 600.0
+    """Seconds fetched keys stay fresh (a shorter ``Cache-Control: max-age`` wins, never below
+    ``jwks_cooldown``): ten minutes picks a rotation up soon without fetching per request."""
     jwks_cooldown: float = 30.0
+    """Least seconds between fetches caused by unknown ``kid`` values or failures: a flood of
+    made-up kids costs one fetch per cooldown."""
     jwks_timeout: float = 5.0
+    """Seconds for each phase of a key fetch (connect, TLS, send, each read). A whole fetch,
+    discovery and JWKS together, ends within twice that; a request waiting for it gets a 503
+    by then."""
     jwks_max_bytes: int = 50 * 1024
+    """Largest JWKS or discovery body, in bytes, counted on the wire and after decoding (at
+    most one gzip or deflate layer; stacked or other encodings are refused)."""
     jwks_max_stale: float = 24 * 3600.0
-    # -- verified-token cache ------------------------------------------------------------------
-    token_cache_size: int = 4096
-    """Verified tokens remembered (by a BLAKE2b-256 digest), so a reused token skips parsing
-    and the signature check.
-    ``exp``/``nbf`` and validators are still checked on every use; 0 disables the cache."""
+    """Seconds held keys keep serving past their freshness while refreshes fail, so an outage
+    of the key server is not one of this API. 0: never serve stale keys."""
     # -- revocation ----------------------------------------------------------------------------
     revocation: Any = None
     """A revocation store (``jwt_middleware.revocation``), consulted after the signature holds
     and on every use of a cached token. Async stores work on the ASGI side only."""
     revocation_fail_open: bool = False
     """When the store cannot answer: refuse with 503 (default), or let the token in (logged)."""
-    # -- requests ------------------------------------------------------------------------------
-    header: bool = True
-    cookie: str | None = None
-    public_paths: Collection[str] = ()
-    anonymous: bool = False
-    realm: str = "api"
-    expose_error_details: bool = False
-    csrf: str | None = None
-    """For tokens from the cookie on state-changing methods: ``"both"`` (default when ``cookie``
-    is set), ``"double_submit"``, ``"origin"``, or ``"off"``."""
-    csrf_header: str = "x-csrf-token"
-    csrf_claim: str = "csrf"
-    allowed_origins: Collection[str] = ()
-    cors_origins: Collection[str] = ()
-    """Exact origins (``https://host[:port]``, or ``"*"`` without credentials) for which the
-    middleware is the CORS layer: it answers their preflights itself (204, never calling the
-    app; other origins' preflights get 403), and adds ``Access-Control-Allow-Origin``,
-    ``Vary: Origin`` and ``Access-Control-Expose-Headers: WWW-Authenticate`` to every response
-    to them, refusals included. Default: none (OPTIONS needs a token like any method)."""
-    cors_methods: Sequence[str] = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
-    """``Access-Control-Allow-Methods`` of a preflight answer."""
-    cors_headers: Sequence[str] | None = None
-    """``Access-Control-Allow-Headers`` of a preflight answer. ``None`` (default):
-    authorization, content-type, dpop and ``csrf_header``."""
-    cors_credentials: bool = False
-    """Send ``Access-Control-Allow-Credentials: true`` (browsers then send cookies)."""
-    cors_max_age: int = 600
-    """``Access-Control-Max-Age`` of a preflight answer, in seconds."""
-    preflight_passthrough: bool = False
-    """Let OPTIONS requests with ``Origin`` and ``Access-Control-Request-Method`` reach the app
-    without a token, for a CORS layer inside this middleware. Dangerous (logged at startup):
-    anything that does not dispatch on the method serves such a request unauthenticated."""
-    websocket_expiry: str = "close"
-    """``"close"`` (default): end an authenticated WebSocket with 1008 when its token expires
-    (``exp`` + ``leeway``); ``"off"``: the app decides (``websocket.auth.expires_at``)."""
-    on_error: Callable[[AuthError], None] | None = None
+    # -- shared with the request handling --------------------------------------------------------
     events: Any = None
-    """Counters for decisions (``jwt_middleware.observe.Counters`` / ``PrometheusEvents``)."""
-    warm_up: bool = True
+    """Counters for decisions (``jwt_middleware.observe.Counters`` / ``PrometheusEvents``).
+    Left unset on an :class:`Issuer` in ``Settings.trust``, the settings' own apply."""
     clock: Callable[[], float] = field(default=time.time, repr=False)
+    """The time source, in seconds since the epoch (tests inject a fake one). Left unset on an
+    :class:`Issuer` in ``Settings.trust``, the settings' own applies."""
 
     # derived, filled in __post_init__
     issuers: frozenset[str] = field(init=False, repr=False)
@@ -148,24 +158,21 @@ class Settings:
     discovery_issuer: str | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._check_types()
+        self._check_issuer()
+
+    def _check_issuer(self) -> None:
+        _check_types(self, ISSUER_FIELDS)
         put = object.__setattr__
         put(self, "issuers", _names("issuer", self.issuer, self.allow_any_issuer))
         put(self, "audiences", _names("audience", self.audience, self.allow_any_audience))
         put(self, "algorithms", tuple(self.algorithms))
-        put(self, "public_paths", frozenset(self.public_paths))
         put(self, "required_claims", tuple(self.required_claims))
         put(self, "scope_claims", tuple(self.scope_claims))
         put(self, "validators", tuple(self.validators))
         put(self, "keys", tuple(self.keys))
-        put(self, "allowed_origins", frozenset(o.rstrip("/").lower() for o in self.allowed_origins))
-        if self.csrf is None:
-            put(self, "csrf", "both" if self.cookie is not None else "off")
-        put(self, "csrf_header", self.csrf_header.lower())
         self._check_algorithms()
         self._check_numbers()
-        self._check_requests()
-        self._check_cors()
+        self._check_rules()
         put(self, "static_keys", self._static_keys())
         put(self, "discovery_issuer", self._discovery())
         if self.jwks_url is not None:
@@ -189,6 +196,7 @@ class Settings:
 
     @property
     def remote(self) -> bool:
+        """Whether keys are fetched (a JWKS URL, or discovery)."""
         return self.jwks_url is not None or self.discovery_issuer is not None
 
     def _check_algorithms(self) -> None:
@@ -216,9 +224,6 @@ class Settings:
         for name, value in positive.items():
             if not _finite(value) or not value > 0:
                 raise ConfigurationError(f"{name} must be a positive number, got {value!r}")
-        size = self.token_cache_size
-        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-            raise ConfigurationError(f"token_cache_size must be an integer >= 0, got {size!r}")
         for name, value in {"leeway": self.leeway, "jwks_max_stale": self.jwks_max_stale}.items():
             if not _finite(value) or not value >= 0:
                 raise ConfigurationError(f"{name} must be a number >= 0, got {value!r}")
@@ -229,32 +234,7 @@ class Settings:
         if self.jwks_cooldown > self.jwks_max_age:
             raise ConfigurationError("jwks_cooldown must not exceed jwks_max_age")
 
-    def _check_types(self) -> None:
-        # Settings often come from environment strings: "false" is truthy, and "scope" is a
-        # sequence of one-letter names. Refuse both rather than guess.
-        for f in dataclasses.fields(self):
-            if f.init and f.type == "bool" and type(getattr(self, f.name)) is not bool:
-                raise ConfigurationError(
-                    f"{f.name} must be True or False, got {getattr(self, f.name)!r}"
-                )
-        for name in ("algorithms", "required_claims", "scope_claims", "public_paths",
-                     "allowed_origins", "cors_origins", "cors_methods", "cors_headers",
-                     "validators", "keys"):  # fmt: skip
-            if isinstance(getattr(self, name), (str, bytes)):
-                raise ConfigurationError(f"{name} must be a list, not a single string")
-        if not isinstance(self.realm, str):
-            raise ConfigurationError(f"realm must be a string, got {self.realm!r}")
-        if not callable(self.clock):
-            raise ConfigurationError("clock must be a callable returning the time in seconds")
-
-    def _check_requests(self) -> None:
-        if not self.header and self.cookie is None:
-            raise ConfigurationError("no token location: keep header=True or set cookie='name'")
-        if self.cookie is not None and not _COOKIE_NAME.fullmatch(self.cookie):
-            raise ConfigurationError(f"cookie {self.cookie!r} is not a valid cookie name")
-        for path in self.public_paths:
-            if not isinstance(path, str) or not path.startswith("/"):
-                raise ConfigurationError(f"public path {path!r} must be a string starting with '/'")
+    def _check_rules(self) -> None:
         for claim in (*self.required_claims, *self.scope_claims):
             if not isinstance(claim, str) or not claim:
                 raise ConfigurationError(f"claim names are non-empty strings, got {claim!r}")
@@ -265,22 +245,6 @@ class Settings:
             for method in ("verified", "rejected", "key_fetch"):
                 if not callable(getattr(self.events, method, None)):
                     raise ConfigurationError(f"events must have a {method}() method")
-        if self.on_error is not None and not callable(self.on_error):
-            raise ConfigurationError("on_error must be a callable")
-        if self.csrf not in _CSRF_MODES:
-            raise ConfigurationError(
-                f"csrf must be one of {sorted(_CSRF_MODES)}, got {self.csrf!r}"
-            )
-        if self.cookie is not None and self.csrf == "off":
-            logger.warning("jwt_middleware: cookie tokens without CSRF protection (csrf='off')")
-        if self.csrf == "origin" and not self.allowed_origins:
-            raise ConfigurationError("csrf='origin' needs allowed_origins=['https://app.example']")
-        for origin in self.allowed_origins:
-            parts = urlsplit(origin)
-            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
-                raise ConfigurationError(
-                    f"allowed origin {origin!r} must look like https://host[:port]"
-                )
         if self.revocation is not None:
             if not callable(getattr(self.revocation, "is_revoked", None)):
                 raise ConfigurationError("revocation must be a store with an is_revoked() method")
@@ -291,61 +255,8 @@ class Settings:
                 )
         if self.typ is not None and (not isinstance(self.typ, str) or not self.typ.strip()):
             raise ConfigurationError("typ must be a non-empty string such as 'at+jwt'")
-
-    def _check_cors(self) -> None:
-        put = object.__setattr__
-        origins = frozenset(
-            o.rstrip("/").lower() if isinstance(o, str) else o for o in self.cors_origins
-        )
-        for origin in origins:
-            parts = urlsplit(origin) if isinstance(origin, str) else None
-            if origin != "*" and (
-                parts is None or not origin.isascii() or parts.scheme not in ("http", "https")
-                or not parts.hostname or "@" in parts.netloc
-                or parts.path or parts.query or parts.fragment
-            ):  # fmt: skip
-                raise ConfigurationError(
-                    f"cors origin {origin!r} must look like https://host[:port] (or be '*')"
-                )
-        if "*" in origins and len(origins) > 1:
-            raise ConfigurationError("cors_origins: '*' stands alone (it already means any)")
-        if "*" in origins and self.cors_credentials:
-            raise ConfigurationError(
-                "cors_origins='*' with cors_credentials=True would let every site read "
-                "credentialed answers; list the origins"
-            )
-        if self.cors_credentials and not origins:
-            raise ConfigurationError("cors_credentials=True needs cors_origins")
-        if origins and self.preflight_passthrough:
-            raise ConfigurationError(
-                "cors_origins makes this middleware the CORS layer; preflight_passthrough is for "
-                "a CORS layer inside it: choose one"
-            )
-        headers = self.cors_headers
-        if headers is None:
-            headers = ("authorization", "content-type", "dpop", self.csrf_header)
-        for name, values in (("cors_methods", self.cors_methods), ("cors_headers", headers)):
-            for value in values:
-                if not isinstance(value, str) or not _COOKIE_NAME.fullmatch(value):  # a token
-                    raise ConfigurationError(f"{name}: {value!r} is not an HTTP token")
-        age = self.cors_max_age
-        if isinstance(age, bool) or not isinstance(age, int) or age < 0:
-            raise ConfigurationError(f"cors_max_age must be an integer >= 0, got {age!r}")
-        if self.websocket_expiry not in ("close", "off"):
-            raise ConfigurationError(
-                f"websocket_expiry must be 'close' or 'off', got {self.websocket_expiry!r}"
-            )
-        put(self, "cors_origins", origins)
-        put(self, "cors_methods", tuple(dict.fromkeys(m.upper() for m in self.cors_methods)))
-        put(self, "cors_headers", tuple(dict.fromkeys(h.lower() for h in headers)))
-        if self.preflight_passthrough:
-            logger.warning(
-                "jwt_middleware: preflight_passthrough=True: OPTIONS requests with Origin and "
-                "Access-Control-Request-Method reach the app WITHOUT a token; any endpoint that "
-                "does not dispatch on the method (a Mount, a plain ASGI/WSGI app, a route that "
-                "accepts OPTIONS) serves them unauthenticated. Prefer cors_origins, or put "
-                "CORSMiddleware outside JWTMiddleware"
-            )
+        if not callable(self.clock):
+            raise ConfigurationError("clock must be a callable returning the time in seconds")
 
     def _static_keys(self) -> KeySet:
         self._check_rsa_bounds()
@@ -417,7 +328,358 @@ class Settings:
         return issuer
 
 
+@dataclass(frozen=True, kw_only=True)
+class Settings(Issuer):
+    """Everything a middleware or verifier needs: the trusted issuer's fields (those of
+    :class:`Issuer`, for the usual single issuer) and how requests are handled.
+
+    For several issuers, list them in ``trust`` and leave the issuer fields unset here.
+    """
+
+    trust: Sequence[Issuer] = ()
+    """Several trusted issuers, each with its own keys, audience and rules; a token's
+    (unverified) ``iss`` chooses the one whose checks then apply, with its keys only."""
+    # -- the verified-token cache --------------------------------------------------------------
+    token_cache_size: int = 4096
+    """Verified tokens remembered (by a BLAKE2b-256 digest of the whole token), so a reused
+    token skips parsing and the signature check; ``exp``/``nbf``, validators and revocation are
+    still checked on every use. 0 disables the cache."""
+    # -- where the token is --------------------------------------------------------------------
+    header: bool = True
+    """Read the token from ``Authorization: Bearer``."""
+    cookie: str | None = None
+    """The name of the (HttpOnly) cookie holding the token; ``None``: no cookie is read."""
+    public_paths: Collection[str] = ()
+    """Paths that need no token: exact (``/health``) or a prefix (``/docs*``), as the app
+    routes them (under a ``root_path`` or a Mount, relative to it)."""
+    anonymous: bool = False
+    """Let requests without a token through, unauthenticated (a token that is present must
+    still be valid)."""
+    # -- the answers ---------------------------------------------------------------------------
+    realm: str = "api"
+    """The ``realm`` of the ``WWW-Authenticate`` challenge."""
+    expose_error_details: bool = False
+    """Put the reason code in refusals (development only: it helps an attacker tune a
+    forgery)."""
+    on_error: Callable[[AuthError], None] | None = None
+    """Called with every refusal (an :class:`AuthError`); what it raises is logged, not sent."""
+    # -- cookies and browsers ------------------------------------------------------------------
+    csrf: str | None = None
+    """CSRF defence for cookie tokens on state-changing methods: ``"both"`` (default when
+    ``cookie`` is set), ``"double_submit"``, ``"origin"``, or ``"off"``."""
+    csrf_header: str = "x-csrf-token"
+    """The double-submit header, which must equal the token's ``csrf_claim``."""
+    csrf_claim: str = "csrf"
+    """The token claim the ``csrf_header`` must equal."""
+    allowed_origins: Collection[str] = ()
+    """Origins (``https://host[:port]``) allowed to send cookie-authenticated unsafe requests."""
+    cors_origins: Collection[str] = ()
+    """Exact origins (``https://host[:port]``, or ``"*"`` without credentials) for which the
+    middleware is the CORS layer: it answers their preflights itself (204, never calling the
+    app; other origins' preflights get 403), and adds ``Access-Control-Allow-Origin``,
+    ``Vary: Origin`` and ``Access-Control-Expose-Headers: WWW-Authenticate`` to every response
+    to them, refusals included. Default: none (OPTIONS needs a token like any method)."""
+    cors_methods: Sequence[str] = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+    """``Access-Control-Allow-Methods`` of a preflight answer."""
+    cors_headers: Sequence[str] | None = None
+    """``Access-Control-Allow-Headers`` of a preflight answer. ``None``: authorization,
+    content-type, dpop and ``csrf_header``."""
+    cors_credentials: bool = False
+    """Send ``Access-Control-Allow-Credentials: true`` (browsers then send cookies)."""
+    cors_max_age: int = 600
+    """``Access-Control-Max-Age`` of a preflight answer, in seconds."""
+    preflight_passthrough: bool = False
+    """Let OPTIONS requests with ``Origin`` and ``Access-Control-Request-Method`` reach the app
+    without a token, for a CORS layer inside this middleware. Dangerous (logged at startup):
+    anything that does not dispatch on the method serves such a request unauthenticated."""
+    # -- lifetime ------------------------------------------------------------------------------
+    websocket_expiry: str = "close"
+    """``"close"``: end an authenticated WebSocket with 1008 when its token expires (``exp`` +
+    ``leeway``); ``"off"``: the app decides (``websocket.auth.expires_at``)."""
+    warm_up: bool = True
+    """Fetch the keys at startup (ASGI lifespan; WSGI construction), so the first request does
+    not wait for them; a failure is logged and retried on the first request."""
+
+    #: The trusted issuers: ``trust``, or these settings themselves for a single issuer.
+    trusted: tuple[Issuer, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        put = object.__setattr__
+        if self.trust:
+            put(self, "trusted", self._trusted())
+        else:
+            self._check_issuer()
+            put(self, "trusted", (self,))
+        _check_types(self, REQUEST_FIELDS)
+        put(self, "public_paths", frozenset(self.public_paths))
+        put(self, "allowed_origins", frozenset(o.rstrip("/").lower() for o in self.allowed_origins))
+        if self.csrf is None:
+            put(self, "csrf", "both" if self.cookie is not None else "off")
+        put(self, "csrf_header", self.csrf_header.lower())
+        size = self.token_cache_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise ConfigurationError(f"token_cache_size must be an integer >= 0, got {size!r}")
+        if not isinstance(self.realm, str):
+            raise ConfigurationError(f"realm must be a string, got {self.realm!r}")
+        self._check_requests()
+        self._check_cors()
+
+    def _trusted(self) -> tuple[Issuer, ...]:
+        if isinstance(self.trust, (str, bytes, Issuer)) or not all(
+            type(i) is Issuer for i in self.trust
+        ):
+            raise ConfigurationError("trust must be a list of Issuer(...) objects")
+        trust = tuple(self.trust)
+        mine = [f.name for f in _ISSUER_INIT if f.name not in ("clock", "events")
+                and getattr(self, f.name) != _default(f)]  # fmt: skip
+        if mine:
+            raise ConfigurationError(
+                f"with trust=[...], set {', '.join(mine)} on each Issuer, not on the settings"
+            )
+        for name in ("issuers", "audiences", "discovery_issuer"):
+            object.__setattr__(self, name, frozenset() if name != "discovery_issuer" else None)
+        object.__setattr__(self, "static_keys", KeySet())
+        _check_types(self, ("clock", "events"))
+        if not callable(self.clock):
+            raise ConfigurationError("clock must be a callable returning the time in seconds")
+        _check_distinct(trust, "trust")
+        shared = []
+        for index, issuer in enumerate(trust):
+            changes = {}
+            for name in ("clock", "events"):
+                own, ours = getattr(issuer, name), getattr(self, name)
+                if own is _default_of(name):
+                    changes[name] = ours
+                elif ours is not _default_of(name) and own is not ours:
+                    raise ConfigurationError(
+                        f"trust[{index}] sets its own {name}, and so do the settings: set one"
+                    )
+            shared.append(dataclasses.replace(issuer, **changes) if changes else issuer)
+        return tuple(shared)
+
+    def _check_requests(self) -> None:
+        if not self.header and self.cookie is None:
+            raise ConfigurationError("no token location: keep header=True or set cookie='name'")
+        if self.cookie is not None and not _COOKIE_NAME.fullmatch(self.cookie):
+            raise ConfigurationError(f"cookie {self.cookie!r} is not a valid cookie name")
+        for path in self.public_paths:
+            if not isinstance(path, str) or not path.startswith("/"):
+                raise ConfigurationError(f"public path {path!r} must be a string starting with '/'")
+        if self.on_error is not None and not callable(self.on_error):
+            raise ConfigurationError("on_error must be a callable")
+        if self.csrf not in _CSRF_MODES:
+            raise ConfigurationError(
+                f"csrf must be one of {sorted(_CSRF_MODES)}, got {self.csrf!r}"
+            )
+        if self.cookie is not None and self.csrf == "off":
+            logger.warning("jwt_middleware: cookie tokens without CSRF protection (csrf='off')")
+        if self.csrf == "origin" and not self.allowed_origins:
+            raise ConfigurationError("csrf='origin' needs allowed_origins=['https://app.example']")
+        for origin in self.allowed_origins:
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
+                raise ConfigurationError(
+                    f"allowed origin {origin!r} must look like https://host[:port]"
+                )
+
+    def _check_cors(self) -> None:
+        put = object.__setattr__
+        origins = frozenset(
+            o.rstrip("/").lower() if isinstance(o, str) else o for o in self.cors_origins
+        )
+        for origin in origins:
+            parts = urlsplit(origin) if isinstance(origin, str) else None
+            if origin != "*" and (
+                parts is None or not origin.isascii() or parts.scheme not in ("http", "https")
+                or not parts.hostname or "@" in parts.netloc
+                or parts.path or parts.query or parts.fragment
+            ):  # fmt: skip
+                raise ConfigurationError(
+                    f"cors origin {origin!r} must look like https://host[:port] (or be '*')"
+                )
+        if "*" in origins and len(origins) > 1:
+            raise ConfigurationError("cors_origins: '*' stands alone (it already means any)")
+        if "*" in origins and self.cors_credentials:
+            raise ConfigurationError(
+                "cors_origins='*' with cors_credentials=True would let every site read "
+                "credentialed answers; list the origins"
+            )
+        if self.cors_credentials and not origins:
+            raise ConfigurationError("cors_credentials=True needs cors_origins")
+        if origins and self.preflight_passthrough:
+            raise ConfigurationError(
+                "cors_origins makes this middleware the CORS layer; preflight_passthrough is for "
+                "a CORS layer inside it: choose one"
+            )
+        headers = self.cors_headers
+        if headers is None:
+            headers = ("authorization", "content-type", "dpop", self.csrf_header)
+        for name, values in (("cors_methods", self.cors_methods), ("cors_headers", headers)):
+            for value in values:
+                if not isinstance(value, str) or not _COOKIE_NAME.fullmatch(value):  # a token
+                    raise ConfigurationError(f"{name}: {value!r} is not an HTTP token")
+        age = self.cors_max_age
+        if isinstance(age, bool) or not isinstance(age, int) or age < 0:
+            raise ConfigurationError(f"cors_max_age must be an integer >= 0, got {age!r}")
+        if self.websocket_expiry not in ("close", "off"):
+            raise ConfigurationError(
+                f"websocket_expiry must be 'close' or 'off', got {self.websocket_expiry!r}"
+            )
+        put(self, "cors_origins", origins)
+        put(self, "cors_methods", tuple(dict.fromkeys(m.upper() for m in self.cors_methods)))
+        put(self, "cors_headers", tuple(dict.fromkeys(h.lower() for h in headers)))
+        if self.preflight_passthrough:
+            logger.warning(
+                "jwt_middleware: preflight_passthrough=True: OPTIONS requests with Origin and "
+                "Access-Control-Request-Method reach the app WITHOUT a token; any endpoint that "
+                "does not dispatch on the method (a Mount, a plain ASGI/WSGI app, a route that "
+                "accepts OPTIONS) serves them unauthenticated. Prefer cors_origins, or put "
+                "CORSMiddleware outside JWTMiddleware"
+            )
+
+
 MAX_LEEWAY = 3600.0
+
+class Options(TypedDict, total=False):
+    """The keyword arguments of the middlewares: the fields of :class:`Settings`, each
+    optional, so that ``app.add_middleware(JWTMiddleware, leewya=30)`` fails in mypy (through
+    Starlette's typed ``add_middleware``) and not only at startup. tests/test_api.py keeps this
+    equal to the fields of Settings."""
+
+    issuer: str | Sequence[str] | None
+    audience: str | Sequence[str] | None
+    allow_any_issuer: bool
+    allow_any_audience: bool
+    jwks_url: str | None
+    discovery: bool | None
+    jwks: Mapping[str, Any] | None
+    keys: Sequence[Key]
+    rsa_max_bits: int
+    rsa_max_exponent: int
+    algorithms: Sequence[str]
+    leeway: float
+    require_exp: bool
+    required_claims: Sequence[str]
+    typ: str | None
+    max_lifetime: float | None
+    max_token_bytes: int
+    validators: Sequence[Validator]
+    scope_claims: Sequence[str]
+    jwks_max_age: float
+    jwks_cooldown: float
+    jwks_timeout: float
+    jwks_max_bytes: int
+    jwks_max_stale: float
+    revocation: Any
+    revocation_fail_open: bool
+    events: Any
+    clock: Callable[[], float]
+    trust: Sequence[Issuer]
+    token_cache_size: int
+    header: bool
+    cookie: str | None
+    public_paths: Collection[str]
+    anonymous: bool
+    realm: str
+    expose_error_details: bool
+    on_error: Callable[[AuthError], None] | None
+    csrf: str | None
+    csrf_header: str
+    csrf_claim: str
+    allowed_origins: Collection[str]
+    cors_origins: Collection[str]
+    cors_methods: Sequence[str]
+    cors_headers: Sequence[str] | None
+    cors_credentials: bool
+    cors_max_age: int
+    preflight_passthrough: bool
+    websocket_expiry: str
+    warm_up: bool
+
+
+_ISSUER_INIT = tuple(f for f in dataclasses.fields(Issuer) if f.init)
+#: What belongs to one trusted issuer (the fields of Issuer).
+ISSUER_FIELDS = tuple(f.name for f in _ISSUER_INIT)
+#: What belongs to the request handling and the verifier as a whole (Settings' own fields).
+REQUEST_FIELDS = tuple(
+    f.name for f in dataclasses.fields(Settings) if f.init and f.name not in ISSUER_FIELDS
+)
+#: With a list of Settings (the older form of several issuers), these must be equal in all.
+SHARED_FIELDS = (*(f for f in REQUEST_FIELDS if f != "trust"), "clock")
+_LISTS = frozenset({
+    "algorithms", "required_claims", "scope_claims", "public_paths", "allowed_origins",
+    "cors_origins", "cors_methods", "cors_headers", "validators", "keys", "trust",
+})  # fmt: skip
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def _default(f: dataclasses.Field[Any]) -> Any:
+    # Every field here has a plain default (none uses default_factory).
+    return f.default
+
+
+def _default_of(name: str) -> Any:
+    return _default(_FIELDS[name])
+
+
+def _check_types(settings: Issuer, names: Sequence[str]) -> None:
+    # Settings often come from environment strings: "false" is truthy, and "scope" is a
+    # sequence of one-letter names. Refuse both rather than guess.
+    for name in names:
+        value = getattr(settings, name)
+        if _FIELDS[name].type == "bool" and type(value) is not bool:
+            raise ConfigurationError(f"{name} must be True or False, got {value!r}")
+        if name in _LISTS and isinstance(value, (str, bytes)):
+            raise ConfigurationError(f"{name} must be a list, not a single string")
+
+
+def settings_from(
+    settings: Settings | Sequence[Settings] | None, options: Mapping[str, Any]
+) -> Settings | Sequence[Settings]:
+    """What a middleware's ``settings=`` or keyword options mean."""
+    if settings is not None and options:
+        raise ConfigurationError("pass either settings= or keyword options, not both")
+    return settings if settings is not None else Settings(**options)
+
+
+def issuer_entries(settings: Settings | Sequence[Settings]) -> tuple[Settings, list[Issuer]]:
+    """``(shared settings, one entry per trusted issuer)``; validates several issuers.
+
+    With several, each entry names its issuer(s), no issuer is in two entries, and the shared
+    fields are equal in all (the first entry's apply)."""
+    if isinstance(settings, Settings):
+        return settings, list(settings.trusted)
+    entries = list(settings)
+    if not entries or not all(isinstance(s, Settings) for s in entries):
+        raise ConfigurationError("settings must be a Settings or a non-empty list of them")
+    first = entries[0]
+    if any(entry.trust for entry in entries):
+        raise ConfigurationError("a list of Settings cannot hold trust=[...]: use one")
+    _check_distinct(entries, "settings")
+    for index, entry in enumerate(entries):
+        differing = [f for f in SHARED_FIELDS if getattr(entry, f) != getattr(first, f)]
+        if differing:
+            raise ConfigurationError(
+                f"settings[{index}] differs from settings[0] in request-level options "
+                f"{differing}; "
+                "they apply to the request, so set them the same in every entry"
+            )
+    return first, list(entries)
+
+
+def _check_distinct(entries: Sequence[Issuer], where: str) -> None:
+    """Each entry names its issuer(s), and no issuer is named twice: the token's iss must
+    choose exactly one entry."""
+    seen: dict[str, int] = {}
+    for index, entry in enumerate(entries):
+        if not entry.issuers:
+            raise ConfigurationError(f"{where}[{index}] must name its issuer(s)")
+        for iss in entry.issuers:
+            if iss in seen:
+                raise ConfigurationError(
+                    f"issuer {iss!r} is in {where}[{seen[iss]}] and {where}[{index}]"
+                )
+            seen[iss] = index
 
 
 def _finite(value: object) -> bool:

@@ -13,15 +13,16 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._cors import Cors
-from ._errors import AuthError
+from ._errors import AuthError, NotInstalled, render
 from ._extract import COOKIE, HEADER, plain_token
+from ._flow import VerifiedToken, token_digest
 from ._gate import SCOPE_GATE, Gate
-from ._issuers import sync_verifier
-from ._settings import Settings
-from ._verify import VerifiedToken, token_digest
+from ._settings import Options, Settings, settings_from
+from ._verify import SyncVerifier
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from typing_extensions import Unpack
 else:
     StartResponse = WSGIApplication = WSGIEnvironment = Any
 
@@ -70,10 +71,11 @@ class JWTWSGIMiddleware:
         app: WSGIApplication,
         *,
         settings: Settings | Sequence[Settings] | None = None,
-        **options: Any,
+        **options: Unpack[Options],
     ) -> None:
         self.app = app
-        self.settings, self.verifier = sync_verifier(settings, options)
+        self.verifier = SyncVerifier(settings_from(settings, options))
+        self.settings = self.verifier.settings
         self.gate = Gate(self.settings)
         self._plain = self.verifier.caches and self.settings.header
         self._passthrough = self.settings.preflight_passthrough
@@ -185,7 +187,7 @@ def get_token(environ: WSGIEnvironment) -> VerifiedToken | None:
 
 
 def lookup(environ: WSGIEnvironment) -> tuple[VerifiedToken | None, Gate]:
-    """``(token, gate)`` from either middleware; RuntimeError when neither is installed."""
+    """``(token, gate)`` from either middleware; NotInstalled when neither is."""
     gate: Gate | None = environ.get(ENVIRON_GATE)
     if gate is not None:
         token: VerifiedToken | None = environ[ENVIRON_TOKEN]
@@ -195,19 +197,14 @@ def lookup(environ: WSGIEnvironment) -> tuple[VerifiedToken | None, Gate]:
         # JWTMiddleware's JWTUser, read without importing Starlette into a WSGI process.
         token = getattr(scope.get("user"), "token", None)
         return (token if isinstance(token, VerifiedToken) else None), scope[SCOPE_GATE]
-    raise RuntimeError("no JWTWSGIMiddleware (nor JWTMiddleware) in front of this app")
+    raise NotInstalled("no JWTWSGIMiddleware (nor JWTMiddleware) in front of this app")
 
 
 def refusal(exc: AuthError, settings: Settings, start_response: StartResponse) -> list[bytes]:
-    expose = settings.expose_error_details
-    body = exc.body(expose=expose)
-    headers = [
-        (k.decode("latin-1"), v.decode("latin-1"))
-        for k, v in exc.headers(settings.realm, expose=expose)
-    ]
-    headers.append(("Content-Length", str(len(body))))
-    start_response(_STATUS.get(exc.status_code, str(exc.status_code)), headers)
-    return [body]
+    refusal = render(exc, settings.realm, expose=settings.expose_error_details)
+    headers = [*refusal.headers, ("Content-Length", str(len(refusal.body)))]
+    start_response(_STATUS.get(refusal.status, str(refusal.status)), headers)
+    return [refusal.body]
 
 
 def _headers(environ: WSGIEnvironment) -> list[tuple[bytes, bytes]]:

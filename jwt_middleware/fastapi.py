@@ -21,13 +21,11 @@ Replace it the FastAPI way: ``@app.exception_handler(AuthHTTPException)``.
 
 from __future__ import annotations
 
-import json
-
 from fastapi import HTTPException, Request
 from fastapi.security import HTTPBearer
 
 from ._authz import authorize
-from ._errors import AuthError
+from ._errors import AuthError, JWTMiddlewareError, render, scope_names
 from ._gate import SCOPE_GATE, Gate
 from ._identity import JWTUser
 from ._verify import VerifiedToken
@@ -35,7 +33,7 @@ from ._verify import VerifiedToken
 __all__ = ["AuthHTTPException", "RequireScopes"]
 
 
-class AuthHTTPException(HTTPException):
+class AuthHTTPException(HTTPException, JWTMiddlewareError):
     """A refusal raised by :class:`RequireScopes`, carrying the :class:`AuthError` as ``.error``.
 
     ``detail`` is the RFC 6750 error object (``error``, ``error_description``, and ``reason``
@@ -44,14 +42,10 @@ class AuthHTTPException(HTTPException):
 
     def __init__(self, error: AuthError, gate: Gate) -> None:
         settings = gate.settings
-        expose = settings.expose_error_details
-        headers = {
-            name.decode("latin-1"): value.decode("latin-1")
-            for name, value in error.headers(settings.realm, expose=expose)
-            if name != b"content-type"  # FastAPI's JSONResponse sets its own
-        }
-        detail = json.loads(error.body(expose=expose))
-        super().__init__(status_code=error.status_code, detail=detail, headers=headers)
+        refusal = render(error, settings.realm, expose=settings.expose_error_details)
+        # FastAPI's JSONResponse sets its own Content-Type.
+        headers = {name: value for name, value in refusal.headers if name != "content-type"}
+        super().__init__(status_code=refusal.status, detail=refusal.payload, headers=headers)
         self.error = error
 
 
@@ -68,11 +62,9 @@ class RequireScopes(HTTPBearer):
     """
 
     def __init__(self, *scopes: str, any_of: bool = False) -> None:
-        for scope in scopes:
-            if not isinstance(scope, str) or not scope or " " in scope:
-                raise ValueError(f"a scope is a non-empty string without spaces, got {scope!r}")
+        required = scope_names(scopes)
         super().__init__(auto_error=False, bearerFormat="JWT", scheme_name="bearerAuth")
-        self.scopes = scopes
+        self.scopes = required
         self.any_of = any_of
 
     async def __call__(self, request: Request) -> VerifiedToken:  # type: ignore[override]

@@ -19,24 +19,35 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import Flask, request
 from werkzeug.exceptions import Forbidden, HTTPException, ServiceUnavailable, Unauthorized
 from werkzeug.wrappers import Response
 
-from ._authz import scopes_granted
-from ._errors import AuthError, ConfigurationError, InsufficientScope, MissingToken
-from ._settings import Settings
+from ._errors import (
+    AuthError,
+    ConfigurationError,
+    InsufficientScope,
+    JWTMiddlewareError,
+    MissingToken,
+    render,
+    scope_names,
+    scopes_granted,
+)
+from ._settings import Options, Settings
 from ._verify import VerifiedToken
 from ._wsgi import JWTWSGIMiddleware, get_token, lookup
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack is Python 3.11+
 
 __all__ = ["JWT", "AuthHTTPException", "current_token", "require_scopes", "require_token"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class AuthHTTPException(HTTPException):
+class AuthHTTPException(HTTPException, JWTMiddlewareError):
     """A refusal raised in a Flask view, carrying the :class:`AuthError` as ``.error``."""
 
     def __init__(self, error: AuthError, settings: Settings) -> None:
@@ -53,10 +64,13 @@ class AuthHTTPException(HTTPException):
         return raised
 
     def get_response(self, environ: Any = None, scope: Any = None) -> Response:
-        expose = self.settings.expose_error_details
-        response = Response(self.error.body(expose=expose), status=self.error.status_code)
-        for name, value in self.error.headers(self.settings.realm, expose=expose):
-            response.headers[name.decode("latin-1")] = value.decode("latin-1")
+        settings = self.settings
+        refusal = render(self.error, settings.realm, expose=settings.expose_error_details)
+        response = Response(refusal.body, status=refusal.status)
+        # Set one by one, not passed to Response(): Content-Type then replaces werkzeug's
+        # default in place, so the header order stays what it has always been.
+        for name, value in refusal.headers:
+            response.headers[name] = value
         return response
 
 
@@ -87,9 +101,7 @@ def current_token() -> VerifiedToken | None:
 def require_scopes(*scopes: str, any_of: bool = False) -> Callable[[F], F]:
     """The view needs a valid token granting ``scopes`` (all of them, or one with ``any_of``).
     Without a token: 401; without the scopes: 403 ``insufficient_scope``."""
-    for scope in scopes:
-        if not isinstance(scope, str) or not scope or " " in scope:
-            raise ValueError(f"a scope is a non-empty string without spaces, got {scope!r}")
+    required = scope_names(scopes)
 
     def decorator(view: F) -> F:
         @functools.wraps(view)
@@ -99,8 +111,8 @@ def require_scopes(*scopes: str, any_of: bool = False) -> Callable[[F], F]:
             error: AuthError | None = None
             if token is None:
                 error = MissingToken()
-            elif scopes and not scopes_granted(token.scopes, scopes, any_of=any_of):
-                error = InsufficientScope(scopes, any_of=any_of)
+            elif required and not scopes_granted(token.scopes, required, any_of=any_of):
+                error = InsufficientScope(required, any_of=any_of)
             if error is not None:
                 gate.report(error, "http", environ.get("PATH_INFO", ""))
                 raise AuthHTTPException.for_error(error, gate.settings)
@@ -126,7 +138,11 @@ class JWT:
     """
 
     def __init__(
-        self, app: Flask | None = None, *, config_prefix: str = "JWT_", **options: Any
+        self,
+        app: Flask | None = None,
+        *,
+        config_prefix: str = "JWT_",
+        **options: Unpack[Options],
     ) -> None:
         self.config_prefix = config_prefix
         self.options = options

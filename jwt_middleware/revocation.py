@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Protocol, runtime_checkable
 
-from ._errors import RevocationStoreError
+from ._errors import ConfigurationError, RevocationStoreError, UsageError
 
 __all__ = [
     "GRACE",
@@ -72,7 +72,7 @@ def revocation_query(claims: Mapping[str, Any]) -> tuple[str | None, str | None,
 def _jti(jti: str | int) -> str:
     # RFC 7519 says jti is a string; some issuers send numbers. Both sides normalise alike.
     if isinstance(jti, bool) or not isinstance(jti, (str, int)):
-        raise TypeError(f"jti must be a string (or an integer), got {type(jti).__name__}")
+        raise UsageError(f"jti must be a string (or an integer), got {type(jti).__name__}")
     return jti if isinstance(jti, str) else str(jti)
 
 
@@ -105,7 +105,7 @@ class MemoryRevocationStore:
         clock: Callable[[], float] = time.time,
     ) -> None:
         if max_entries < 1 or subject_ttl <= 0:
-            raise ValueError("max_entries must be >= 1 and subject_ttl > 0")
+            raise ConfigurationError("max_entries must be >= 1 and subject_ttl > 0")
         self.max_entries = max_entries
         self.subject_ttl = subject_ttl
         self.clock = clock

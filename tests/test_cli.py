@@ -279,7 +279,7 @@ def test_jwks_dns_failure_says_dns() -> None:
 
 
 def test_jwks_messages_redact_credentials_and_query_values(issuer: LocalIssuer) -> None:
-    """URL credentials and query values never appear in messages, as text or JSON."""
+    """URL credentials and the query never appear in messages, as text or JSON."""
     issuer.set_fault("status", status=500)
     base = issuer.jwks_url.replace("http://", "http://alice:hunter2@")
     for extra in ([], ["--json"]):
@@ -287,7 +287,66 @@ def test_jwks_messages_redact_credentials_and_query_values(issuer: LocalIssuer) 
         assert result.returncode == 4
         both = result.stdout + result.stderr
         assert "hunter2" not in both and "alice" not in both and "s3cret" not in both
-        assert "***@127.0.0.1" in both and "api_key=***" in both
+        assert "***@127.0.0.1" in both and "jwks.json?***" in both
+
+
+@pytest.mark.parametrize(
+    ("mode", "params", "why"),
+    [
+        ("huge", {"size": 200_000}, "sent a body over 51200 bytes"),
+        ("encoding", {"encoding": "gzip", "size": 40_000_000}, "over 51200 bytes once decoded"),
+        ("encoding", {"encoding": "gzip, gzip"}, "stacked content codings"),
+        ("content_type", {"content_type": "text/html"}, "sent Content-Type 'text/html'"),
+        ("drip_body", {"interval": 0.05}, "no complete answer within 1s (the total limit)"),
+    ],
+)
+def test_jwks_refuses_what_the_middleware_refuses(
+    issuer: LocalIssuer, mode: str, params: dict[str, object], why: str
+) -> None:
+    """jwks fetches with the middleware's limits: an oversized body, a gzip bomb, stacked
+    codings, a non-JSON media type and a server that never finishes are refused with exit 4."""
+    issuer.set_fault(mode, **params)
+    result = cli("jwks", issuer.jwks_url, "--timeout", "0.5")
+    assert result.returncode == 4, result.stdout
+    assert why in result.stderr, result.stderr
+    assert result.stdout == "" and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("case", "password"),
+    [
+        ("listed", "hunter2"),
+        ("listed", "hunt@er2"),
+        ("refused", "hunter2"),
+        ("unreachable", "hunt@er2"),
+        ("not a url", "hunt/er2"),  # httpx ends the authority at '/': no URL, a usage error
+        ("not a url", "hunt er2#x"),
+    ],
+)
+def test_jwks_never_prints_url_credentials(issuer: LocalIssuer, case: str, password: str) -> None:
+    """No part of a URL's user, password (even one holding '@', '/', ' ' or '#') or query is
+    printed, as text or JSON: keys listed, refused, unreachable, or the URL unusable."""
+    port = free_port() if case == "unreachable" else issuer.port
+    url = f"http://alice:{password}@127.0.0.1:{port}/.well-known/jwks.json?key=s3cret"
+    if case == "refused":
+        issuer.set_fault("content_type", content_type="text/html")
+    expected = {"listed": 0, "refused": 4, "unreachable": 4, "not a url": 2}[case]
+    for extra in ([], ["--json"]):
+        result = cli("jwks", url, *extra)
+        assert result.returncode == expected, result.stderr
+        both = result.stdout + result.stderr
+        for secret in ("alice", "hunt", "er2", "s3cret"):
+            assert secret not in both, both
+        assert "Traceback" not in both
+
+
+def test_jwks_timeout_must_be_positive(issuer: LocalIssuer) -> None:
+    """jwks --timeout 0 (or negative) is a usage error (2) that names the flag; nothing is
+    fetched."""
+    for value in ("0", "-1"):
+        result = cli("jwks", issuer.jwks_url, "--timeout", value)
+        assert result.returncode == 2 and "--timeout must be a positive" in result.stderr
+    assert issuer.jwks_requests == 0
 
 
 def test_jwks_not_an_http_url_is_usage_error() -> None:

@@ -57,7 +57,7 @@ them. The bomb is 10 MB of valid JSON gzipped into ~10 KB, under ``jwks_max_byte
 
 Resource bounds: floods of 2,000 tokens with random kids and of 2,000 tokens with random
 signatures cost at most one fetch per cooldown window (checked on the fake clock) and keep the
-verifier's caches bounded (``_core._cache`` <= ``token_cache_size``; ``_core.rules._cache`` <= 256).
+verifier's caches bounded (``_flow.tokens`` <= ``token_cache_size``; header rules' cache <= 256).
 """
 
 from __future__ import annotations
@@ -415,8 +415,8 @@ def test_flood_of_random_kids_costs_one_fetch_per_cooldown(
     assert all(gap >= COOLDOWN for gap in gaps), times
     assert 1 <= len(times) <= int(FLOOD * step // COOLDOWN) + 1
     assert issuer.jwks_requests == 1 + len(times)
-    assert len(v.verifier._core._cache) <= v.verifier.settings.token_cache_size
-    assert len(v.verifier._core.rules._cache) <= 256
+    assert len(v.verifier._flow.tokens._entries) <= v.verifier.settings.token_cache_size
+    assert len(v.verifier._flow.issuers[0].rules._cache) <= 256
 
 
 def test_flood_of_random_signatures_costs_no_fetch(
@@ -432,7 +432,7 @@ def test_flood_of_random_signatures_costs_no_fetch(
     times = _fetch_times(v, clock, forged, 0.05)
     assert times == []  # the kid is known: a bad signature never costs a fetch
     assert issuer.jwks_requests == 1
-    assert len(v.verifier._core._cache) == 1  # only the genuine template was remembered
+    assert len(v.verifier._flow.tokens._entries) == 1  # only the genuine template was remembered
 
 
 def test_caches_stay_bounded_under_many_valid_tokens_and_headers(
@@ -452,7 +452,7 @@ def test_caches_stay_bounded_under_many_valid_tokens_and_headers(
             token = issuer.mint(now=clock.now, headers={"typ": f"JWT-{i}"})
             assert v.verify(token).subject == "user-1"
             assert v.verify(token).subject == "user-1"  # second use: admitted to the cache
-            assert len(v.verifier._core._cache) <= 64
-            assert len(v.verifier._core._seen) <= 64
-            assert len(v.verifier._core.rules._cache) <= 256
+            assert len(v.verifier._flow.tokens._entries) <= 64
+            assert len(v.verifier._flow.tokens._seen) <= 64
+            assert len(v.verifier._flow.issuers[0].rules._cache) <= 256
         assert issuer.jwks_requests == 1

@@ -8,6 +8,8 @@ server (repeated headers, worker processes, ``--preload`` forks) runs under real
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -611,3 +613,16 @@ def test_flask_refusals_are_the_same_in_every_layout(
     assert allowed.status_code == 200
     assert allowed.json() == {"admin": True}
     assert [error.reason for error in seen] == ["token_missing", "insufficient_scope"]
+
+
+def test_importing_the_flask_integration_does_not_import_starlette() -> None:
+    """``import jwt_middleware.flask`` leaves Starlette unimported (a Flask app need not have
+    it, and should not pay for it)."""
+    probe = (
+        "import sys, jwt_middleware.flask; "
+        "print(sorted(m for m in sys.modules if m.startswith('starlette')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert result.stdout.strip() == "[]", result.stdout

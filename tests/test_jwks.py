@@ -6,11 +6,15 @@ Fetches are counted where they land: on the key server.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+import jwt_middleware
 from jwt_middleware import (
     AsyncVerifier,
     InvalidToken,
@@ -319,3 +323,82 @@ def test_junk_tokens_cost_no_fetch(issuer: LocalIssuer, make: Any, clock: FakeCl
         with pytest.raises(InvalidToken):
             v.verify(token)
     assert issuer.jwks_requests == 0
+
+
+# -- the lookup the verifier calls ------------------------------------------------------------
+
+
+def keyset_now(v: Both, kid: str | None) -> Any:
+    """remote.keyset_now(kid), called on the driver's event loop for the async transport (a
+    background refresh is a task on that loop)."""
+    remote = v.verifier.remote
+    if v.kind == "sync":
+        return remote.keyset_now(kid)
+
+    async def on_the_loop() -> Any:
+        return remote.keyset_now(kid)
+
+    return v.run(on_the_loop())
+
+
+def test_keyset_now_never_waits_and_keyset_for_fetches(
+    issuer: LocalIssuer, make: Any, clock: FakeClock
+) -> None:
+    """keyset_now answers from held keys only: None while a fetch must be waited for (starting
+    none), then the keys, and the same keys at once when stale, with the refresh in flight
+    behind them; keyset_for is what fetches."""
+    v = make()
+    remote, kid = v.verifier.remote, issuer.current_key.kid
+    assert keyset_now(v, kid) is None
+    assert (issuer.jwks_requests, remote.policy.in_flight) == (0, False)
+    keys = v.run(remote.keyset_for(kid))
+    assert kid in keys.kids and issuer.jwks_requests == 1
+    assert keyset_now(v, kid) is keys
+    assert keyset_now(v, "unknown") is keys  # in the cooldown: "kid unknown" from these keys
+    clock.advance(601)
+    issuer.set_fault("slow", delay=0.5)
+    assert keyset_now(v, kid) is keys
+    assert remote.policy.in_flight  # answered without waiting for the refresh it started
+    v.settle()
+    assert (issuer.jwks_requests, remote.policy.in_flight) == (2, False)
+
+
+def test_each_lookup_consults_the_policy_once(
+    issuer: LocalIssuer, make: Any, clock: FakeClock
+) -> None:
+    """keyset_for and keyset_now each take one decision (one plan() at one instant), whether
+    they fetch or answer from held keys."""
+    v = make()
+    remote, kid = v.verifier.remote, issuer.current_key.kid
+    plans: list[Any] = []
+    plan = remote.policy.plan
+
+    def counted(*args: Any) -> Any:
+        plans.append(plan(*args))
+        return plans[-1]
+
+    remote.policy.plan = counted
+    v.run(remote.keyset_for(kid))  # fetches
+    v.run(remote.keyset_for(kid))  # held keys
+    keyset_now(v, kid)
+    assert len(plans) == 3
+
+
+def test_the_sync_key_cache_does_not_import_asyncio() -> None:
+    """Importing _jwks (policy, fetch flow, SyncJWKS) imports no asyncio, so a WSGI process
+    need not; AsyncJWKS lives in _jwks_async."""
+    package = Path(jwt_middleware.__file__).parent
+    # The package's __init__ is left out: this pins _jwks' own imports, not the whole API's.
+    script = f"""
+import importlib, sys, types
+package = types.ModuleType("jwt_middleware")
+package.__path__ = [{str(package)!r}]
+sys.modules["jwt_middleware"] = package
+jwks = importlib.import_module("jwt_middleware._jwks")
+assert "asyncio" not in sys.modules, "asyncio imported"
+assert "jwt_middleware._jwks_async" not in sys.modules
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr

@@ -11,6 +11,7 @@ import http.server
 import json
 import logging
 import secrets
+import socket
 import threading
 import time
 import tracemalloc
@@ -113,6 +114,101 @@ def test_requests_waiting_for_a_stuck_fetch_give_up_by_its_deadline(
     assert all(isinstance(r, KeysUnavailable) for r in waited), waited
     assert held.subject == "user-1"
     assert issuer.jwks_requests == 2  # single-flight: one fetch for all four
+
+
+@pytest.fixture
+def blackholes() -> Iterator[list[tuple[str, int]]]:
+    """Ten loopback addresses (127.0.0.2 to .11, one port) on which a connect gets no answer:
+    each listens with its accept queue full and never accepts, so a new SYN is dropped."""
+    for _ in range(20):  # the port must be free on all ten addresses
+        sockets: list[socket.socket] = []
+        try:
+            first = socket.socket()
+            sockets.append(first)
+            first.bind(("127.0.0.2", 0))
+            port = first.getsockname()[1]
+            for i in range(3, 12):
+                sockets.append(socket.socket())
+                sockets[-1].bind((f"127.0.0.{i}", port))
+        except OSError:
+            for sock in sockets:
+                sock.close()
+            continue
+        break
+    for listener in list(sockets):
+        listener.listen(0)
+        for _ in range(3):  # fill the accept queue (and the SYN queue's room for it)
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(listener.getsockname())
+            sockets.append(filler)
+    try:
+        yield [(f"127.0.0.{i}", port) for i in range(2, 12)]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def test_a_host_with_many_unreachable_addresses_costs_one_deadline(
+    issuer: LocalIssuer,
+    make: Any,
+    clock: FakeClock,
+    blackholes: list[tuple[str, int]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A key host whose name resolves to ten addresses that never answer a connect is given
+    up on within 2 x jwks_timeout, the fetch included: the connect timeout is not spent once
+    per address."""
+    real = socket.getaddrinfo
+
+    def resolve(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        # A stand-in for DNS (a real multi-address name cannot be had offline); anyio asks
+        # with the name IDNA-encoded.
+        if host not in ("localhost", b"localhost"):
+            return real(host, port, *args, **kwargs)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", address) for address in blackholes]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    v = make(jwks_url=f"http://localhost:{blackholes[0][1]}/jwks.json")
+    started = time.monotonic()
+    with pytest.raises(KeysUnavailable):
+        v.verify(issuer.mint(now=clock.now))
+    v.settle()
+    assert time.monotonic() - started < LIMIT  # ten connect timeouts would take 3 s
+
+
+def test_a_slow_log_handler_never_holds_up_the_requests_waiting_for_keys(
+    issuer: LocalIssuer, make_settings: Any, clock: FakeClock
+) -> None:
+    """Sync: the fetch's outcome is logged after the cache's lock is released, so a request
+    waiting for the fetch is answered while a log handler is still busy with the record."""
+    release = threading.Event()
+
+    class Stuck(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "fetched" in record.getMessage():
+                release.wait(10)
+
+    library = logging.getLogger("jwt_middleware")
+    handler, level = Stuck(), library.level
+    library.addHandler(handler)
+    library.setLevel(logging.INFO)
+    v = VerifierDriver("sync", make_settings(clock=clock, jwks_timeout=TIMEOUT))
+    token = issuer.mint(now=clock.now)
+    answers: list[Any] = []
+    waiter = threading.Thread(target=lambda: answers.append(v.verify(token)))
+    try:
+        waiter.start()
+        waiter.join(LIMIT)
+        answered_while_logging = not waiter.is_alive() and not release.is_set()
+    finally:
+        release.set()
+        waiter.join(10)
+        library.removeHandler(handler)
+        library.setLevel(level)
+        v.close()
+    assert answered_while_logging
+    assert [a.subject for a in answers] == ["user-1"]
 
 
 # -- size: the wire and the decoded body are both bounded --------------------------------------

@@ -15,6 +15,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm, get_default_algorithms
 
 from jwt_middleware import (
     ConfigurationError,
@@ -25,6 +26,7 @@ from jwt_middleware import (
     Settings,
     SyncVerifier,
     UnusableKey,
+    _keys,
 )
 from jwt_middleware.testing import LocalIssuer
 
@@ -437,6 +439,102 @@ def test_unsupported_kty(kty: Any, rsa_priv: Any):
 def test_kid_must_be_a_string(kid: Any, rsa_priv: Any):
     with pytest.raises(UnusableKey, match="kid"):
         Key.from_jwk(rsa_jwk(rsa_priv, kid=kid))
+
+
+# == the policy on top of PyJWT's from_jwk =================================================
+
+
+def _lax_jwks(rsa_priv: rsa.RSAPrivateKey, rsa_1024: rsa.RSAPrivateKey) -> dict[str, Any]:
+    """JWKs PyJWT's from_jwk loads but our policy refuses: (jwk, what the refusal says)."""
+    ec_priv = ec.generate_private_key(ec.SECP256R1())
+    ed_priv = ed25519.Ed25519PrivateKey.generate()
+    ed_jwk = {"kty": "OKP", "crv": "Ed25519", "x": b64e(raw_public(ed_priv))}
+    d_raw = ed_priv.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    n = rsa_priv.public_key().public_numbers().n
+    rsa_good, ec_good = rsa_jwk(rsa_priv), ec_jwk(ec_priv)
+
+    def stray(value: str) -> str:  # four, so PyJWT's padding arithmetic still comes out right
+        return value[:8] + "?!*~" + value[8:]
+
+    return {
+        "rsa-n-padded": ({**rsa_good, "n": _corrupt(rsa_good["n"], "padding")}, "base64url"),
+        "rsa-n-stray-char": ({**rsa_good, "n": stray(rsa_good["n"])}, "base64url"),
+        "ec-x-padded": ({**ec_good, "x": _corrupt(ec_good["x"], "padding")}, "base64url"),
+        "ec-y-stray-char": ({**ec_good, "y": stray(ec_good["y"])}, "base64url"),
+        "okp-x-padded": ({**ed_jwk, "x": _corrupt(ed_jwk["x"], "padding")}, "base64url"),
+        "rsa-private": (rsa_private_jwk(rsa_priv), "private"),
+        "ec-private": (
+            {**ec_good, "d": uint(ec_priv.private_numbers().private_value, 32)},
+            "private",
+        ),
+        "okp-private": ({**ed_jwk, "d": b64e(d_raw)}, "private"),
+        "rsa-1024": (rsa_jwk(rsa_1024), "at least 2048"),
+        "rsa-65-bit-exponent": ({**rsa_good, "e": uint(2**64 + 1)}, "exponent"),
+        "rsa-roca": (_roca_jwk(), "ROCA"),
+        "rsa-too-large": ({**rsa_good, "n": uint(n << 15000 | 1)}, "at most 16384"),
+        "use-enc": ({**rsa_good, "use": "enc"}, "use"),
+        "key-ops-encrypt": ({**rsa_good, "key_ops": ["encrypt"]}, "key_ops"),
+        "rsa-alg-hs256": ({**rsa_good, "alg": "HS256"}, "does not fit"),
+        "ec-alg-of-another-curve": ({**ec_good, "alg": "ES384"}, "does not fit"),
+    }
+
+
+LAX_CASES = [
+    "rsa-n-padded",
+    "rsa-n-stray-char",
+    "ec-x-padded",
+    "ec-y-stray-char",
+    "okp-x-padded",
+    "rsa-private",
+    "ec-private",
+    "okp-private",
+    "rsa-1024",
+    "rsa-65-bit-exponent",
+    "rsa-roca",
+    "rsa-too-large",
+    "use-enc",
+    "key-ops-encrypt",
+    "rsa-alg-hs256",
+    "ec-alg-of-another-curve",
+]
+
+
+@pytest.mark.parametrize("case", LAX_CASES)
+def test_jwks_pyjwt_would_load_are_refused_by_our_policy(
+    case: str, rsa_priv: Any, rsa_1024: Any
+):
+    """PyJWT's from_jwk loads each of these (lenient base64url, private keys, no RSA bounds,
+    use/key_ops/alg unread); Key.from_jwk, which hands JWKs to it, refuses them first."""
+    jwk, refusal = _lax_jwks(rsa_priv, rsa_1024)[case]
+    loader = {"RSA": RSAAlgorithm, "EC": ECAlgorithm, "OKP": OKPAlgorithm}[jwk["kty"]]
+    assert loader.from_jwk(dict(jwk)) is not None  # PyJWT alone: loaded, no complaint
+    with pytest.raises(UnusableKey, match=refusal):
+        Key.from_jwk(jwk)
+
+
+def test_pyjwt_prepares_a_key_once_not_per_verification(
+    monkeypatch: pytest.MonkeyPatch, rsa_priv: Any
+):
+    """PyJWT's prepare_key runs when the Key is built; verifying a token never repeats it."""
+    prepared: list[object] = []
+    algorithms = get_default_algorithms()
+    for alg in ("RS256", "EdDSA", "HS256"):
+        algorithm = _keys._ALGORITHMS[alg]
+        real = algorithm.prepare_key
+        monkeypatch.setattr(
+            algorithm, "prepare_key", lambda key, real=real: prepared.append(key) or real(key)
+        )
+        assert type(algorithm) is type(algorithms[alg])  # PyJWT's own algorithm object
+    ed_priv = ed25519.Ed25519PrivateKey.generate()
+    rsa_key = Key.from_jwk(rsa_jwk(rsa_priv, alg="RS256"))
+    ed_key = Key.from_jwk({"kty": "OKP", "crv": "Ed25519", "x": b64e(raw_public(ed_priv))})
+    assert len(prepared) == 2  # the HMAC secret needs no preparing (see _make_verifier)
+    for _ in range(20):
+        assert verifies(rsa_key, rsa_priv, "RS256")
+        assert verifies(ed_key, ed_priv, "EdDSA")
+    assert len(prepared) == 2
 
 
 # == HMAC secrets ============================================================================

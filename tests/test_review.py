@@ -94,7 +94,7 @@ def test_cache_entry_is_bound_to_the_key_set_that_verified_it_async(
 
 class _ContendedOrderedDict(OrderedDict):  # type: ignore[type-arg]
     """Holds each of two threads at its first membership step on the digest (``pop`` in
-    today's _Core.remember, ``in`` in a check-then-delete version) until both are there, so the
+    today's TokenCache.remember, ``in`` in a check-then-delete version) until both are there, so the
     two second uses of a token really interleave at the step that must be atomic."""
 
     def __init__(self, parties: int) -> None:
@@ -121,8 +121,8 @@ def _second_use_race(verifier: SyncVerifier, token: str) -> tuple[list[BaseExcep
     """Two threads make the second use of ``token`` at once; their errors and barrier count."""
     verifier.verify(token)  # first use: the digest goes into _seen
     contended = _ContendedOrderedDict(2)
-    contended.update(verifier._core._seen)
-    verifier._core._seen = contended
+    contended.update(verifier._flow.tokens._seen)
+    verifier._flow.tokens._seen = contended
     errors: list[BaseException] = []
 
     def use() -> None:
@@ -173,16 +173,16 @@ def test_the_race_harness_catches_a_check_then_delete_remember(
     clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The harness above fails a remember() whose 'seen before?' step is not atomic."""
-    from jwt_middleware import _verify as verify_module
+    from jwt_middleware import _flow
 
-    def racy_remember(self: Any, digest: bytes, verified: Any, keys: object) -> None:
+    def racy_remember(self: Any, digest: bytes, verified: Any, issuer: Any, keys: object) -> None:
         seen = self._seen
         if digest in seen:  # check, then act: another thread can delete in between
             del seen[digest]
             return
         seen[digest] = None
 
-    monkeypatch.setattr(verify_module._Core, "remember", racy_remember)
+    monkeypatch.setattr(_flow.TokenCache, "remember", racy_remember)
     verifier, token = _race_verifier(clock)
     errors, met = _second_use_race(verifier, token)
     assert met == 2

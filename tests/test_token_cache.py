@@ -55,8 +55,8 @@ def test_one_off_tokens_are_not_admitted(signer: Any, clock: FakeClock) -> None:
     verifier = SyncVerifier(settings(signer, clock, token_cache_size=16))
     for i in range(100):
         verifier.verify(token(signer, clock, jti=f"once{i}"))
-    assert len(verifier._core._cache) == 0
-    assert len(verifier._core._seen) == 16  # bounded too
+    assert len(verifier._flow.tokens._entries) == 0
+    assert len(verifier._flow.tokens._seen) == 16  # bounded too
 
 
 def test_disabled_cache_checks_every_time(
@@ -128,7 +128,7 @@ def test_the_cache_is_bounded(signer: Any, clock: FakeClock) -> None:
         reused = token(signer, clock, jti=f"t{i}")
         verifier.verify(reused)
         verifier.verify(reused)
-    assert len(verifier._core._cache) == 16
+    assert len(verifier._flow.tokens._entries) == 16
 
 
 def test_claims_of_a_cached_token_are_read_only(signer: Any, clock: FakeClock) -> None:

@@ -1247,6 +1247,22 @@ def test_sync_verifier_refuses_async_validator(make: Any):
     AsyncVerifier(settings)  # fine on the async side
 
 
+def test_sync_verifier_refuses_an_async_check_its_construction_could_not_see(
+    make: Any, rsa_priv: rsa.RSAPrivateKey, recwarn: pytest.WarningsRecorder
+) -> None:
+    """A callable object with an ``async __call__`` passes the construction-time check; under
+    WSGI its never-computed answer must refuse the token (validator_failed), not count as a
+    yes, and leave no un-awaited coroutine behind."""
+
+    class AsyncCheck:
+        async def __call__(self, claims: Any) -> bool:
+            return False
+
+    token = mint(rsa_priv)
+    refuse(make(validators=[AsyncCheck()]), token, Reason.VALIDATOR_FAILED)
+    assert not [w for w in recwarn if "never awaited" in str(w.message)]
+
+
 # == signature tampering =====================================================================
 
 TAMPER_SIGNERS = {
@@ -1411,12 +1427,12 @@ def test_an_unexpected_error_inside_the_verifier_refuses_instead_of_escaping(
 ) -> None:
     # No known input triggers a bug today; simulate one to prove the request is refused
     # (fail closed) and the bug is logged, rather than a 500 with a traceback.
-    from jwt_middleware import _verify as verify_module
+    from jwt_middleware import _flow
 
     def broken(self: Any, claims: Any, now: float) -> None:
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(verify_module._Core, "check_claims", broken)
+    monkeypatch.setattr(_flow.Trusted, "check_claims", broken)
     token = jwt.encode(claims(), rsa_priv, algorithm="RS256", headers={"kid": KID})
     with caplog.at_level(logging.ERROR, logger="jwt_middleware"):
         refuse(make(), token, "verifier_error")

@@ -24,7 +24,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from jwt_middleware import ConfigurationError, JWTMiddleware, Settings
+from jwt_middleware import ConfigurationError, Issuer, JWTMiddleware, Key, Settings
 from jwt_middleware._asgi import ConnectionClosed as ClosedByExpiry
 from jwt_middleware.testing import LocalIssuer
 
@@ -111,6 +111,32 @@ def test_idle_websocket_is_closed_1008_when_its_token_expires(
     assert open_for < LIMIT
     assert hello and '"expires_at":' in hello[0]
     assert seen == [{"type": "websocket.disconnect", "code": 1008}]
+
+
+def test_with_several_issuers_the_tokens_own_issuer_sets_the_deadline(
+    issuer: LocalIssuer, serve_asgi: Callable[[Any], int]
+) -> None:
+    """The close comes at exp + the leeway of the issuer that verified the token, not of the
+    first issuer or of the settings (60 s here: the connection would outlive LIMIT)."""
+    settings = Settings(
+        trust=[
+            Issuer(
+                issuer="https://other.example/",
+                audience="api://other",
+                keys=[Key.from_secret(b"k" * 32)],
+                algorithms=["HS256"],
+            ),
+            Issuer(
+                issuer=issuer.issuer, audience=issuer.audience, jwks_url=issuer.jwks_url, leeway=0
+            ),
+        ]
+    )
+    port = serve_asgi(idle_app(Seen(), settings))
+    hello: list[Any] = []
+    code, open_for = closed_code(
+        port, issuer.mint(expires_in=2), read=lambda ws: hello.append(ws.recv(timeout=LIMIT))
+    )
+    assert code == 1008 and open_for < LIMIT
 
 
 def test_sending_websocket_is_closed_1008_and_the_app_loop_ends(
