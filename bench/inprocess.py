@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from jwt_middleware import Key, Settings, SyncVerifier
 from jwt_middleware import _b64 as b64
-from jwt_middleware._verify import token_digest
+from jwt_middleware._flow import token_digest
 from jwt_middleware.testing import LocalIssuer
 
 ALGORITHMS = ("RS256", "PS256", "ES256", "EdDSA", "HS256")
