@@ -102,31 +102,33 @@ def requires_scopes(*scopes: str, any_of: bool = False) -> Callable[[F], F]:
                     return value
             raise UsageError(f"{func.__qualname__} needs a Request or WebSocket argument")
 
-        if inspect.iscoroutinefunction(func):
-
-            @functools.wraps(func)
-            async def async_endpoint(*args: Any, **kwargs: Any) -> Any:
-                # A plain endpoint gets the request first; methods and odd signatures search.
-                conn = args[0] if args and type(args[0]) in connections else None
-                if conn is None:
-                    conn = connection(args, kwargs)
-                try:
-                    authorize(conn.scope, required, any_of)
-                except AuthError as exc:
-                    return await _refused(exc, conn)
-                return await func(*args, **kwargs)
-
-            return async_endpoint  # type: ignore[return-value]
-
-        @functools.wraps(func)
-        def endpoint(*args: Any, **kwargs: Any) -> Any:
+        def refusal(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, AuthError | None]:
+            # A plain endpoint gets the request first; methods and odd signatures search.
             conn = args[0] if args and type(args[0]) in connections else None
             if conn is None:
                 conn = connection(args, kwargs)
             try:
                 authorize(conn.scope, required, any_of)
             except AuthError as exc:
-                return _response(exc, conn)
+                return conn, exc
+            return conn, None
+
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_endpoint(*args: Any, **kwargs: Any) -> Any:
+                conn, refused = refusal(args, kwargs)
+                if refused is not None:
+                    return await _refused(refused, conn)
+                return await func(*args, **kwargs)
+
+            return async_endpoint  # type: ignore[return-value]
+
+        @functools.wraps(func)
+        def endpoint(*args: Any, **kwargs: Any) -> Any:
+            conn, refused = refusal(args, kwargs)
+            if refused is not None:
+                return _response(refused, conn)
             return func(*args, **kwargs)
 
         return endpoint  # type: ignore[return-value]

@@ -19,14 +19,18 @@ with 503 (fail closed) unless ``revocation_fail_open=True``. Entries outlive ``e
 
 from __future__ import annotations
 
+import importlib
 import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ._errors import ConfigurationError, RevocationStoreError, UsageError
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self is Python 3.11+
 
 __all__ = [
     "GRACE",
@@ -190,13 +194,10 @@ class _RedisKeys:
         return False
 
 
-class RedisRevocationStore:
-    """Revocations in Redis, shared by every process and host using the same Redis (sync client).
+class _RedisStore:
+    """The client and key layout both Redis stores share; only the I/O calls differ."""
 
-    One round trip per check (``MGET``). Revoked ``jti`` keys expire with the token
-    (``EXPIREAT``); subject cut-offs after ``subject_ttl``. Connection problems raise
-    RevocationStoreError.
-    """
+    _client_class = "redis.Redis"
 
     def __init__(
         self, client: Any, *, prefix: str = "jwt_middleware:", subject_ttl: float = 7 * 24 * 3600.0
@@ -205,11 +206,22 @@ class RedisRevocationStore:
         self._keys = _RedisKeys(prefix, subject_ttl)
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> RedisRevocationStore:
-        import redis
-
+    def from_url(cls, url: str, **options: Any) -> Self:
+        """A store on a new client for ``url`` (``socket_timeout`` 1 s unless given; the other
+        options are the store's)."""
+        module, _, name = cls._client_class.rpartition(".")
+        client_class = getattr(importlib.import_module(module), name)
         timeout = options.pop("socket_timeout", 1.0)
-        return cls(redis.Redis.from_url(url, socket_timeout=timeout), **options)
+        return cls(client_class.from_url(url, socket_timeout=timeout), **options)
+
+
+class RedisRevocationStore(_RedisStore):
+    """Revocations in Redis, shared by every process and host using the same Redis (sync client).
+
+    One round trip per check (``MGET``). Revoked ``jti`` keys expire with the token
+    (``EXPIREAT``); subject cut-offs after ``subject_ttl``. Connection problems raise
+    RevocationStoreError.
+    """
 
     def is_revoked(self, jti: str | None, sub: str | None, iat: float | None) -> bool:
         with _unavailable_as_error():
@@ -227,21 +239,10 @@ class RedisRevocationStore:
             )
 
 
-class AsyncRedisRevocationStore:
+class AsyncRedisRevocationStore(_RedisStore):
     """:class:`RedisRevocationStore` for the event loop (``redis.asyncio``)."""
 
-    def __init__(
-        self, client: Any, *, prefix: str = "jwt_middleware:", subject_ttl: float = 7 * 24 * 3600.0
-    ) -> None:
-        self.client = client
-        self._keys = _RedisKeys(prefix, subject_ttl)
-
-    @classmethod
-    def from_url(cls, url: str, **options: Any) -> AsyncRedisRevocationStore:
-        import redis.asyncio
-
-        timeout = options.pop("socket_timeout", 1.0)
-        return cls(redis.asyncio.Redis.from_url(url, socket_timeout=timeout), **options)
+    _client_class = "redis.asyncio.Redis"
 
     async def is_revoked(self, jti: str | None, sub: str | None, iat: float | None) -> bool:
         with _unavailable_as_error():
