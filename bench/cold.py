@@ -1,4 +1,4 @@
-"""Cold paths: the first request after start (with and without key warm-up), and a burst of
+"""Cold paths: the first request after a start, with and without the key warm-up, and a burst of
 concurrent requests carrying a kid the server has never seen (a key rotation)."""
 
 from __future__ import annotations
@@ -8,12 +8,10 @@ import http.client
 import time
 from typing import Any
 
-from common import median, percentile
-from e2e import issuer_env, uvicorn
+from common import issuer_env, median, percentile, uvicorn
 
 from jwt_middleware.testing import LocalIssuer
 
-READY = "Uvicorn running on"
 APP = "starlette_protected"
 
 
@@ -30,80 +28,54 @@ def _get(port: int, token: str) -> tuple[int, float]:
         conn.close()
 
 
-def first_request(
-    issuer: LocalIssuer, *, runs: int, cores: tuple[int | None, int | None], options: list[str]
-) -> dict[str, Any]:
-    token = issuer.mint(subject="first", scope="read", expires_in=3600)
-    out: dict[str, Any] = {}
+def first_request(issuer: LocalIssuer, runs: int, core: int | None) -> list[dict[str, Any]]:
+    """Timed from the moment uvicorn says it is running; median over ``runs`` starts."""
+    token = issuer.mint(subject="first", expires_in=3600)
+    rows = []
     for warm in (True, False):
-        samples: list[dict[str, float]] = []
+        samples = []
         for _ in range(runs):
-            env = issuer_env(issuer, BENCH_WARM_UP="1" if warm else "0")
-            with uvicorn(APP, env, cores[0], options, log_level="info") as server:
-                ready = server.wait_for_log(READY)
-                fetches = issuer.jwks_requests + issuer.discovery_requests
+            env = issuer_env(issuer, BENCH_WARM_UP=str(int(warm)))
+            with uvicorn(APP, env, core, log="info") as server:
+                ready = server.wait_for_log("Uvicorn running on")
+                before = issuer.jwks_requests + issuer.discovery_requests
                 status, first_ms = _get(server.port, token)
-                fetched = issuer.jwks_requests + issuer.discovery_requests - fetches
+                fetches = issuer.jwks_requests + issuer.discovery_requests - before
                 if status != 200:
-                    raise RuntimeError(f"first request answered {status}\n{server.log()[-2000:]}")
-                steady = median([_get(server.port, token)[1] for _ in range(20)])
-                samples.append(
-                    {
-                        "startup_ms": (ready - server.started_at) * 1e3,
-                        "first_ms": first_ms,
-                        "steady_ms": steady,
-                        "fetches_during_first": fetched,
-                    }
-                )
-        key = "with_warm_up" if warm else "without_warm_up"
-        out[key] = {
-            "runs": samples,
-            "startup_ms": median([s["startup_ms"] for s in samples]),
-            "first_ms": median([s["first_ms"] for s in samples]),
-            "steady_ms": median([s["steady_ms"] for s in samples]),
-            "fetches_during_first": median([s["fetches_during_first"] for s in samples]),
-        }
-        row = out[key]
-        print(
-            f"   first request {key.replace('_', ' '):16}: {row['first_ms']:7.2f} ms "
-            f"(next requests {row['steady_ms']:.2f} ms, key fetches during it "
-            f"{row['fetches_during_first']:g}, start to ready {row['startup_ms']:.0f} ms)",
-            flush=True,
-        )
-    return out
+                    raise RuntimeError(f"first request answered {status}\n{server.log()}")
+                later = median([_get(server.port, token)[1] for _ in range(20)])
+                samples.append((first_ms, later, fetches, (ready - server.started_at) * 1e3))
+        medians = [median(column) for column in zip(*samples, strict=True)]
+        keys = ("first_ms", "next_ms", "fetches", "start_to_ready_ms")
+        rows.append({"warm_up": warm} | dict(zip(keys, medians, strict=True)))
+        print(f"   warm_up={warm}: first 200 in {medians[0]:.1f} ms", flush=True)
+    return rows
 
 
-# -- the burst ---------------------------------------------------------------------------------
-
-
-async def _burst(port: int, tokens: list[str]) -> tuple[list[int], list[float], float]:
-    """All connections opened first, then every request sent at once.
-
-    Returns statuses, per-request latencies from the common start (ms), and the connect time.
-    """
-    connect_started = time.perf_counter()
+async def _burst(port: int, tokens: list[str]) -> tuple[list[int], list[float]]:
+    """All connections opened first, then every request sent at once: statuses, and latencies
+    in ms from that common start."""
     conns = await asyncio.gather(*(asyncio.open_connection("127.0.0.1", port) for _ in tokens))
-    connect_ms = (time.perf_counter() - connect_started) * 1e3
     go = asyncio.Event()
-    host = f"127.0.0.1:{port}"
 
-    async def one(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, token: str
-    ) -> tuple[int, float]:
-        request = f"GET /me HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\r\n"
+    async def one(conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], token: str) -> int:
+        reader, writer = conn
         await go.wait()
-        writer.write(request.encode("ascii"))
+        request = f"GET /me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
+        writer.write(request.encode())
         status = int((await reader.readline()).split()[1])
         length = 0
         while (line := await reader.readline()) not in (b"\r\n", b""):
             name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
+            length = int(value) if name.strip().lower() == b"content-length" else length
         await reader.readexactly(length)
-        return status, time.perf_counter()
+        return status
 
-    tasks = [asyncio.create_task(one(r, w, t)) for (r, w), t in zip(conns, tokens, strict=True)]
-    await asyncio.sleep(0.05)  # every task is parked on go.wait()
+    async def timed(conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], token: str) -> Any:
+        return await one(conn, token), time.perf_counter()
+
+    tasks = [asyncio.create_task(timed(c, t)) for c, t in zip(conns, tokens, strict=True)]
+    await asyncio.sleep(0.05)  # every task is now parked on go.wait()
     started = time.perf_counter()
     go.set()
     try:
@@ -111,101 +83,26 @@ async def _burst(port: int, tokens: list[str]) -> tuple[list[int], list[float], 
     finally:
         for _, writer in conns:
             writer.close()
-    return [s for s, _ in done], [(t - started) * 1e3 for _, t in done], connect_ms
+    return [s for s, _ in done], [(t - started) * 1e3 for _, t in done]
 
 
-def _summary(statuses: list[int], latencies: list[float], connect_ms: float) -> dict[str, Any]:
-    counts: dict[str, int] = {}
-    for status in statuses:
-        counts[str(status)] = counts.get(str(status), 0) + 1
-    return {
-        "statuses": counts,
-        "total_ms": max(latencies),
-        "p50_ms": percentile(latencies, 50),
-        "p99_ms": percentile(latencies, 99),
-        "connect_ms": connect_ms,
-    }
-
-
-def rotation_burst(
-    issuer: LocalIssuer,
-    *,
-    size: int,
-    rounds: int,
-    cores: tuple[int | None, int | None],
-    options: list[str],
-) -> dict[str, Any]:
-    cooldown = 1.0
-    env = issuer_env(issuer, BENCH_JWKS_COOLDOWN=str(cooldown))
-    results: dict[str, Any] = {
-        "size": size,
-        "jwks_cooldown_s": cooldown,
-        "rotated": [],
-        "known": [],
-    }
-    with uvicorn(APP, env, cores[0], options) as server:
+def rotation_burst(issuer: LocalIssuer, size: int, bursts: int, core: int | None) -> list[Any]:
+    """Each burst: ``size`` requests with a known kid (baseline), then as many with a new kid."""
+    cooldown = 1.0  # so a new kid may be fetched soon after the previous fetch
+    rows = []
+    with uvicorn(APP, issuer_env(issuer, BENCH_JWKS_COOLDOWN=str(cooldown)), core) as server:
         server.wait_ready()
-        status, _ = _get(server.port, issuer.mint(subject="warm", expires_in=3600))
-        if status != 200:
-            raise RuntimeError(f"warm-up request answered {status}")
-        for _ in range(rounds):
-            # Baseline: the same burst with a kid the server already holds (no fetch).
-            tokens = [issuer.mint(subject=f"k{i}", expires_in=3600) for i in range(size)]
-            before = issuer.jwks_requests
-            known = _summary(*asyncio.run(_burst(server.port, tokens)))
-            known["key_fetches"] = issuer.jwks_requests - before
-            results["known"].append(known)
-            # The cooldown since the last fetch must have passed, or the new kid is refused.
-            time.sleep(cooldown + 0.3)
-            issuer.rotate()
-            tokens = [issuer.mint(subject=f"r{i}", expires_in=3600) for i in range(size)]
-            before = issuer.jwks_requests
-            rotated = _summary(*asyncio.run(_burst(server.port, tokens)))
-            time.sleep(0.2)  # a stray extra fetch would be counted too
-            rotated["key_fetches"] = issuer.jwks_requests - before
-            results["rotated"].append(rotated)
-            print(
-                f"   burst of {size}, new kid: {rotated['key_fetches']} key fetch(es), "
-                f"statuses {rotated['statuses']}, total {rotated['total_ms']:.0f} ms, "
-                f"p50 {rotated['p50_ms']:.0f} ms, p99 {rotated['p99_ms']:.0f} ms "
-                f"| known kid: total {known['total_ms']:.0f} ms, p99 {known['p99_ms']:.0f} ms",
-                flush=True,
-            )
-    for kind in ("rotated", "known"):
-        bursts = results[kind]
-        results[f"{kind}_median"] = {
-            "total_ms": median([b["total_ms"] for b in bursts]),
-            "p50_ms": median([b["p50_ms"] for b in bursts]),
-            "p99_ms": median([b["p99_ms"] for b in bursts]),
-            "key_fetches": [b["key_fetches"] for b in bursts],
-        }
-    return results
-
-
-def run(
-    issuer: LocalIssuer,
-    *,
-    runs: int,
-    burst_size: int,
-    bursts: int,
-    cores: tuple[int | None, int | None],
-    options: list[str],
-) -> dict[str, Any]:
-    first = first_request(issuer, runs=runs, cores=cores, options=options)
-    burst = rotation_burst(issuer, size=burst_size, rounds=bursts, cores=cores, options=options)
-    fetches = [b["key_fetches"] for b in burst["rotated"]]
-    all_ok = all(b["statuses"] == {"200": burst_size} for b in burst["rotated"])
-    targets = [
-        {
-            "name": f"cold: rotation burst of {burst_size} causes exactly 1 key fetch (all 200)",
-            "ratio": max(fetches) if fetches else float("nan"),
-            "target": 1,
-            "pass": bool(fetches) and all(f == 1 for f in fetches) and all_ok,
-        }
-    ]
-    return {
-        "config": {"runs": runs, "burst_size": burst_size, "bursts": bursts},
-        "first_request": first,
-        "burst": burst,
-        "targets": targets,
-    }
+        for i in range(1, bursts + 1):
+            for kind in ("known kid", "new kid"):
+                if kind == "new kid":
+                    time.sleep(cooldown + 0.3)
+                    issuer.rotate()
+                tokens = [issuer.mint(subject=f"b{n}", expires_in=3600) for n in range(size)]
+                before = issuer.jwks_requests
+                statuses, latencies = asyncio.run(_burst(server.port, tokens))
+                time.sleep(0.2)  # a stray extra fetch would be counted too
+                row = {"burst": f"{kind} #{i}", "fetches": issuer.jwks_requests - before}
+                row |= {"all_200": statuses.count(200) == size, "total_ms": max(latencies)}
+                rows.append(row | {"p50_ms": percentile(latencies, 50)})
+                print(f"   {size} requests, {kind}: {row['fetches']} key fetch(es)", flush=True)
+    return rows

@@ -729,6 +729,7 @@ class SyncJWKS(_Remote):
         self._lock = threading.Lock()
         self._done = threading.Condition(self._lock)
         self._deadline = 0.0
+        self._thread: threading.Thread | None = None
         self.policy.in_flight = False
 
     def keyset_for(self, kid: str | None) -> KeySet:
@@ -767,6 +768,8 @@ class SyncJWKS(_Remote):
             thread.start()
         except RuntimeError:  # no thread to be had: fail this fetch, do not wedge the cache
             self.policy.failed("could not start a key fetch thread")
+            return
+        self._thread = thread
 
     def _run(self, budget: _Budget) -> None:
         outcome: _Outcome = KeyFetchError("fetch aborted")
@@ -785,4 +788,9 @@ class SyncJWKS(_Remote):
         self._report(outcome)
 
     def close(self) -> None:
-        """Nothing to release: each fetch opens and closes its own connections."""
+        """Wait (until its deadline at most) for a fetch in flight to finish, its logging and
+        ``events`` hook included: each fetch opens and closes its own connections, so that is
+        all there is to release, and nothing then reports after its owner has shut down."""
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(max(0.0, self._deadline - time.monotonic()))

@@ -493,5 +493,6 @@ def test_serve_issuer_serves_a_token_that_verifies() -> None:
                    "--discovery").returncode == 0
     finally:
         process.terminate()
-        assert process.wait(timeout=10) == 0
-        assert process.stderr is not None and "Traceback" not in process.stderr.read()
+        _, errors = process.communicate(timeout=10)  # reads and closes both pipes
+        assert process.returncode == 0
+        assert "Traceback" not in errors

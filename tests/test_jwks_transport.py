@@ -211,6 +211,33 @@ def test_a_slow_log_handler_never_holds_up_the_requests_waiting_for_keys(
     assert [a.subject for a in answers] == ["user-1"]
 
 
+def test_closing_the_sync_key_cache_waits_for_the_fetch_to_finish_reporting(
+    issuer: LocalIssuer, make_settings: Any, clock: FakeClock
+) -> None:
+    """close() returns only once a fetch in flight has logged its outcome (the CLI removes its
+    log handler after close, and a record logged later reached stderr unredacted, twice)."""
+    logged = threading.Event()
+
+    class Slow(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "fetched" in record.getMessage():
+                time.sleep(0.3)
+                logged.set()
+
+    library = logging.getLogger("jwt_middleware")
+    handler, level = Slow(), library.level
+    library.addHandler(handler)
+    library.setLevel(logging.INFO)
+    try:
+        v = VerifierDriver("sync", make_settings(clock=clock, jwks_timeout=TIMEOUT))
+        v.verify(issuer.mint(now=clock.now))  # answered before the record is handled
+        v.close()
+        assert logged.is_set()
+    finally:
+        library.removeHandler(handler)
+        library.setLevel(level)
+
+
 # -- size: the wire and the decoded body are both bounded --------------------------------------
 
 
