@@ -24,6 +24,7 @@ from ._extract import COOKIE, HEADER, plain_bearer, plain_token
 from ._flow import VerifiedToken, token_digest
 from ._gate import SCOPE_GATE, Gate
 from ._identity import JWTCredentials, JWTUser
+from ._logs import show_refusals_by_default
 from ._settings import Options, Settings, settings_from
 from ._verify import AsyncVerifier
 
@@ -67,6 +68,7 @@ class JWTMiddleware:
         self.verifier = AsyncVerifier(settings_from(settings, options))
         self.settings = self.verifier.settings
         self.gate = Gate(self.settings)
+        show_refusals_by_default()
         # The hot path needs a token cache, and a header token (cookies need CSRF checks).
         self._plain = self.verifier.caches and self.settings.header
         self._cookie = self.gate.cookie

@@ -17,6 +17,7 @@ from ._errors import AuthError, NotInstalled, render
 from ._extract import COOKIE, HEADER, plain_token
 from ._flow import VerifiedToken, token_digest
 from ._gate import SCOPE_GATE, Gate
+from ._logs import show_refusals_by_default
 from ._settings import Options, Settings, settings_from
 from ._verify import SyncVerifier
 
@@ -77,6 +78,7 @@ class JWTWSGIMiddleware:
         self.verifier = SyncVerifier(settings_from(settings, options))
         self.settings = self.verifier.settings
         self.gate = Gate(self.settings)
+        show_refusals_by_default()
         self._plain = self.verifier.caches and self.settings.header
         self._passthrough = self.settings.preflight_passthrough
         self._cors = Cors(self.settings) if self.settings.cors_origins else None
