@@ -543,7 +543,7 @@ MAX_LEEWAY = 3600.0
 class Options(TypedDict, total=False):
     """The keyword arguments of the middlewares: the fields of :class:`Settings`, each
     optional, so that ``app.add_middleware(JWTMiddleware, leewya=30)`` fails in mypy (through
-    Starlette's typed ``add_middleware``) and not only at startup. tests/test_api.py keeps this
+    Starlette's typed ``add_middleware``) and not only at startup. tests/unit/test_api.py keeps this
     equal to the fields of Settings."""
 
     issuer: str | Sequence[str] | None

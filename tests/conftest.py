@@ -1,9 +1,22 @@
-"""Shared fixtures: a real key server on loopback, a settable clock, and settings builders."""
+"""Shared fixtures and the test layout.
+
+The folder a test lives in says what it needs, and gives it a marker of the same name:
+
+* ``unit/``: one module each (``test_<module>.py``); a LocalIssuer key server on loopback at most.
+* ``adapters/``: request behaviour through the middlewares, most of it run on both adapters
+  through the ``adapter`` fixture; real uvicorn/werkzeug where the server's handling matters.
+* ``integration/``: subprocess servers (uvicorn, gunicorn), the examples, Redis, the attack
+  corpus, the fault matrix, the CLI, the docs.
+* ``property/``: generated inputs (Hypothesis) and the Wycheproof vectors.
+* ``browser/``: headless Chromium.
+
+``-m "not integration and not browser"`` is the quick loop; the README's command runs all.
+"""
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,22 +24,24 @@ import pytest
 from jwt_middleware import Key, Settings
 from jwt_middleware.testing import LocalIssuer
 
+from .support.clock import FakeClock
+from .support.servers import InProcess
 
-class FakeClock:
-    """A clock tests move by hand: expiry, cooldowns and staleness without sleeping."""
+LAYERS = ("unit", "adapters", "integration", "property", "browser")
+HERE = Path(__file__).resolve().parent
 
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
 
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its folder's layer, so ``-m`` can pick layers."""
+    for item in items:
+        parts = item.path.resolve().relative_to(HERE).parts
+        if parts and parts[0] in LAYERS:
+            item.add_marker(getattr(pytest.mark, parts[0]))
 
 
 @pytest.fixture
 def clock() -> FakeClock:
+    """A clock that only moves when the test calls ``advance``."""
     return FakeClock()
 
 
@@ -68,7 +83,24 @@ def make_settings(issuer: LocalIssuer):
     return build
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+@pytest.fixture(params=["asgi", "wsgi"])
+def adapter(request: pytest.FixtureRequest) -> str:
+    """Runs the test once behind JWTMiddleware ("asgi") and once behind JWTWSGIMiddleware
+    ("wsgi"): the one switch for behaviour both adapters must share."""
+    return str(request.param)
+
+
+@pytest.fixture
+def in_process(adapter: str) -> Iterator[Callable[..., InProcess]]:
+    """``in_process(settings, routes=..., wsgi_app=...)``: that app behind the ``adapter``
+    under test, in process, closed at teardown."""
+    made: list[InProcess] = []
+
+    def build(settings: Settings, **kwargs: Any) -> InProcess:
+        app = InProcess(adapter, settings, **kwargs)
+        made.append(app)
+        return app
+
+    yield build
+    for app in made:
+        app.close()
