@@ -25,6 +25,7 @@ from ._flow import VerifiedToken, token_digest
 from ._gate import SCOPE_GATE, Gate
 from ._identity import JWTCredentials, JWTUser
 from ._logs import show_refusals_by_default
+from ._resource import Metadata
 from ._settings import Options, Settings, settings_from
 from ._verify import AsyncVerifier
 
@@ -77,6 +78,9 @@ class JWTMiddleware:
         self._passthrough = self.settings.preflight_passthrough
         self._cors = Cors(self.settings) if self.settings.cors_origins else None
         self._ws_expiry = self.settings.websocket_expiry == "close"
+        self._metadata = (
+            Metadata(self.settings, self.verifier.issuers) if self.settings.resource else None
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -85,10 +89,18 @@ class JWTMiddleware:
                 receive = self._lifespan_receive(receive)
             await self.app(scope, receive, send)
             return
+        method = scope.get("method")
+        if self._metadata is not None and kind == "http" and scope["path"] in self._metadata.paths:
+            # Before the CORS layer: the document carries its own (public) CORS headers.
+            status, answer, body = self._metadata.answer(method)
+            await send({"type": "http.response.start", "status": status, "headers": [
+                (k.encode("latin-1"), v.encode("latin-1")) for k, v in answer
+            ]})  # fmt: skip
+            await send({"type": "http.response.body", "body": body})
+            return
         gate = self.gate
         scope[SCOPE_GATE] = gate
         headers = scope["headers"]
-        method = scope.get("method")
         if self._cors is not None and kind == "http":
             with_cors = await self._cors_layer(method, headers, send)
             if with_cors is None:
@@ -229,7 +241,7 @@ async def send_refusal(exc: AuthError, settings: Settings, scope: Scope, send: S
         code = _WS_TRY_AGAIN_LATER if isinstance(exc, Unavailable) else _WS_POLICY_VIOLATION
         await send({"type": "websocket.close", "code": code, "reason": exc.error or "unauthorized"})
         return
-    refusal = render(exc, settings.realm, expose=settings.expose_error_details)
+    refusal = render(exc, settings.challenge)
     body = refusal.body
     # The values are latin-1 by construction (errors._quote).
     headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in refusal.headers]

@@ -56,7 +56,7 @@ def authorize(scope: Scope, required: tuple[str, ...], any_of: bool) -> None:
     if user is None or auth is None:
         raise NotInstalled("JWTMiddleware is not installed in front of this route")
     if type(user) is not JWTUser and not user.is_authenticated:
-        raise MissingToken()
+        raise MissingToken(scopes=required)
     if required and not scopes_granted(auth.scopes, required, any_of=any_of):
         raise InsufficientScope(required, any_of=any_of)
 
@@ -69,7 +69,7 @@ def _response(exc: AuthError, conn: HTTPConnection) -> Response:
     gate: Gate = conn.scope[SCOPE_GATE]
     gate.report(exc, conn.scope["type"], conn.scope["path"])
     settings = gate.settings
-    refusal = render(exc, settings.realm, expose=settings.expose_error_details)
+    refusal = render(exc, settings.challenge)
     return Response(refusal.body, status_code=refusal.status, headers=dict(refusal.headers))
 
 

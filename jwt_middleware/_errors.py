@@ -42,6 +42,7 @@ from typing import ClassVar
 __all__ = [
     "AuthError",
     "CSRFRejected",
+    "Challenge",
     "ConfigurationError",
     "InsufficientScope",
     "InvalidRequest",
@@ -160,12 +161,23 @@ class AuthError(JWTMiddlewareError):
         self.reason = reason
         self.detail = detail
 
-    def www_authenticate(self, realm: str, *, expose: bool = False) -> str:
-        """The RFC 6750 §3 challenge for this error."""
-        params = [f'realm="{_quote(realm)}"']
+    #: Scopes this refusal names in its challenge's ``scope`` (RFC 6750 §3), when the check
+    #: that refused knows them (a route's required scopes); empty: the settings' default.
+    scopes: tuple[str, ...] = ()
+
+    def www_authenticate(self, challenge: Challenge) -> str:
+        """The RFC 6750 §3 challenge for this error (with RFC 9728's ``resource_metadata``)."""
+        params = [f'realm="{_quote(challenge.realm)}"']
         if self.error is not None:
             params.append(f'error="{self.error}"')
-            params.append(f'error_description="{_quote(self.description(expose))}"')
+            params.append(f'error_description="{_quote(self.description(challenge.expose))}"')
+        scopes = self.scopes or (challenge.scope if self.status_code == 401 else ())
+        if scopes:
+            # Scope names are not secret: RFC 6750 §3 puts them in the challenge so the client
+            # knows what to ask the authorization server for.
+            params.append(f'scope="{_quote(" ".join(scopes))}"')
+        if challenge.resource_metadata is not None:
+            params.append(f'resource_metadata="{_quote(challenge.resource_metadata)}"')
         return "Bearer " + ", ".join(params)
 
     def description(self, expose: bool = False) -> str:
@@ -183,13 +195,27 @@ class AuthError(JWTMiddlewareError):
     def body(self, *, expose: bool = False) -> bytes:
         return _compact(self.payload(expose=expose))
 
-    def headers(self, realm: str, *, expose: bool = False) -> list[tuple[str, str]]:
+    def headers(self, challenge: Challenge) -> list[tuple[str, str]]:
         """The answer's headers in wire order, without the framing (``Content-Length``)."""
         return [
             ("content-type", "application/json"),
-            ("www-authenticate", self.www_authenticate(realm, expose=expose)),
+            ("www-authenticate", self.www_authenticate(challenge)),
             ("cache-control", "no-store"),
         ]
+
+
+@dataclass(frozen=True)
+class Challenge:
+    """What every refusal's ``WWW-Authenticate`` carries besides the error itself; one per
+    middleware, built from its settings."""
+
+    realm: str = "api"
+    #: Put the reason code in the description (``expose_error_details``).
+    expose: bool = False
+    #: RFC 9728 §5.1: where this resource's protected-resource metadata is served.
+    resource_metadata: str | None = None
+    #: Scopes a 401 names when the refusing check knows none of its own (``challenge_scopes``).
+    scope: tuple[str, ...] = ()
 
 
 class InvalidRequest(AuthError):
@@ -203,8 +229,11 @@ class MissingToken(AuthError):
     error = None
     public_description = "An access token is required."
 
-    def __init__(self, reason: str = Reason.TOKEN_MISSING, detail: str = "") -> None:
+    def __init__(
+        self, reason: str = Reason.TOKEN_MISSING, detail: str = "", *, scopes: Sequence[str] = ()
+    ) -> None:
         super().__init__(reason, detail)
+        self.scopes = tuple(scopes)
 
 
 class InvalidToken(AuthError):
@@ -223,12 +252,9 @@ class InsufficientScope(AuthError):
         self.any_of = any_of
         kind = "any of" if any_of else "all of"
         super().__init__(Reason.INSUFFICIENT_SCOPE, f"needs {kind}: {' '.join(self.required)}")
-
-    def www_authenticate(self, realm: str, *, expose: bool = False) -> str:
-        # The required scopes are not secret: RFC 6750 §3 expects them in the challenge.
-        return super().www_authenticate(realm, expose=expose) + (
-            f', scope="{_quote(" ".join(self.required))}"'
-        )
+        # All the scopes the operation needs, in one challenge: the client asks for them (on
+        # top of what it holds) in one go, rather than one denial per missing scope.
+        self.scopes = self.required
 
 
 class CSRFRejected(AuthError):
@@ -238,7 +264,7 @@ class CSRFRejected(AuthError):
     error = "csrf_failed"
     public_description = "Cross-site request refused: the CSRF check failed."
 
-    def headers(self, realm: str, *, expose: bool = False) -> list[tuple[str, str]]:
+    def headers(self, challenge: Challenge) -> list[tuple[str, str]]:
         # Not an authentication challenge: the credentials are fine, the request's origin is not.
         return [("content-type", "application/json"), ("cache-control", "no-store")]
 
@@ -254,7 +280,7 @@ class Unavailable(AuthError):
         super().__init__(reason, detail)
         self.retry_after = max(1, int(retry_after + 0.999))
 
-    def headers(self, realm: str, *, expose: bool = False) -> list[tuple[str, str]]:
+    def headers(self, challenge: Challenge) -> list[tuple[str, str]]:
         # Not a challenge: the credentials may be fine, the server cannot check them yet.
         return [
             ("content-type", "application/json"),
@@ -288,12 +314,12 @@ class Refusal:
     body: bytes  # the payload as compact JSON
 
 
-def render(error: AuthError, realm: str, *, expose: bool) -> Refusal:
+def render(error: AuthError, challenge: Challenge) -> Refusal:
     """The RFC 6750 answer to ``error``: status, headers, JSON body."""
-    payload = error.payload(expose=expose)
+    payload = error.payload(expose=challenge.expose)
     return Refusal(
         status=error.status_code,
-        headers=error.headers(realm, expose=expose),
+        headers=error.headers(challenge),
         payload=payload,
         body=_compact(payload),
     )

@@ -89,8 +89,21 @@ class _StaticSource:
 class Trusted:
     """One trusted issuer's rules and keys, as the flow uses them."""
 
-    def __init__(self, settings: Issuer, remote: Any) -> None:
+    def __init__(
+        self,
+        settings: Issuer,
+        remote: Any,
+        *,
+        resource: str | None = None,
+        implied: Mapping[str, tuple[str, ...]] | None = None,
+    ) -> None:
         self.settings = settings
+        #: The accepted ``aud`` values: the issuer's audience and (RFC 8707) this resource's
+        #: identifier; empty when the audience check is waived.
+        self.audiences = settings.audiences
+        if resource is not None and self.audiences:
+            self.audiences = self.audiences | {resource}
+        self.implied = implied or {}
         self.rules = HeaderRules(settings.algorithms, settings.typ)
         self.static = settings.static_keys
         #: The remote key cache (AsyncJWKS or SyncJWKS, by the driver), or None.
@@ -130,12 +143,13 @@ class Trusted:
         if s.max_lifetime is not None:
             if exp is None or iat is None or exp - iat > s.max_lifetime:
                 raise InvalidToken(Reason.LIFETIME_TOO_LONG, f"lifetime over {s.max_lifetime}s")
-        if s.audiences:
+        audiences = self.audiences
+        if audiences:
             aud = claims.get("aud")
             if isinstance(aud, str):
-                ok = aud in s.audiences
+                ok = aud in audiences
             elif isinstance(aud, list) and aud and all(isinstance(a, str) for a in aud):
-                ok = not s.audiences.isdisjoint(aud)
+                ok = not audiences.isdisjoint(aud)
             else:
                 raise InvalidToken(Reason.AUDIENCE_MISMATCH, "aud missing or malformed")
             if not ok:
@@ -188,6 +202,9 @@ class Trusted:
                 # A scope claim we cannot read is refused rather than read as "no scopes":
                 # the issuer meant *something* by it.
                 raise InvalidToken(Reason.CLAIM_INVALID, f"{name} is neither a string nor a list")
+        if self.implied:
+            for scope in tuple(found):
+                found.update(dict.fromkeys(self.implied.get(scope, ())))
         return tuple(found)
 
     def revocation_failed(self, exc: Exception) -> bool:
@@ -282,7 +299,15 @@ class Flow:
     ) -> None:
         """``settings``: the shared options; ``entries``: the trusted issuers; ``remote``:
         builds the key cache of an issuer whose keys are fetched."""
-        self.issuers = [Trusted(i, remote(i) if i.remote else None) for i in entries]
+        self.issuers = [
+            Trusted(
+                i,
+                remote(i) if i.remote else None,
+                resource=settings.resource,
+                implied=settings.implied,
+            )
+            for i in entries
+        ]
         self.clock = settings.clock
         self.max_token_bytes = max(i.max_token_bytes for i in entries)
         self._only = self.issuers[0] if len(self.issuers) == 1 else None

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from ._errors import AuthError, ConfigurationError, UnusableKey, redact
+from ._errors import AuthError, Challenge, ConfigurationError, UnusableKey, redact, scope_names
 from ._keys import (
     ASYMMETRIC_ALGORITHMS,
     DEFAULT_RSA_MAX_BITS,
@@ -67,9 +67,9 @@ class Issuer:
     issuer: str | Sequence[str] | None = None
     """The trusted ``iss`` value(s), compared exactly. Required, or ``allow_any_issuer=True``."""
     audience: str | Sequence[str] | None = None
-    """This API's audience value(s): the token's ``aud`` must name one. Required, or
-    ``allow_any_audience=True``: without it a token the same identity provider minted for
-    another API opens this one."""
+    """This API's audience value(s): the token's ``aud`` must name one. Required (on
+    ``Settings``, ``resource`` stands in when it is unset), or ``allow_any_audience=True``:
+    without it a token the same identity provider minted for another API opens this one."""
     allow_any_issuer: bool = False
     """Waive the issuer check, explicitly (for a key source only one issuer controls)."""
     allow_any_audience: bool = False
@@ -363,6 +363,31 @@ class Settings(Issuer):
     forgery)."""
     on_error: Callable[[AuthError], None] | None = None
     """Called with every refusal (an :class:`AuthError`); what it raises is logged, not sent."""
+    challenge_scopes: Sequence[str] = ()
+    """Scopes a 401 challenge names (``scope="..."``) when the check that refused knows none of
+    its own, as when the middleware refuses before any route runs: what a client should ask for
+    to use this API at all. A per-route check names its route's scopes instead."""
+    implied_scopes: Mapping[str, Sequence[str]] | None = None
+    """A scope hierarchy: each broader scope and the narrower ones it grants too, followed
+    transitively, e.g. ``{"files:write": ["files:read"], "admin": ["files:write"]}``. A token's
+    ``scopes`` then include what its own scopes imply, so every per-route check (and Starlette's
+    ``requires``) lets ``admin`` in where ``files:read`` is needed."""
+    # -- this resource (RFC 9728 protected-resource metadata) -------------------------------
+    resource: str | None = None
+    """This API's resource identifier (RFC 9728, RFC 8707): its canonical URL as clients name it,
+    e.g. ``https://api.example.com/mcp`` (plain http on a loopback host only), taken from here and
+    never from the Host header. Set, the middleware serves the protected-resource metadata at the
+    RFC 9728 well-known path, every challenge carries ``resource_metadata``, and a token whose
+    ``aud`` names the resource is accepted (it is the audience when ``audience`` is unset)."""
+    authorization_servers: Sequence[str] | None = None
+    """The metadata's ``authorization_servers``: issuer identifiers clients get tokens from.
+    ``None``: the trusted issuers."""
+    scopes_supported: Sequence[str] = ()
+    """The metadata's ``scopes_supported`` (left out when empty)."""
+    resource_name: str | None = None
+    """The metadata's ``resource_name``: this API's name, for people."""
+    resource_documentation: str | None = None
+    """The metadata's ``resource_documentation``: the URL of this API's documentation."""
     # -- cookies and browsers ------------------------------------------------------------------
     csrf: str | None = None
     """CSRF defence for cookie tokens on state-changing methods: ``"both"`` (default when
@@ -402,15 +427,23 @@ class Settings(Issuer):
 
     #: The trusted issuers: ``trust``, or these settings themselves for a single issuer.
     trusted: tuple[Issuer, ...] = field(init=False, repr=False)
+    #: Each scope and every scope it implies (``implied_scopes``, closed transitively).
+    implied: Mapping[str, tuple[str, ...]] = field(init=False, repr=False)
+    #: What every refusal's challenge carries (realm, resource_metadata, default scope).
+    challenge: Challenge = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         put = object.__setattr__
+        _check_types(self, REQUEST_FIELDS)
+        check_resource(self.resource)
         if self.trust:
             put(self, "trusted", self._trusted())
         else:
+            if self.resource is not None and self.audience is None and not self.allow_any_audience:
+                # RFC 8707: a token requested for this resource names it in aud.
+                put(self, "audience", self.resource)
             self._check_issuer()
             put(self, "trusted", (self,))
-        _check_types(self, REQUEST_FIELDS)
         put(self, "public_paths", frozenset(self.public_paths))
         put(self, "allowed_origins", frozenset(o.rstrip("/").lower() for o in self.allowed_origins))
         if self.csrf is None:
@@ -423,6 +456,34 @@ class Settings(Issuer):
             raise ConfigurationError(f"realm must be a string, got {self.realm!r}")
         self._check_requests()
         self._check_cors()
+        self._check_resource_metadata()
+
+    def _check_resource_metadata(self) -> None:
+        put = object.__setattr__
+        put(self, "challenge_scopes", _scope_list("challenge_scopes", self.challenge_scopes))
+        put(self, "scopes_supported", _scope_list("scopes_supported", self.scopes_supported))
+        put(self, "implied", _closure(self.implied_scopes))
+        if self.authorization_servers is not None:
+            servers = tuple(self.authorization_servers)
+            for server in servers:
+                _check_url(server, "authorization_servers")
+            put(self, "authorization_servers", servers)
+        if self.resource_name is not None and not isinstance(self.resource_name, str):
+            raise ConfigurationError(f"resource_name must be a string, got {self.resource_name!r}")
+        if self.resource_documentation is not None:
+            _check_url(self.resource_documentation, "resource_documentation")
+        extras = [n for n in _METADATA_FIELDS if getattr(self, n) not in (None, ())]
+        if extras and self.resource is None:
+            raise ConfigurationError(
+                f"{', '.join(extras)} describe this resource's metadata: set "
+                "resource='https://...' (its identifier) too"
+            )
+        put(self, "challenge", Challenge(
+            realm=self.realm,
+            expose=self.expose_error_details,
+            resource_metadata=metadata_url(self.resource) if self.resource is not None else None,
+            scope=tuple(self.challenge_scopes),
+        ))  # fmt: skip
 
     def _trusted(self) -> tuple[Issuer, ...]:
         if isinstance(self.trust, (str, bytes, Issuer)) or not all(
@@ -583,6 +644,13 @@ class Options(TypedDict, total=False):
     realm: str
     expose_error_details: bool
     on_error: Callable[[AuthError], None] | None
+    challenge_scopes: Sequence[str]
+    implied_scopes: Mapping[str, Sequence[str]] | None
+    resource: str | None
+    authorization_servers: Sequence[str] | None
+    scopes_supported: Sequence[str]
+    resource_name: str | None
+    resource_documentation: str | None
     csrf: str | None
     csrf_header: str
     csrf_claim: str
@@ -609,7 +677,11 @@ SHARED_FIELDS = (*(f for f in REQUEST_FIELDS if f != "trust"), "clock")
 _LISTS = frozenset({
     "algorithms", "required_claims", "scope_claims", "public_paths", "allowed_origins",
     "cors_origins", "cors_methods", "cors_headers", "validators", "keys", "trust",
+    "challenge_scopes", "authorization_servers", "scopes_supported",
 })  # fmt: skip
+_METADATA_FIELDS = (
+    "authorization_servers", "scopes_supported", "resource_name", "resource_documentation"
+)  # fmt: skip
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 
 
@@ -733,3 +805,78 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+#: RFC 9728 §3: the well-known URI suffix of protected-resource metadata.
+WELL_KNOWN = "/.well-known/oauth-protected-resource"
+
+
+def check_resource(resource: object) -> None:
+    """A resource identifier (RFC 9728 §1.2): an absolute https URL (http on loopback) with no
+    query, fragment or credentials. Clients compare it exactly, so it is kept as written."""
+    if resource is None:
+        return
+    if not isinstance(resource, str):
+        raise ConfigurationError(f"resource must be a URL string, got {resource!r}")
+    _check_url(resource, "resource")
+    parts = urlsplit(resource)
+    if parts.query or parts.fragment or "?" in resource or "#" in resource:
+        raise ConfigurationError(
+            f"resource {resource!r} must have no query or fragment (RFC 9728 §1.2)"
+        )
+
+
+def metadata_url(resource: str) -> str:
+    """Where RFC 9728 §3.1 puts the metadata of ``resource``: the well-known path inserted
+    between the host and the resource's path (a lone ``/`` path is dropped first)."""
+    parts = urlsplit(resource)
+    path = "" if parts.path == "/" else parts.path
+    return f"{parts.scheme}://{parts.netloc}{WELL_KNOWN}{path}"
+
+
+def _check_url(url: object, what: str) -> None:
+    """https (http on a loopback host), a host, no credentials."""
+    if not isinstance(url, str) or not url.isascii():
+        raise ConfigurationError(f"{what}: {url!r} is not a URL string")
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    secure = parts.scheme == "https" or (parts.scheme == "http" and _is_loopback(host))
+    if not host or not secure or "@" in parts.netloc or any(c.isspace() for c in url):
+        raise ConfigurationError(
+            f"{what}: {redact(url)!r} must be an https:// URL with a host and no credentials "
+            "(plain http on a loopback host only)"
+        )
+
+
+def _scope_list(what: str, scopes: Sequence[str]) -> tuple[str, ...]:
+    try:
+        return tuple(dict.fromkeys(scope_names(scopes)))
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{what}: {exc}") from None
+
+
+def _closure(implied: Mapping[str, Sequence[str]] | None) -> dict[str, tuple[str, ...]]:
+    """Each scope of the hierarchy and everything it implies, directly or through others (a
+    cycle just makes its members equivalent)."""
+    if implied is None:
+        return {}
+    if not isinstance(implied, Mapping):
+        raise ConfigurationError("implied_scopes must be a mapping: {broader: [narrower, ...]}")
+    direct: dict[str, tuple[str, ...]] = {}
+    for broad, narrower in implied.items():
+        if isinstance(narrower, str):
+            raise ConfigurationError(f"implied_scopes[{broad!r}] must be a list, not a string")
+        direct[_scope_list("implied_scopes", [broad])[0]] = _scope_list(
+            f"implied_scopes[{broad!r}]", narrower
+        )
+    closed: dict[str, tuple[str, ...]] = {}
+    for broad in direct:
+        seen: dict[str, None] = {}
+        todo = list(direct[broad])
+        while todo:
+            scope = todo.pop(0)
+            if scope != broad and scope not in seen:
+                seen[scope] = None
+                todo.extend(direct.get(scope, ()))
+        closed[broad] = tuple(seen)
+    return closed

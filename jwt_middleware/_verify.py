@@ -19,6 +19,8 @@ class _Driver:
     def __init__(self, settings: Settings | Sequence[Settings]) -> None:
         #: The request-level settings (the first entry's, for several issuers).
         self.settings, entries = issuer_entries(settings)
+        #: The trusted issuers, in the order given.
+        self.issuers: tuple[Issuer, ...] = tuple(entries)
         self._flow = Flow(self.settings, entries, self._key_cache)
         #: Whether :meth:`cached` can ever answer (the adapters skip the lookup otherwise).
         self.caches = self._flow.caches

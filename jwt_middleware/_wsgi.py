@@ -18,6 +18,7 @@ from ._extract import COOKIE, HEADER, plain_token
 from ._flow import VerifiedToken, token_digest
 from ._gate import SCOPE_GATE, Gate
 from ._logs import show_refusals_by_default
+from ._resource import Metadata
 from ._settings import Options, Settings, settings_from
 from ._verify import SyncVerifier
 
@@ -51,10 +52,12 @@ _CSRF_ENVIRON = (
 _BEARER = ("Bearer ", "bearer ")
 
 _STATUS = {
+    200: "200 OK",
     204: "204 No Content",
     400: "400 Bad Request",
     401: "401 Unauthorized",
     403: "403 Forbidden",
+    405: "405 Method Not Allowed",
     503: "503 Service Unavailable",
 }
 
@@ -82,15 +85,24 @@ class JWTWSGIMiddleware:
         self._plain = self.verifier.caches and self.settings.header
         self._passthrough = self.settings.preflight_passthrough
         self._cors = Cors(self.settings) if self.settings.cors_origins else None
+        self._metadata = (
+            Metadata(self.settings, self.verifier.issuers) if self.settings.resource else None
+        )
         if self.settings.warm_up:
             self.verifier.warm_up()
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         gate = self.gate
         path = environ.get("PATH_INFO", "")
+        method = environ.get("REQUEST_METHOD")
+        if self._metadata is not None and (
+            environ.get("SCRIPT_NAME", "") + path in self._metadata.paths
+        ):
+            status, headers, body = self._metadata.answer(method)
+            start_response(_STATUS[status], headers)
+            return [body]
         environ[ENVIRON_GATE] = gate
         environ[ENVIRON_TOKEN] = environ[ENVIRON_LOCATION] = environ[ENVIRON_RAW_TOKEN] = None
-        method = environ.get("REQUEST_METHOD")
         if self._cors is not None and "HTTP_ORIGIN" in environ:
             with_cors = self._cors_layer(environ, method, start_response)
             if with_cors is None:
@@ -203,7 +215,7 @@ def lookup(environ: WSGIEnvironment) -> tuple[VerifiedToken | None, Gate]:
 
 
 def refusal(exc: AuthError, settings: Settings, start_response: StartResponse) -> list[bytes]:
-    refusal = render(exc, settings.realm, expose=settings.expose_error_details)
+    refusal = render(exc, settings.challenge)
     headers = [*refusal.headers, ("Content-Length", str(len(refusal.body)))]
     start_response(_STATUS.get(refusal.status, str(refusal.status)), headers)
     return [refusal.body]

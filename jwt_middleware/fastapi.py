@@ -42,7 +42,7 @@ class AuthHTTPException(HTTPException, JWTMiddlewareError):
 
     def __init__(self, error: AuthError, gate: Gate) -> None:
         settings = gate.settings
-        refusal = render(error, settings.realm, expose=settings.expose_error_details)
+        refusal = render(error, settings.challenge)
         # FastAPI's JSONResponse sets its own Content-Type.
         headers = {name: value for name, value in refusal.headers if name != "content-type"}
         super().__init__(status_code=refusal.status, detail=refusal.payload, headers=headers)

@@ -65,7 +65,7 @@ class AuthHTTPException(HTTPException, JWTMiddlewareError):
 
     def get_response(self, environ: Any = None, scope: Any = None) -> Response:
         settings = self.settings
-        refusal = render(self.error, settings.realm, expose=settings.expose_error_details)
+        refusal = render(self.error, settings.challenge)
         response = Response(refusal.body, status=refusal.status)
         # Set one by one, not passed to Response(): Content-Type then replaces werkzeug's
         # default in place, so the header order stays what it has always been.
@@ -110,7 +110,7 @@ def require_scopes(*scopes: str, any_of: bool = False) -> Callable[[F], F]:
             token, gate = lookup(environ)
             error: AuthError | None = None
             if token is None:
-                error = MissingToken()
+                error = MissingToken(scopes=required)
             elif required and not scopes_granted(token.scopes, required, any_of=any_of):
                 error = InsufficientScope(required, any_of=any_of)
             if error is not None:

@@ -110,10 +110,11 @@ def stranger_key() -> SigningKey:
 
 def test_no_token_is_a_401_challenge(make_app: Callable[..., Flask]) -> None:
     client = make_app(realm="orders").test_client()
-    for path in ("/me", "/admin", "/either"):
+    named = {"/me": "", "/admin": ', scope="admin"', "/either": ', scope="read write"'}
+    for path, scope in named.items():
         response = client.get(path)
         assert response.status_code == 401, path
-        assert response.headers["WWW-Authenticate"] == 'Bearer realm="orders"'
+        assert response.headers["WWW-Authenticate"] == 'Bearer realm="orders"' + scope
         assert response.headers["Cache-Control"] == "no-store"
         assert response.headers["Content-Type"] == "application/json"
         assert response.json == {

@@ -52,7 +52,7 @@ from jwt_middleware import (
 from jwt_middleware import fastapi as jwt_fastapi
 from jwt_middleware import flask as jwt_flask
 from jwt_middleware._authz import _response, check_scopes
-from jwt_middleware._errors import NotInstalled, UsageError, redact, render
+from jwt_middleware._errors import Challenge, NotInstalled, UsageError, redact, render
 from jwt_middleware._gate import SCOPE_GATE
 from jwt_middleware._wsgi import refusal
 from jwt_middleware.testing import generate_key
@@ -125,7 +125,7 @@ def test_an_auth_error_still_takes_a_plain_string_reason() -> None:
     """AuthError keeps accepting (and comparing) plain-string reasons, as before the enum."""
     error = InvalidToken("token_expired")
     assert error.reason == Reason.EXPIRED
-    assert render(error, "api", expose=True).payload["reason"] == "token_expired"
+    assert render(error, Challenge(realm="api", expose=True)).payload["reason"] == "token_expired"
 
 
 # -- the tree ---------------------------------------------------------------------------------
@@ -424,7 +424,7 @@ ADAPTERS: dict[str, tuple[Callable[[AuthError, Settings], Answer], Callable[...,
 def test_render_is_the_rfc6750_answer(case: str, expose: bool) -> None:
     """render() gives the status, headers in wire order, payload and compact JSON body."""
     error, status, headers, payload = _expected(case, expose)
-    rendered = render(error, REALM, expose=expose)
+    rendered = render(error, Challenge(realm=REALM, expose=expose))
     assert (rendered.status, rendered.headers, rendered.payload) == (status, headers, payload)
     assert rendered.body == _compact(payload)
     assert list(rendered.payload) == list(payload)  # the body's member order
