@@ -105,6 +105,9 @@ class Reason(str, Enum):
     VERIFIER_ERROR = "verifier_error"  # a bug of ours; the request is refused, never let in
     # authorization
     INSUFFICIENT_SCOPE = "insufficient_scope"
+    #: An MCP request whose tool cannot be told (headers disagree with the body, a body over
+    #: the limit, a ``tools/call`` without a name): refused before any tool runs.
+    MCP_REQUEST_INVALID = "mcp_request_invalid"
 
     # Python 3.10 has no StrEnum, and a (str, Enum) member formats as "Reason.EXPIRED" on
     # some versions: the code itself is what logs, f-strings and metric labels must show.

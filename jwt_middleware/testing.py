@@ -369,8 +369,9 @@ class LocalIssuer:
 
     * ``/.well-known/openid-configuration``: discovery (``issuer``, ``jwks_uri``, ...)
     * ``/.well-known/jwks.json``: the public JWKs of the published asymmetric keys
-    * ``/token?sub=...&scope=...``: a freshly minted access token. **For local demos only**:
-      it gives a valid token to anyone who can reach the port.
+    * ``/token?sub=...&scope=...&resource=...``: a freshly minted access token (``aud`` is
+      ``resource`` when given, RFC 8707, else :attr:`audience`). **For local demos only**: it
+      gives a valid token to anyone who can reach the port.
     * ``/moved/<path>``: the fault-free document of ``<path>``; default target of ``redirect``.
 
     All state changes are thread-safe and take effect for the next request.
@@ -848,8 +849,11 @@ class LocalIssuer:
         query = parse_qs(urlsplit(handler.path).query)
         subject = query.get("sub", ["user-1"])[0]
         scope = query.get("scope", [None])[0]
+        # RFC 8707: a token requested for a resource names it in aud.
+        resource = query.get("resource", [None])[0]
+        audience = resource if resource is not None else _DEFAULT
         expires_in = 300
-        token = self.mint(subject=subject, scope=scope, expires_in=expires_in)
+        token = self.mint(subject=subject, scope=scope, expires_in=expires_in, audience=audience)
         body = json.dumps(
             {"access_token": token, "token_type": "Bearer", "expires_in": expires_in}
         ).encode()

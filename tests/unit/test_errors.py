@@ -95,6 +95,7 @@ REASON_CODES = {
     "CSRF_FAILED": "csrf_failed",
     "VERIFIER_ERROR": "verifier_error",
     "INSUFFICIENT_SCOPE": "insufficient_scope",
+    "MCP_REQUEST_INVALID": "mcp_request_invalid",
 }
 
 
