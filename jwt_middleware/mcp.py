@@ -7,6 +7,8 @@ middleware):
   auth=AuthSettings(...))``). The SDK then answers every refusal with its own 401, a key-server
   outage included; the reason is logged and counted here, so an outage still shows as
   ``keys_unavailable`` in logs and metrics.
+* :class:`FastMCPVerifier` is the same for FastMCP's auth (``FastMCP(auth=...)``, the
+  ``[fastmcp]`` extra).
 * :class:`MCPMiddleware` wraps the SDK's ASGI app instead, for HTTP-level answers: RFC 9728
   metadata, 401/403/503 with RFC 6750 challenges, and per-tool scopes, so a ``tools/call`` of a
   tool its token may not use gets a real 403 ``insufficient_scope`` naming the scopes (not a
@@ -54,7 +56,18 @@ if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
     from typing_extensions import Unpack
 
-__all__ = ["MCPMiddleware", "MCPUser", "TokenVerifier", "access_token"]
+    from ._fastmcp import FastMCPVerifier
+
+__all__ = ["FastMCPVerifier", "MCPMiddleware", "MCPUser", "TokenVerifier", "access_token"]
+
+
+def __getattr__(name: str) -> Any:
+    # FastMCP (the [fastmcp] extra, Python 3.11+) is imported only by those who use it.
+    if name == "FastMCPVerifier":
+        from ._fastmcp import FastMCPVerifier
+
+        return FastMCPVerifier
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 logger = logging.getLogger("jwt_middleware")
 

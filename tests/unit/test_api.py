@@ -37,7 +37,9 @@ MODULES = {
         "JWT", "AuthHTTPException", "current_token", "require_scopes", "require_token",
     ],
     "jwt_middleware.observe": ["Counters", "Events", "PrometheusEvents"],
-    "jwt_middleware.mcp": ["MCPMiddleware", "MCPUser", "TokenVerifier", "access_token"],
+    "jwt_middleware.mcp": [
+        "FastMCPVerifier", "MCPMiddleware", "MCPUser", "TokenVerifier", "access_token",
+    ],
     "jwt_middleware.revocation": [
         "GRACE", "AsyncRedisRevocationStore", "AsyncRevocationStore", "MemoryRevocationStore",
         "RedisRevocationStore", "RevocationStore", "RevocationStoreError", "revocation_query",
