@@ -102,6 +102,9 @@ class Reason(str, Enum):
     REVOCATION_UNAVAILABLE = "revocation_unavailable"
     TOKEN_REVOKED = "token_revoked"
     CSRF_FAILED = "csrf_failed"
+    #: A DPoP proof (RFC 9449) failed one of its checks (shape, key, signature, htm, htu,
+    #: iat, ath); the detail says which.
+    DPOP_INVALID = "dpop_invalid"
     VERIFIER_ERROR = "verifier_error"  # a bug of ours; the request is refused, never let in
     # authorization
     INSUFFICIENT_SCOPE = "insufficient_scope"

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import AsyncIterator, Sequence
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -27,12 +26,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ._errors import AuthError, ConfigurationError
-from ._gate import Gate
+from ._errors import ConfigurationError
 from ._resource import Metadata
-from ._settings import Options, Settings, settings_from
-from ._verify import AsyncVerifier
-from .mcp import access_token
+from ._settings import Options, Settings
+from .mcp import _Verifying, access_token
 
 if TYPE_CHECKING:
     from fastmcp import FastMCP
@@ -41,7 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["FastMCPVerifier"]
 
 
-class FastMCPVerifier(TokenVerifier):
+class FastMCPVerifier(_Verifying, TokenVerifier):
     """FastMCP's ``TokenVerifier`` over jwt_middleware's verifier.
 
     Takes a :class:`Settings` or its fields as keyword arguments, like the middlewares, plus
@@ -61,9 +58,7 @@ class FastMCPVerifier(TokenVerifier):
     ) -> None:
         if isinstance(required_scopes, str):
             raise ConfigurationError("required_scopes must be a list, not a string")
-        self.verifier = AsyncVerifier(settings_from(settings, options))
-        self.settings = self.verifier.settings
-        self._gate = Gate(self.settings)
+        self._set_up(settings, options)
         super().__init__(
             base_url=base_url,
             required_scopes=list(required_scopes) if required_scopes is not None else None,
@@ -77,15 +72,10 @@ class FastMCPVerifier(TokenVerifier):
 
     async def verify_token(self, token: str) -> AccessToken | None:
         """The token's ``AccessToken``, or None (logged and counted with its reason code)."""
-        try:
-            verified = await self.verifier.verify(token)
-        except AuthError as exc:
-            # FastMCP answers None with a 401 whatever the reason: the log line (WARNING for an
-            # outage) and the events hook are where keys_unavailable stays visible.
-            self._gate.report(exc, "fastmcp", "verify_token")
+        verified = await self._verified(token, "fastmcp")
+        if verified is None:
             return None
-        sdk = access_token(verified, token, self._resource())
-        return AccessToken(**sdk.model_dump())
+        return AccessToken(**access_token(verified, token, self._resource()).model_dump())
 
     @property
     def scopes_supported(self) -> list[str]:
@@ -137,25 +127,6 @@ class FastMCPVerifier(TokenVerifier):
         return [Route(path, serve, methods=methods) for path in sorted(metadata.paths)]
 
     # -- lifecycle -----------------------------------------------------------------------------
-
-    async def warm_up(self) -> None:
-        await self.verifier.warm_up()
-
-    async def aclose(self) -> None:
-        await self.verifier.aclose()
-
-    async def __aenter__(self) -> FastMCPVerifier:
-        if self.settings.warm_up:
-            await self.warm_up()
-        return self
-
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def _lifespan(self, server: FastMCP[Any]) -> AsyncIterator[dict[str, Any] | None]:
         async with self:

@@ -54,7 +54,7 @@ except ImportError as exc:  # pragma: no cover - the extra is part of the test e
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
-    from typing_extensions import Unpack
+    from typing_extensions import Self, Unpack
 
     from ._fastmcp import FastMCPVerifier
 
@@ -102,7 +102,47 @@ def access_token(
     )
 
 
-class TokenVerifier:
+class _Verifying:
+    """What the MCP SDKs' verifiers share: the verifier, refusal reporting, the lifecycle."""
+
+    verifier: AsyncVerifier
+    settings: Settings
+
+    def _set_up(self, settings: Settings | Sequence[Settings] | None, options: Any) -> None:
+        self.verifier = AsyncVerifier(settings_from(settings, options))
+        self.settings = self.verifier.settings
+        self._gate = Gate(self.settings)
+
+    async def _verified(self, token: str, sdk: str) -> VerifiedToken | None:
+        try:
+            return await self.verifier.verify(token)
+        except AuthError as exc:
+            # The SDK turns None into a 401 whatever the reason: the log line (WARNING for an
+            # outage) and the events hook are where keys_unavailable stays visible.
+            self._gate.report(exc, sdk, "verify_token")
+            return None
+
+    async def warm_up(self) -> None:
+        await self.verifier.warm_up()
+
+    async def aclose(self) -> None:
+        await self.verifier.aclose()
+
+    async def __aenter__(self) -> Self:
+        if self.settings.warm_up:
+            await self.warm_up()
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class TokenVerifier(_Verifying):
     """The ``mcp`` SDK's ``TokenVerifier`` protocol over jwt_middleware's verifier.
 
     Takes a :class:`Settings` or its fields as keyword arguments, like the middlewares. Use it
@@ -116,39 +156,12 @@ class TokenVerifier:
         settings: Settings | Sequence[Settings] | None = None,
         **options: Unpack[Options],
     ) -> None:
-        self.verifier = AsyncVerifier(settings_from(settings, options))
-        self.settings = self.verifier.settings
-        self._gate = Gate(self.settings)
+        self._set_up(settings, options)
 
     async def verify_token(self, token: str) -> AccessToken | None:
         """The token's ``AccessToken``, or None (logged and counted with its reason code)."""
-        try:
-            verified = await self.verifier.verify(token)
-        except AuthError as exc:
-            # The SDK turns None into a 401 whatever the reason: the log line (WARNING for an
-            # outage) and the events hook are where keys_unavailable stays visible.
-            self._gate.report(exc, "mcp", "verify_token")
-            return None
-        return access_token(verified, token, self.settings.resource)
-
-    async def warm_up(self) -> None:
-        await self.verifier.warm_up()
-
-    async def aclose(self) -> None:
-        await self.verifier.aclose()
-
-    async def __aenter__(self) -> TokenVerifier:
-        if self.settings.warm_up:
-            await self.warm_up()
-        return self
-
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
+        verified = await self._verified(token, "mcp")
+        return None if verified is None else access_token(verified, token, self.settings.resource)
 
 
 class MCPUser(AuthenticatedUser):

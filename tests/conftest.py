@@ -68,7 +68,7 @@ def issuer() -> Iterator[LocalIssuer]:
 
 
 @pytest.fixture
-def make_settings(issuer: LocalIssuer):
+def make_settings(issuer: LocalIssuer) -> Callable[..., Settings]:
     """Settings trusting ``issuer`` through its JWKS URL; keyword arguments override."""
 
     def build(**overrides: Any) -> Settings:
@@ -92,11 +92,11 @@ def adapter(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def in_process(adapter: str) -> Iterator[Callable[..., InProcess]]:
-    """``in_process(settings, routes=..., wsgi_app=...)``: that app behind the ``adapter``
-    under test, in process, closed at teardown."""
+    """``in_process(settings, routes=..., wsgi_app=..., use_cookies=True)``: that app behind
+    the ``adapter`` under test (``InProcess``), in process, closed at teardown."""
     made: list[InProcess] = []
 
-    def build(settings: Settings, **kwargs: Any) -> InProcess:
+    def build(settings: Settings | list[Settings], **kwargs: Any) -> InProcess:
         app = InProcess(adapter, settings, **kwargs)
         made.append(app)
         return app

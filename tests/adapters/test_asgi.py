@@ -13,7 +13,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import anyio
@@ -150,8 +150,19 @@ ROUTES = [
 ]
 
 
+class Collecting(logging.Handler):
+    """A log handler that appends every record to ``records``."""
+
+    def __init__(self, records: list[logging.LogRecord]) -> None:
+        super().__init__()
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 def starlette_app(
-    settings: Settings, *, routes: list[Any] | None = None, outer: list[Middleware] = ()
+    settings: Settings, *, routes: list[Any] | None = None, outer: Sequence[Middleware] = ()
 ) -> Starlette:
     return Starlette(
         routes=routes if routes is not None else ROUTES,
@@ -183,7 +194,7 @@ async def client(
 
 
 def challenge(response: httpx.Response) -> str:
-    return response.headers.get("www-authenticate", "")
+    return str(response.headers.get("www-authenticate", ""))
 
 
 # -- authenticated requests ---------------------------------------------------------------------
@@ -193,6 +204,8 @@ def challenge(response: httpx.Response) -> str:
 async def test_valid_header_token_reaches_the_endpoint_as_user_and_auth(
     issuer: LocalIssuer, make_settings: Callable[..., Settings]
 ) -> None:
+    """A valid header token reaches the endpoint as request.user (JWTUser, claims) and request.auth
+    (scopes, location "header")."""
     token = issuer.mint({"tenant": "t-9"}, subject="alice", scope="read write")
     async with client(starlette_app(make_settings())) as http:
         response = await http.get("/whoami", headers=bearer(token))
@@ -212,6 +225,7 @@ async def test_valid_header_token_reaches_the_endpoint_as_user_and_auth(
 async def test_sync_endpoint_sees_the_user_too(
     issuer: LocalIssuer, make_settings: Callable[..., Settings]
 ) -> None:
+    """A sync endpoint sees the verified user as an async one does."""
     async with client(starlette_app(make_settings())) as http:
         response = await http.get("/whoami-sync", headers=bearer(issuer.mint(subject="bob")))
     assert response.status_code == 200
@@ -222,6 +236,8 @@ async def test_sync_endpoint_sees_the_user_too(
 async def test_valid_cookie_token(
     issuer: LocalIssuer, make_settings: Callable[..., Settings]
 ) -> None:
+    """A token in the configured cookie, among other cookies, is accepted (location "cookie"); a
+    header token still works beside it."""
     token = issuer.mint(subject="carol")
     async with client(starlette_app(make_settings(cookie="access_token"))) as http:
         response = await http.get(
@@ -240,6 +256,7 @@ async def test_valid_cookie_token(
 async def test_header_false_refuses_header_tokens(
     issuer: LocalIssuer, make_settings: Callable[..., Settings]
 ) -> None:
+    """With header=False a header token is a bare 401 challenge and the cookie token is accepted."""
     token = issuer.mint()
     settings = make_settings(cookie="access_token", header=False)
     async with client(starlette_app(settings)) as http:
@@ -272,6 +289,8 @@ async def test_scope_claims_reach_request_auth_scopes(
     settings_options: dict[str, Any],
     expected: list[str],
 ) -> None:
+    """request.auth.scopes merges the scope and scp claims by default, and the scope_claims setting
+    chooses others (permissions, roles)."""
     async with client(starlette_app(make_settings(**settings_options))) as http:
         response = await http.get("/whoami", headers=bearer(issuer.mint(claims)))
     assert response.status_code == 200
@@ -285,6 +304,7 @@ async def test_scope_claims_reach_request_auth_scopes(
 async def test_missing_token_is_401_with_a_bare_challenge(
     make_settings: Callable[..., Settings],
 ) -> None:
+    """No token is a no-store JSON 401 unauthorized: bare challenge, no reason, exact length."""
     async with client(starlette_app(make_settings())) as http:
         response = await http.get("/whoami")
     assert response.status_code == 401
@@ -299,6 +319,7 @@ async def test_missing_token_is_401_with_a_bare_challenge(
 
 @pytest.mark.anyio
 async def test_custom_realm(make_settings: Callable[..., Settings], issuer: LocalIssuer) -> None:
+    """The realm setting names the realm in both the bare and the invalid_token challenge."""
     async with client(starlette_app(make_settings(realm="orders"))) as http:
         missing = await http.get("/whoami")
         invalid = await http.get("/whoami", headers=bearer(issuer.mint(audience="api://x")))
@@ -334,6 +355,7 @@ async def test_invalid_token_is_401_invalid_token_without_the_reason(
     stranger_key: SigningKey,
     reason: str,
 ) -> None:
+    """Every invalid token is a generic 401 invalid_token; neither body nor challenge names why."""
     token = _bad_tokens(issuer, stranger_key, clock)[reason]
     async with client(starlette_app(make_settings(clock=clock))) as http:
         response = await http.get("/whoami", headers=bearer(token))
@@ -356,6 +378,7 @@ async def test_expose_error_details_puts_the_reason_in_the_answer(
     stranger_key: SigningKey,
     reason: str,
 ) -> None:
+    """With expose_error_details the reason is in the 401 body and in the challenge."""
     token = _bad_tokens(issuer, stranger_key, clock)[reason]
     settings = make_settings(clock=clock, expose_error_details=True)
     async with client(starlette_app(settings)) as http:
@@ -369,6 +392,7 @@ async def test_expose_error_details_puts_the_reason_in_the_answer(
 async def test_the_same_token_expires_when_the_clock_moves(
     issuer: LocalIssuer, make_settings: Callable[..., Settings], clock: FakeClock
 ) -> None:
+    """A token passes until exp + 60 s leeway, then is a generic 401 (on_error: token_expired)."""
     token = issuer.mint(now=clock.now, expires_in=300)
     errors: list[AuthError] = []
     settings = make_settings(clock=clock, on_error=errors.append)
@@ -391,6 +415,7 @@ async def test_the_same_token_expires_when_the_clock_moves(
 async def test_token_in_the_query_string_is_ignored(
     issuer: LocalIssuer, make_settings: Callable[..., Settings]
 ) -> None:
+    """A token in the query string is never read: 401 by default, anonymous in anonymous mode."""
     token = issuer.mint()
     settings = make_settings(cookie="access_token")
     async with client(starlette_app(settings)) as http:
@@ -408,6 +433,7 @@ async def test_token_in_the_query_string_is_ignored(
 async def test_two_authorization_headers_are_400(
     issuer: LocalIssuer, make_settings: Callable[..., Settings]
 ) -> None:
+    """Two Authorization headers are a 400 invalid_request (on_error: multiple_tokens)."""
     token = issuer.mint()
     called: list[str] = []
     settings = make_settings(on_error=lambda exc: called.append(exc.reason))
@@ -426,6 +452,7 @@ async def test_two_authorization_headers_are_400(
 async def test_header_and_cookie_together_are_400(
     issuer: LocalIssuer, make_settings: Callable[..., Settings]
 ) -> None:
+    """A token in the header and the cookie, or the token cookie twice, is a 400 invalid_request."""
     token = issuer.mint()
     async with client(starlette_app(make_settings(cookie="access_token"))) as http:
         both = await http.get(
@@ -441,6 +468,7 @@ async def test_header_and_cookie_together_are_400(
 
 @pytest.mark.anyio
 async def test_malformed_authorization_is_400(make_settings: Callable[..., Settings]) -> None:
+    """A malformed Bearer value is a 400 invalid_request; another scheme is no token, a bare 401."""
     async with client(starlette_app(make_settings())) as http:
         response = await http.get("/whoami", headers={"authorization": "Bearer a b"})
         basic = await http.get("/whoami", headers={"authorization": "Basic eDp5"})
@@ -455,6 +483,8 @@ async def test_malformed_authorization_is_400(make_settings: Callable[..., Setti
 
 @pytest.mark.anyio
 async def test_public_paths_exact_and_prefix(make_settings: Callable[..., Settings]) -> None:
+    """Public paths match exactly or under a "/x/*" prefix and are served unauthenticated, even with
+    a junk token; near misses are 401."""
     settings = make_settings(public_paths={"/health", "/static/*"})
     async with client(starlette_app(settings)) as http:
         health = await http.get("/health")
@@ -476,6 +506,8 @@ async def test_public_paths_exact_and_prefix(make_settings: Callable[..., Settin
 async def test_anonymous_mode(
     issuer: LocalIssuer, make_settings: Callable[..., Settings], stranger_key: SigningKey
 ) -> None:
+    """Anonymous mode serves no-token requests unauthenticated but refuses bad tokens;
+    requires_scopes then answers 401, naming the route's scopes."""
     async with client(starlette_app(make_settings(anonymous=True))) as http:
         none = await http.get("/whoami")
         good = await http.get("/whoami", headers=bearer(issuer.mint(subject="dan")))
@@ -506,6 +538,7 @@ async def test_anonymous_mode(
 async def test_starlette_requires_works_with_our_scopes(
     issuer: LocalIssuer, make_settings: Callable[..., Settings]
 ) -> None:
+    """Starlette's @requires sees the token's scopes: 403 without the scope, 200 with it."""
     async with client(starlette_app(make_settings())) as http:
         without = await http.get("/starlette-admin", headers=bearer(issuer.mint(scope="read")))
         with_ = await http.get("/starlette-admin", headers=bearer(issuer.mint(scope="admin")))
@@ -518,6 +551,8 @@ async def test_starlette_requires_works_with_our_scopes(
 async def test_requires_scopes_sync_and_async(
     issuer: LocalIssuer, make_settings: Callable[..., Settings], path: str
 ) -> None:
+    """requires_scopes on sync and async endpoints: 403 insufficient_scope naming the scope, 200
+    with it, 401 without a token."""
     async with client(starlette_app(make_settings())) as http:
         refused = await http.get(path, headers=bearer(issuer.mint(scope="read")))
         allowed = await http.get(path, headers=bearer(issuer.mint(subject="eve", scope="admin x")))
@@ -552,6 +587,7 @@ async def test_requires_scopes_all_of_and_any_of(
     all_of: int,
     any_of: int,
 ) -> None:
+    """requires_scopes needs all listed scopes, or one with any_of; a 403 names them all."""
     token = issuer.mint(scope=scope)
     async with client(starlette_app(make_settings())) as http:
         both = await http.get("/read-and-write", headers=bearer(token))
@@ -562,6 +598,7 @@ async def test_requires_scopes_all_of_and_any_of(
 
 
 def test_requires_scopes_refuses_bad_scope_names() -> None:
+    """requires_scopes and RequireScopes raise ValueError for an empty scope or one with a space."""
     for bad in ("", "a b"):
         with pytest.raises(ValueError):
             requires_scopes(bad)
@@ -578,6 +615,8 @@ async def scope_keys(request: Request) -> JSONResponse:
 async def test_the_middleware_adds_only_user_auth_and_its_gate_to_the_scope(
     issuer: LocalIssuer, make_settings: Callable[..., Settings]
 ) -> None:
+    """The middleware adds only user, auth and its scope gate to the ASGI scope, on verified, public
+    and anonymous requests."""
     # Nothing else: a request's scope is the app's namespace, and every key costs every request.
     routes = [Route("/keys", scope_keys), Route("/public", scope_keys)]
     async with client(Starlette(routes=routes)) as http:
@@ -612,6 +651,8 @@ class ReplaceIdentity:
 async def test_decorator_refusals_keep_the_middlewares_answer_when_the_identity_is_replaced(
     issuer: LocalIssuer, make_settings: Callable[..., Settings], layout: str, path: str
 ) -> None:
+    """With the identity replaced by an inner middleware, decorator refusals are still the
+    middleware's 403 (its realm), in either layout."""
     # The decorators answer with JWTMiddleware's settings (realm) whatever sits between them,
     # whether JWTMiddleware is in Starlette's middleware list (outside its error handling) or
     # wraps the app object (inside it, so a raise would become Starlette's 500).
@@ -636,6 +677,7 @@ async def test_decorator_refusals_keep_the_middlewares_answer_when_the_identity_
 def test_a_websocket_decorator_refusal_with_the_identity_replaced_closes_before_accept(
     issuer: LocalIssuer, make_settings: Callable[..., Settings]
 ) -> None:
+    """A decorated WebSocket endpoint whose identity was replaced closes the handshake with 1008."""
     inner = Starlette(routes=ROUTES, middleware=[Middleware(ReplaceIdentity)])
     app = JWTMiddleware(inner, settings=make_settings())
     with TestClient(app) as http:
@@ -698,8 +740,7 @@ def test_auth_error_after_the_response_started_over_uvicorn(
     server's log shows the app's AuthError (not a protocol error from a second start)."""
     port = serve_asgi(JWTMiddleware(raises_after_start, settings=make_settings()))
     errors: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = errors.append  # type: ignore[method-assign]
+    handler = Collecting(errors)
     server_log = logging.getLogger("uvicorn.error")
     server_log.addHandler(handler)
     request = (
@@ -782,6 +823,7 @@ def fastapi_app(settings: Settings) -> FastAPI:
 async def test_requires_scopes_decorates_a_fastapi_path_operation(
     issuer: LocalIssuer, make_settings: Callable[..., Settings]
 ) -> None:
+    """requires_scopes on a FastAPI route: 200 with the scope, 403 without, 401 with no token."""
     async with client(fastapi_app(make_settings())) as http:
         admin = await http.get("/decorated-admin", headers=bearer(issuer.mint(scope="admin")))
         reader = await http.get("/decorated-admin", headers=bearer(issuer.mint(scope="read")))
@@ -797,6 +839,8 @@ async def test_requires_scopes_decorates_a_fastapi_path_operation(
 async def test_fastapi_require_scopes(
     issuer: LocalIssuer, make_settings: Callable[..., Settings]
 ) -> None:
+    """The FastAPI RequireScopes dependency yields the VerifiedToken, refuses with 401/403 (detail
+    holds the error) and honours any_of."""
     app = fastapi_app(make_settings(public_paths={"/health", "/openapi.json"}))
     plain = issuer.mint(subject="frank", scope="a")
     admin = issuer.mint(subject="root", scope="admin b")
@@ -829,6 +873,7 @@ async def test_fastapi_require_scopes(
 async def test_fastapi_require_scopes_in_anonymous_mode_is_401(
     make_settings: Callable[..., Settings],
 ) -> None:
+    """RequireScopes in anonymous mode answers a request without a token with 401 unauthorized."""
     async with client(fastapi_app(make_settings(anonymous=True))) as http:
         response = await http.get("/me")
     assert response.status_code == 401
@@ -840,6 +885,7 @@ async def test_fastapi_require_scopes_in_anonymous_mode_is_401(
 async def test_fastapi_openapi_declares_the_bearer_scheme(
     make_settings: Callable[..., Settings],
 ) -> None:
+    """The OpenAPI document puts a bearer JWT scheme on protected paths and none on public ones."""
     app = fastapi_app(make_settings(public_paths={"/health", "/openapi.json"}))
     async with client(app) as http:
         response = await http.get("/openapi.json")
@@ -855,6 +901,7 @@ async def test_fastapi_openapi_declares_the_bearer_scheme(
 
 
 def test_fastapi_dependency_is_async() -> None:
+    """RequireScopes.__call__ is a coroutine function, so FastAPI does not run it in a thread."""
     assert inspect.iscoroutinefunction(RequireScopes().__call__)
     assert inspect.iscoroutinefunction(RequireScopes("admin", any_of=True).__call__)
 
@@ -866,6 +913,7 @@ def test_fastapi_dependency_is_async() -> None:
 async def test_on_error_hook_gets_the_auth_error(
     issuer: LocalIssuer, make_settings: Callable[..., Settings], stranger_key: SigningKey
 ) -> None:
+    """on_error gets an AuthError per refusal (missing, audience, signature, scope), none on 200."""
     errors: list[AuthError] = []
     settings = make_settings(on_error=errors.append)
     async with client(starlette_app(settings)) as http:
@@ -889,6 +937,8 @@ async def test_on_error_hook_gets_the_auth_error(
 async def test_a_raising_on_error_hook_does_not_break_the_answer(
     issuer: LocalIssuer, make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
 ) -> None:
+    """An on_error hook that raises leaves the 401/403 answers intact and is logged."""
+
     def hook(exc: AuthError) -> None:
         raise RuntimeError("metrics backend down")
 
@@ -912,6 +962,7 @@ async def test_tokens_never_appear_in_logs(
     stranger_key: SigningKey,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """Refusals are logged with their reasons; no token or signature ever appears in the logs."""
     caplog.set_level(logging.DEBUG, logger="jwt_middleware")
     tokens = {
         "ok": issuer.mint(now=clock.now, subject="gina"),
@@ -952,6 +1003,8 @@ async def test_tokens_never_appear_in_logs(
 async def test_key_server_down_before_any_fetch_is_503_then_recovers(
     issuer: LocalIssuer, make_settings: Callable[..., Settings], clock: FakeClock
 ) -> None:
+    """With the key server down before any fetch, requests are 503 with Retry-After until the
+    cooldown ends; a request without a token stays 401."""
     token = issuer.mint(now=clock.now, expires_in=3600)
     settings = make_settings(clock=clock, jwks_cooldown=30)
     issuer.set_fault("down")
@@ -986,6 +1039,7 @@ async def test_broken_key_server_is_503_never_500(
     mode: str,
     params: dict[str, Any],
 ) -> None:
+    """A key server answering 500, garbage or a truncated body gives 503 + Retry-After."""
     issuer.set_fault(mode, **params)
     async with client(starlette_app(make_settings())) as http:
         response = await http.get("/whoami", headers=bearer(issuer.mint()))
@@ -997,6 +1051,8 @@ async def test_broken_key_server_is_503_never_500(
 async def test_rotation_is_picked_up_on_an_unknown_kid_after_the_cooldown(
     issuer: LocalIssuer, make_settings: Callable[..., Settings], clock: FakeClock
 ) -> None:
+    """A token with a new kid is 401 inside the refetch cooldown, and accepted after one refetch
+    once it has passed."""
     async with client(starlette_app(make_settings(clock=clock))) as http:
         first = await http.get("/whoami", headers=bearer(issuer.mint(now=clock.now)))
         assert issuer.jwks_requests == 1
@@ -1037,6 +1093,8 @@ class SetRequestId:
 async def test_contextvar_from_an_outer_middleware_is_visible(
     issuer: LocalIssuer, make_settings: Callable[..., Settings]
 ) -> None:
+    """A contextvar set by an outer middleware is visible in sync and async endpoints."""
+
     async def show(request: Request) -> PlainTextResponse:
         return PlainTextResponse(REQUEST_ID.get())
 
@@ -1060,6 +1118,7 @@ async def test_contextvar_from_an_outer_middleware_is_visible(
 async def test_background_task_runs_after_the_response(
     issuer: LocalIssuer, make_settings: Callable[..., Settings]
 ) -> None:
+    """A background task runs after the response body is complete, with the request's user."""
     events: list[str] = []
 
     def after(sub: str) -> None:
@@ -1092,6 +1151,8 @@ async def test_background_task_runs_after_the_response(
 async def test_streaming_response_passes_every_chunk(
     issuer: LocalIssuer, make_settings: Callable[..., Settings]
 ) -> None:
+    """A streaming response passes through the middleware with every chunk in order."""
+
     async def chunks() -> AsyncIterator[bytes]:
         for i in range(50):
             yield f"chunk-{i};".encode()
@@ -1116,6 +1177,7 @@ def test_lifespan_reaches_the_app_and_warm_up_fetches_keys(
     serve_asgi: Callable[[ASGIApp], int],
     warm_up: bool,
 ) -> None:
+    """Lifespan reaches the app; warm_up=True fetches the JWKS at startup; one fetch either way."""
     started: list[str] = []
 
     @contextlib.asynccontextmanager
@@ -1144,6 +1206,8 @@ def test_streaming_is_not_buffered_under_uvicorn(
     make_settings: Callable[..., Settings],
     serve_asgi: Callable[[ASGIApp], int],
 ) -> None:
+    """Under uvicorn the middleware does not buffer a stream: the client gets the first chunk before
+    the second is produced."""
     first_chunk_seen = threading.Event()
 
     async def chunks() -> AsyncIterator[bytes]:
@@ -1177,6 +1241,7 @@ def test_streaming_is_not_buffered_under_uvicorn(
 def test_websocket_with_a_valid_token_is_accepted(
     issuer: LocalIssuer, make_settings: Callable[..., Settings]
 ) -> None:
+    """A WebSocket handshake with a valid token is accepted and the endpoint sees the user."""
     app = starlette_app(make_settings())
     with TestClient(app) as test_client:
         with test_client.websocket_connect("/ws", headers=bearer(issuer.mint(subject="ivy"))) as ws:
@@ -1192,6 +1257,7 @@ def test_websocket_refusal_closes_before_accept_with_1008(
     stranger_key: SigningKey,
     kind: str,
 ) -> None:
+    """A missing, invalid, malformed or under-scoped WebSocket handshake is closed with 1008."""
     headers = {
         "missing": {},
         "invalid": bearer(issuer.mint(key=stranger_key, kid=issuer.current_key.kid)),
@@ -1210,6 +1276,7 @@ def test_websocket_refusal_closes_before_accept_with_1008(
 def test_websocket_when_keys_are_unavailable_closes_with_1013(
     issuer: LocalIssuer, make_settings: Callable[..., Settings]
 ) -> None:
+    """A WebSocket handshake while keys are unavailable is closed with 1013 (try again later)."""
     issuer.set_fault("down")
     app = starlette_app(make_settings(warm_up=False))
     token = issuer.mint()
@@ -1243,6 +1310,7 @@ def test_websocket_handshake_refused_with_403_by_uvicorn(
     serve_asgi: Callable[[ASGIApp], int],
     stranger_key: SigningKey,
 ) -> None:
+    """Under uvicorn a refused WebSocket handshake is an HTTP 403; a valid token gets 101."""
     port = serve_asgi(starlette_app(make_settings()))
     bad = issuer.mint(key=stranger_key, kid=issuer.current_key.kid)
     assert _handshake(port, "/ws").startswith(b"HTTP/1.1 403")
@@ -1286,6 +1354,7 @@ HOSTILE: list[tuple[str, bytes]] = [
 async def test_hostile_header_values_never_yield_5xx(
     make_settings: Callable[..., Settings], name: str, value: bytes
 ) -> None:
+    """Hostile Authorization or Cookie values are 400/401 with one reason, never verifier_error."""
     reasons: list[str] = []
     settings = make_settings(cookie="access_token", on_error=lambda e: reasons.append(e.reason))
     async with client(starlette_app(settings), raise_app_exceptions=False) as http:
@@ -1330,6 +1399,7 @@ def _unsigned(header: dict[str, Any], payload: bytes) -> str:
 async def test_crafted_unsigned_claims_never_yield_5xx(
     issuer: LocalIssuer, make_settings: Callable[..., Settings], payload: bytes
 ) -> None:
+    """Crafted unsigned claims are a 401 invalid_token with no key fetch, never verifier_error."""
     # Claims are checked before the signature, so anyone can reach these paths unsigned.
     token = _unsigned(
         {"alg": "RS256", "kid": issuer.current_key.kid},

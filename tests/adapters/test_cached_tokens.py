@@ -5,35 +5,25 @@ werkzeug's test client) against a real key server."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-from starlette.testclient import TestClient
-from werkzeug.test import Client
 
-from jwt_middleware import AuthError, JWTMiddleware, Reason, Settings, requires_scopes
-from jwt_middleware._wsgi import JWTWSGIMiddleware, get_token
+from jwt_middleware import AuthError, Reason, Settings, requires_scopes
+from jwt_middleware._wsgi import get_token
 from jwt_middleware.observe import Counters
 from jwt_middleware.revocation import MemoryRevocationStore
 from jwt_middleware.testing import LocalIssuer
 from tests.support.clock import FakeClock
+from tests.support.servers import Answer, InProcess
 
 Headers = list[tuple[str, str]]
-
-
-class Answer:
-    def __init__(self, status: int, body: bytes) -> None:
-        self.status = status
-        self.json: dict[str, Any] = json.loads(body) if body else {}
 
 
 async def _me(request: Request) -> JSONResponse:
@@ -56,74 +46,50 @@ def _wsgi_me(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     return [body]
 
 
-@contextlib.contextmanager
-def asgi_caller(settings: Settings) -> Iterator[Callable[..., Answer]]:
-    app = Starlette(
-        routes=[Route("/me", _me, methods=["GET", "POST"]), Route("/admin", _admin)],
-        middleware=[Middleware(JWTMiddleware, settings=settings)],
-    )
-    with TestClient(app) as http:  # with: lifespan runs, so the key client is closed after
-
-        def call(headers: Headers, method: str = "GET", path: str = "/me") -> Answer:
-            response = http.request(method, path, headers=headers)
-            return Answer(response.status_code, response.content)
-
-        yield call
+ROUTES = [Route("/me", _me, methods=["GET", "POST"]), Route("/admin", _admin)]
 
 
-@contextlib.contextmanager
-def wsgi_caller(settings: Settings) -> Iterator[Callable[..., Answer]]:
-    middleware = JWTWSGIMiddleware(_wsgi_me, settings=settings)
-    http = Client(middleware, use_cookies=False)  # cookies are sent as headers here
-    try:
+class Caller:
+    """``call(headers, method="GET", path="/me")`` on ``app``: the headers are sent as given
+    (cookies as a header, names may repeat)."""
 
-        def call(headers: Headers, method: str = "GET", path: str = "/me") -> Answer:
-            # A WSGI server joins repeated headers with ", " (PEP 3333 leaves it to them).
-            joined: dict[str, str] = {}
-            for name, value in headers:
-                key = name.lower()
-                joined[key] = f"{joined[key]}, {value}" if key in joined else value
-            response = http.open(path, method=method, headers=list(joined.items()))
-            return Answer(response.status_code, response.data)
+    def __init__(self, app: InProcess) -> None:
+        self.app = app
 
-        yield call
-    finally:
-        middleware.close()
-
-
-CALLERS = {"asgi": asgi_caller, "wsgi": wsgi_caller}
-
-
-@pytest.fixture(params=sorted(CALLERS))
-def adapter(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+    def __call__(self, headers: Headers, method: str = "GET", path: str = "/me") -> Answer:
+        return self.app.request(method, path, headers)
 
 
 @pytest.fixture
 def open_caller(
-    adapter: str, make_settings: Callable[..., Settings], clock: FakeClock
-) -> Iterator[Callable[..., Callable[..., Answer]]]:
-    """``open_caller(**settings)``: a caller for this adapter; closed at teardown."""
-    with contextlib.ExitStack() as stack:
+    in_process: Callable[..., InProcess], make_settings: Callable[..., Settings], clock: FakeClock
+) -> Callable[..., Caller]:
+    """``open_caller(**settings)``: a caller for the ``adapter`` under test; closed at teardown."""
 
-        def build(**overrides: Any) -> Callable[..., Answer]:
-            overrides.setdefault("clock", clock)
-            overrides.setdefault("expose_error_details", True)
-            return stack.enter_context(CALLERS[adapter](make_settings(**overrides)))
+    def build(**overrides: Any) -> Caller:
+        overrides.setdefault("clock", clock)
+        overrides.setdefault("expose_error_details", True)
+        settings = make_settings(**overrides)
+        return Caller(in_process(settings, routes=ROUTES, wsgi_app=_wsgi_me, use_cookies=False))
 
-        yield build
+    return build
 
 
-def warm(call: Callable[..., Answer], token: str, headers: Headers | None = None) -> None:
+def warm(call: Caller, token: str, headers: Headers | None = None) -> None:
     """Send ``token`` until the cache holds it (it is admitted on its second verification)."""
     for _ in range(2):
         answer = call(headers if headers is not None else [("authorization", f"Bearer {token}")])
-        assert answer.status == 200, answer.json
+        assert answer.status == 200, answer.body
 
 
 def test_a_cached_token_skips_the_signature_check(
-    open_caller: Any, issuer: LocalIssuer, clock: FakeClock, signature_checks: list[str]
+    open_caller: Callable[..., Caller],
+    issuer: LocalIssuer,
+    clock: FakeClock,
+    signature_checks: list[str],
 ) -> None:
+    """After two full verifications a token is cached: further requests skip the signature check and
+    count as verified_cached."""
     events = Counters()
     call = open_caller(events=events)
     token = issuer.mint(now=clock.now, subject="alice")
@@ -131,7 +97,7 @@ def test_a_cached_token_skips_the_signature_check(
     for _ in range(5):
         answer = call([("authorization", f"Bearer {token}")])
         assert answer.status == 200
-        assert answer.json == {"sub": "alice", "location": "header"}
+        assert answer.json() == {"sub": "alice", "location": "header"}
     assert signature_checks == ["RS256", "RS256"]
     assert events.snapshot()["verified_cached"] == 5
 
@@ -143,56 +109,63 @@ def test_a_cached_token_skips_the_signature_check(
 )
 def test_other_spellings_of_the_scheme_find_the_cached_token_too(
     spelling: str,
-    open_caller: Any,
+    open_caller: Callable[..., Caller],
     issuer: LocalIssuer,
     clock: FakeClock,
     signature_checks: list[str],
 ) -> None:
+    """Another case or spacing of the Bearer scheme reaches the same cache entry, with no new
+    signature check."""
     call = open_caller()
     token = issuer.mint(now=clock.now, subject="alice")
     warm(call, token)
     answer = call([("authorization", spelling.format(token))])
     assert answer.status == 200
-    assert answer.json["sub"] == "alice"
+    assert answer.json()["sub"] == "alice"
     assert len(signature_checks) == 2  # the full path found the same cache entry
 
 
 def test_two_authorization_headers_with_a_cached_token_are_400(
-    open_caller: Any, issuer: LocalIssuer, clock: FakeClock
+    open_caller: Callable[..., Caller], issuer: LocalIssuer, clock: FakeClock
 ) -> None:
+    """Two Authorization headers carrying a cached token are still a 400 multiple_tokens."""
     call = open_caller()
     token = issuer.mint(now=clock.now)
     warm(call, token)
     answer = call([("authorization", f"Bearer {token}"), ("authorization", f"Bearer {token}")])
     assert answer.status == 400
-    assert answer.json["reason"] == Reason.MULTIPLE_TOKENS
+    assert answer.json()["reason"] == Reason.MULTIPLE_TOKENS
 
 
 def test_a_cached_token_in_header_and_cookie_is_400(
-    open_caller: Any, issuer: LocalIssuer, clock: FakeClock
+    open_caller: Callable[..., Caller], issuer: LocalIssuer, clock: FakeClock
 ) -> None:
+    """A cached token in both the header and the cookie is still a 400 multiple_tokens."""
     call = open_caller(cookie="access_token")
     token = issuer.mint(now=clock.now)
     warm(call, token)
     answer = call([("authorization", f"Bearer {token}"), ("cookie", f"access_token={token}")])
     assert answer.status == 400
-    assert answer.json["reason"] == Reason.MULTIPLE_TOKENS
+    assert answer.json()["reason"] == Reason.MULTIPLE_TOKENS
 
 
 def test_a_token_cached_from_the_cookie_is_not_taken_from_the_header_when_header_is_off(
-    open_caller: Any, issuer: LocalIssuer, clock: FakeClock
+    open_caller: Callable[..., Caller], issuer: LocalIssuer, clock: FakeClock
 ) -> None:
+    """With header=False, a token cached from the cookie sent in the header is a 401
+    token_missing."""
     call = open_caller(cookie="access_token", header=False)
     token = issuer.mint(now=clock.now)
     warm(call, token, headers=[("cookie", f"access_token={token}")])
     answer = call([("authorization", f"Bearer {token}")])
     assert answer.status == 401
-    assert answer.json["reason"] == Reason.TOKEN_MISSING
+    assert answer.json()["reason"] == Reason.TOKEN_MISSING
 
 
 def test_a_cached_cookie_token_still_gets_the_csrf_checks(
-    open_caller: Any, issuer: LocalIssuer, clock: FakeClock
+    open_caller: Callable[..., Caller], issuer: LocalIssuer, clock: FakeClock
 ) -> None:
+    """A cached cookie token on a cross-site POST is still a 403 csrf_failed."""
     call = open_caller(cookie="access_token")
     token = issuer.mint(now=clock.now, claims={"csrf": "c" * 32})
     warm(call, token, headers=[("cookie", f"access_token={token}")])
@@ -200,34 +173,39 @@ def test_a_cached_cookie_token_still_gets_the_csrf_checks(
         [("cookie", f"access_token={token}"), ("sec-fetch-site", "cross-site")], method="POST"
     )
     assert answer.status == 403
-    assert answer.json["reason"] == Reason.CSRF_FAILED
+    assert answer.json()["reason"] == Reason.CSRF_FAILED
 
 
-def test_a_cached_token_expires(open_caller: Any, issuer: LocalIssuer, clock: FakeClock) -> None:
+def test_a_cached_token_expires(
+    open_caller: Callable[..., Caller], issuer: LocalIssuer, clock: FakeClock
+) -> None:
+    """A cached token past exp plus the 60 s leeway is a 401 token_expired."""
     call = open_caller()
     token = issuer.mint(now=clock.now, expires_in=300)
     warm(call, token)
     clock.advance(300 + 61)  # past exp and the 60 s leeway
     answer = call([("authorization", f"Bearer {token}")])
     assert answer.status == 401
-    assert answer.json["reason"] == Reason.EXPIRED
+    assert answer.json()["reason"] == Reason.EXPIRED
 
 
 def test_a_cached_token_is_not_valid_before_nbf(
-    open_caller: Any, issuer: LocalIssuer, clock: FakeClock
+    open_caller: Callable[..., Caller], issuer: LocalIssuer, clock: FakeClock
 ) -> None:
+    """A cached token is a 401 not_yet_valid once the clock steps back before its nbf."""
     call = open_caller(clock=lambda: clock.now)
     token = issuer.mint(now=clock.now, claims={"nbf": clock.now - 30})
     warm(call, token)
     clock.advance(-120)  # a clock stepped back: nbf is ahead again, beyond the leeway
     answer = call([("authorization", f"Bearer {token}")])
     assert answer.status == 401
-    assert answer.json["reason"] == Reason.NOT_YET_VALID
+    assert answer.json()["reason"] == Reason.NOT_YET_VALID
 
 
 def test_a_revoked_cached_token_is_refused(
-    open_caller: Any, issuer: LocalIssuer, clock: FakeClock
+    open_caller: Callable[..., Caller], issuer: LocalIssuer, clock: FakeClock
 ) -> None:
+    """A cached token whose jti is revoked afterwards is a 401 token_revoked."""
     store = MemoryRevocationStore(clock=clock)
     call = open_caller(revocation=store)
     token = issuer.mint(now=clock.now, claims={"jti": "j-1"})
@@ -235,12 +213,17 @@ def test_a_revoked_cached_token_is_refused(
     store.revoke_token("j-1", expires_at=clock.now + 3600)
     answer = call([("authorization", f"Bearer {token}")])
     assert answer.status == 401
-    assert answer.json["reason"] == Reason.TOKEN_REVOKED
+    assert answer.json()["reason"] == Reason.TOKEN_REVOKED
 
 
 def test_a_token_one_character_away_from_a_cached_one_is_verified_in_full(
-    open_caller: Any, issuer: LocalIssuer, clock: FakeClock, signature_checks: list[str]
+    open_caller: Callable[..., Caller],
+    issuer: LocalIssuer,
+    clock: FakeClock,
+    signature_checks: list[str],
 ) -> None:
+    """A token one signature character away from a cached one is verified in full: 401
+    signature_invalid."""
     call = open_caller()
     token = issuer.mint(now=clock.now)
     warm(call, token)
@@ -250,13 +233,15 @@ def test_a_token_one_character_away_from_a_cached_one_is_verified_in_full(
     forged = f"{head}.{body}.{sig[:middle]}{flipped}{sig[middle + 1 :]}"
     answer = call([("authorization", f"Bearer {forged}")])
     assert answer.status == 401
-    assert answer.json["reason"] == Reason.SIGNATURE_INVALID
+    assert answer.json()["reason"] == Reason.SIGNATURE_INVALID
     assert len(signature_checks) == 3
 
 
 def test_a_cached_token_is_refused_once_its_key_leaves_the_jwks(
-    open_caller: Any, issuer: LocalIssuer, clock: FakeClock
+    open_caller: Callable[..., Caller], issuer: LocalIssuer, clock: FakeClock
 ) -> None:
+    """Once the key set is stale and the refetched JWKS drops its key, a cached token is a 401
+    kid_unknown after one refetch."""
     call = open_caller(jwks_max_age=600)
     token = issuer.mint(now=clock.now, expires_in=7200)
     warm(call, token)
@@ -273,33 +258,36 @@ def test_a_cached_token_is_refused_once_its_key_leaves_the_jwks(
             break
         time.sleep(0.01)
     assert seen[-1] == 401, seen
-    assert answer.json["reason"] == Reason.KID_UNKNOWN
+    assert answer.json()["reason"] == Reason.KID_UNKNOWN
     assert issuer.jwks_requests == 2
 
 
 def test_a_public_path_does_not_authenticate_a_cached_token(
-    open_caller: Any, issuer: LocalIssuer, clock: FakeClock
+    open_caller: Callable[..., Caller], issuer: LocalIssuer, clock: FakeClock
 ) -> None:
+    """On a public path a valid (even repeated) token authenticates no one: the app sees no user."""
     call = open_caller(public_paths=["/me"])
     token = issuer.mint(now=clock.now, subject="alice")
     for _ in range(3):
         answer = call([("authorization", f"Bearer {token}")])
         assert answer.status == 200
-        assert answer.json == {"sub": None, "location": None}
+        assert answer.json() == {"sub": None, "location": None}
 
 
 def test_scope_checks_apply_to_cached_tokens(
     issuer: LocalIssuer, make_settings: Callable[..., Settings], clock: FakeClock
 ) -> None:
+    """requires_scopes refuses a cached token lacking the scope with 403 every time (ASGI only)."""
     errors: list[AuthError] = []
     settings = make_settings(clock=clock, on_error=errors.append)
-    with asgi_caller(settings) as call:
+    with InProcess("asgi", settings, routes=ROUTES, wsgi_app=_wsgi_me) as app:
+        call = Caller(app)
         reader = issuer.mint(now=clock.now, scope="read")
         admin = issuer.mint(now=clock.now, scope="admin", subject="root")
         for _ in range(3):
             assert call([("authorization", f"Bearer {reader}")], path="/admin").status == 403
             ok = call([("authorization", f"Bearer {admin}")], path="/admin")
-            assert ok.status == 200 and ok.json["sub"] == "root"
+            assert ok.status == 200 and ok.json()["sub"] == "root"
     assert [e.reason for e in errors] == [Reason.INSUFFICIENT_SCOPE] * 3
 
 
@@ -311,11 +299,13 @@ class _BrokenOnHits(Counters):
 
 
 def test_a_raising_events_hook_on_a_hit_is_a_logged_401_not_a_500(
-    open_caller: Any, issuer: LocalIssuer, clock: FakeClock
+    open_caller: Callable[..., Caller], issuer: LocalIssuer, clock: FakeClock
 ) -> None:
+    """An events hook that raises on a cache hit turns the request into a 401 verifier_error, not
+    a 500."""
     call = open_caller(events=_BrokenOnHits())
     token = issuer.mint(now=clock.now)
     warm(call, token)
     answer = call([("authorization", f"Bearer {token}")])
     assert answer.status == 401
-    assert answer.json["reason"] == Reason.VERIFIER_ERROR
+    assert answer.json()["reason"] == Reason.VERIFIER_ERROR

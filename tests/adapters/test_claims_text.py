@@ -4,6 +4,7 @@ surrogate escape is refused wherever it appears; a correctly paired one is a cha
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -32,7 +33,7 @@ LONE = [
 
 @pytest.mark.parametrize("document", LONE, ids=[d.decode() for d in LONE])
 @pytest.mark.parametrize("frozen", [False, True])
-def test_a_lone_surrogate_anywhere_is_not_json(document: bytes, frozen: bool):
+def test_a_lone_surrogate_anywhere_is_not_json(document: bytes, frozen: bool) -> None:
     """A string (member name or value, at any depth) holding an unpaired surrogate: ValueError."""
     with pytest.raises(ValueError, match="surrogate"):
         loads_strict(document, frozen=frozen)
@@ -47,7 +48,7 @@ def test_a_lone_surrogate_anywhere_is_not_json(document: bytes, frozen: bool):
         ('"\U0001f600"'.encode(), "\U0001f600"),
     ],
 )
-def test_paired_surrogates_and_other_escapes_are_accepted(document: bytes, value: Any):
+def test_paired_surrogates_and_other_escapes_are_accepted(document: bytes, value: Any) -> None:
     """A paired escape decodes to one character; escaped backslashes are not escapes."""
     assert loads_strict(document) == value
 
@@ -64,8 +65,8 @@ def _signer_and_settings() -> tuple[Any, Settings]:
     return signer, settings
 
 
-CLAIMS = {"iss": ISS, "aud": AUD, "exp": NOW + 300}
-BAD_CLAIMS = {
+CLAIMS: dict[str, Any] = {"iss": ISS, "aud": AUD, "exp": NOW + 300}
+BAD_CLAIMS: dict[str, dict[str, Any]] = {
     "sub": {"sub": "\ud800"},
     "nested": {"sub": "u", "org": {"teams": ["a", "b\udc00"]}},
     "name": {"sub": "u", "x\ud800": 1},
@@ -73,7 +74,7 @@ BAD_CLAIMS = {
 
 
 @pytest.mark.parametrize("extra", list(BAD_CLAIMS.values()), ids=list(BAD_CLAIMS))
-def test_signed_token_with_a_lone_surrogate_claim_is_malformed(extra: dict[str, Any]):
+def test_signed_token_with_a_lone_surrogate_claim_is_malformed(extra: dict[str, Any]) -> None:
     """The signature holds, but claims that are not Unicode text are MALFORMED_PAYLOAD."""
     signer, settings = _signer_and_settings()
     with pytest.raises(InvalidToken) as refused:
@@ -81,7 +82,7 @@ def test_signed_token_with_a_lone_surrogate_claim_is_malformed(extra: dict[str, 
     assert refused.value.reason == Reason.MALFORMED_PAYLOAD
 
 
-def test_signed_token_with_a_lone_surrogate_header_is_malformed():
+def test_signed_token_with_a_lone_surrogate_header_is_malformed() -> None:
     """A lone surrogate in the JOSE header is MALFORMED_HEADER."""
     signer, settings = _signer_and_settings()
     token = signer.sign({**CLAIMS, "sub": "u"}, {"x": "\ud800"})
@@ -102,18 +103,16 @@ def _wsgi_me(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     return [body.encode("utf-8")]
 
 
-@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
-def test_apps_echoing_claims_get_401_never_500_for_lone_surrogates(kind: str):
+def test_apps_echoing_claims_get_401_never_500_for_lone_surrogates(
+    in_process: Callable[..., InProcess],
+) -> None:
     """Both adapters refuse such a token with 401 before the app runs; a paired escape still
     reaches the app and comes back as the character."""
     signer, settings = _signer_and_settings()
-    app = InProcess(kind, settings, routes=[Route("/me", _me)], wsgi_app=_wsgi_me)
-    try:
-        for extra in BAD_CLAIMS.values():
-            answer = app.request("GET", "/me", bearer(signer.sign({**CLAIMS, **extra})))
-            assert answer.status == 401, (extra, answer.status, answer.body[:200])
-            assert "invalid_token" in answer.headers["www-authenticate"]
-        good = app.request("GET", "/me", bearer(signer.sign({**CLAIMS, "sub": "\U0001f600"})))
-        assert good.status == 200 and good.json()["sub"] == "\U0001f600"
-    finally:
-        app.close()
+    app = in_process(settings, routes=[Route("/me", _me)], wsgi_app=_wsgi_me)
+    for extra in BAD_CLAIMS.values():
+        answer = app.request("GET", "/me", bearer(signer.sign({**CLAIMS, **extra})))
+        assert answer.status == 401, (extra, answer.status, answer.body[:200])
+        assert "invalid_token" in answer.headers["www-authenticate"]
+    good = app.request("GET", "/me", bearer(signer.sign({**CLAIMS, "sub": "\U0001f600"})))
+    assert good.status == 200 and good.json()["sub"] == "\U0001f600"

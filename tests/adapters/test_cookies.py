@@ -101,6 +101,8 @@ def assert_hardened(cookie: SetCookie, samesite: str = "strict") -> None:
 
 
 def test_set_token_cookie_defaults(new_response: Callable[[], Any]) -> None:
+    """set_token_cookie writes __Host-access_token with the token, the given Max-Age and the
+    hardened flags."""
     response = new_response()
     set_token_cookie(response, TOKEN, max_age=300)
     cookie = only_cookie(response)
@@ -111,6 +113,7 @@ def test_set_token_cookie_defaults(new_response: Callable[[], Any]) -> None:
 
 
 def test_set_token_cookie_lax_when_asked(new_response: Callable[[], Any]) -> None:
+    """samesite="lax" writes SameSite=Lax and keeps every other hardened attribute."""
     response = new_response()
     set_token_cookie(response, TOKEN, max_age=60, samesite="lax")
     cookie = only_cookie(response)
@@ -119,6 +122,7 @@ def test_set_token_cookie_lax_when_asked(new_response: Callable[[], Any]) -> Non
 
 
 def test_set_token_cookie_other_name_and_path(new_response: Callable[[], Any]) -> None:
+    """A non-prefixed name may take another path; HttpOnly and Secure stay on."""
     response = new_response()
     set_token_cookie(response, TOKEN, max_age=60, name="access_token", path="/api")
     cookie = only_cookie(response)
@@ -127,6 +131,7 @@ def test_set_token_cookie_other_name_and_path(new_response: Callable[[], Any]) -
 
 
 def test_non_prefixed_cookie_may_drop_secure(new_response: Callable[[], Any]) -> None:
+    """A cookie without a __Host-/__Secure- prefix may drop Secure; HttpOnly is never dropped."""
     response = new_response()
     set_token_cookie(response, TOKEN, max_age=60, name="access_token", secure=False)
     cookie = only_cookie(response)
@@ -140,6 +145,8 @@ def test_non_prefixed_cookie_may_drop_secure(new_response: Callable[[], Any]) ->
 def test_clear_token_cookie_expires_it_with_the_same_attributes(
     new_response: Callable[[], Any],
 ) -> None:
+    """clear_token_cookie writes an empty value with Max-Age=0 (any Expires in the past) and the
+    hardened flags."""
     response = new_response()
     clear_token_cookie(response)
     cookie = only_cookie(response)
@@ -156,8 +163,8 @@ def test_clear_matches_what_set_wrote(new_response: Callable[[], Any]) -> None:
     """Browsers only replace a cookie with the same name, path (and domain): compare both."""
     for samesite in ("strict", "lax"):
         set_response, clear_response = new_response(), new_response()
-        set_token_cookie(set_response, TOKEN, max_age=60, samesite=samesite)  # type: ignore[arg-type]
-        clear_token_cookie(clear_response, samesite=samesite)  # type: ignore[arg-type]
+        set_token_cookie(set_response, TOKEN, max_age=60, samesite=samesite)
+        clear_token_cookie(clear_response, samesite=samesite)
         written, cleared = only_cookie(set_response), only_cookie(clear_response)
         assert cleared.name == written.name
         ignore = {"max-age", "expires"}
@@ -193,10 +200,13 @@ def test_clear_matches_what_set_wrote(new_response: Callable[[], Any]) -> None:
 def test_unsafe_cookie_settings_are_refused(
     new_response: Callable[[], Any], options: dict[str, Any], match: str
 ) -> None:
-    for call in (
+    """SameSite None or empty, a prefixed cookie without Secure, a __Host- path other than /
+    or a relative path is a ValueError from both helpers, with nothing written."""
+    calls: list[Callable[[Any], None]] = [
         lambda r: set_token_cookie(r, TOKEN, max_age=60, **options),
         lambda r: clear_token_cookie(r, **options),
-    ):
+    ]
+    for call in calls:
         response = new_response()
         with pytest.raises(ValueError, match=match):
             call(response)
@@ -205,6 +215,8 @@ def test_unsafe_cookie_settings_are_refused(
 
 @pytest.mark.parametrize("max_age", [0, -1, -300, 1.5, "300", None])
 def test_max_age_must_be_a_positive_integer(new_response: Callable[[], Any], max_age: Any) -> None:
+    """A max_age that is not a positive int (0, negative, float, str, None) is a ValueError;
+    nothing is written."""
     response = new_response()
     with pytest.raises(ValueError, match="max_age"):
         set_token_cookie(response, TOKEN, max_age=max_age)
@@ -250,6 +262,8 @@ def cookie_header(cookie: SetCookie) -> dict[str, str]:
 async def test_cookie_set_by_the_helper_is_accepted_by_the_asgi_middleware(
     issuer: LocalIssuer, make_settings: Callable[..., Settings]
 ) -> None:
+    """A cookie set by the helper authenticates the next ASGI request (location cookie); no
+    cookie, or the token under another cookie name, is a 401."""
     app = cookie_app(make_settings(cookie=NAME, header=False, public_paths={"/login"}))
     token = issuer.mint(subject="gina", claims={"csrf": "c1"})
     transport = httpx.ASGITransport(app=app)
@@ -301,6 +315,7 @@ async def test_browser_like_round_trip_with_a_cookie_jar(
 def test_cookie_set_on_a_flask_response_is_accepted_by_the_wsgi_middleware(
     issuer: LocalIssuer, make_settings: Callable[..., Settings]
 ) -> None:
+    """A cookie set on a Flask response authenticates a request through JWTWSGIMiddleware."""
     token = issuer.mint(subject="gina")
     response = flask.Response()
     set_token_cookie(response, token, max_age=300)

@@ -58,6 +58,7 @@ def auth(value: bytes | str) -> list[tuple[bytes, bytes]]:
     ],
 )
 def test_bearer_scheme_is_case_insensitive_and_spaces_are_tolerated(value: str) -> None:
+    """The Bearer scheme matches in any case, with extra spaces after it and around the value."""
     assert extract_token(auth(value)) == (TOKEN, HEADER)
 
 
@@ -73,6 +74,7 @@ def test_bearer_scheme_is_case_insensitive_and_spaces_are_tolerated(value: str) 
     ],
 )
 def test_every_b64token_character_is_accepted(token: str) -> None:
+    """Every RFC 6750 b64token character (- . _ ~ + / and trailing =) is kept in the token."""
     assert bearer_token(f"Bearer {token}".encode()) == token
 
 
@@ -94,6 +96,8 @@ def test_every_b64token_character_is_accepted(token: str) -> None:
     ],
 )
 def test_malformed_bearer_credentials_are_invalid_request(value: bytes) -> None:
+    """An empty, spaced, non-ASCII, quoted or badly padded Bearer value is a 400
+    malformed_authorization."""
     with pytest.raises(InvalidRequest) as caught:
         extract_token(auth(value))
     assert caught.value.reason == Reason.MALFORMED_AUTHORIZATION
@@ -103,16 +107,19 @@ def test_malformed_bearer_credentials_are_invalid_request(value: bytes) -> None:
 
 @pytest.mark.parametrize("value", [b"Basic dXNlcjpwYXNz", b"Digest username=x", b"Token abc", b""])
 def test_other_schemes_are_not_ours(value: bytes) -> None:
+    """Basic, Digest, other schemes and an empty value yield no token rather than an error."""
     assert bearer_token(value) is None
     assert extract_token(auth(value)) is None
 
 
 def test_no_headers_means_no_token() -> None:
+    """No Authorization header and no configured cookie means no token, not an error."""
     assert extract_token([]) is None
     assert extract_token([(b"x-token", TOKEN.encode())], cookie=b"access_token") is None
 
 
 def test_two_authorization_headers_are_ambiguous() -> None:
+    """Two Authorization headers are refused as multiple_tokens."""
     headers = [(b"authorization", f"Bearer {TOKEN}".encode())] * 2
     with pytest.raises(InvalidRequest) as caught:
         extract_token(headers)
@@ -120,6 +127,7 @@ def test_two_authorization_headers_are_ambiguous() -> None:
 
 
 def test_two_authorization_headers_are_refused_even_if_one_is_not_bearer() -> None:
+    """Two Authorization headers are multiple_tokens even when one of them is Basic."""
     headers = [(b"authorization", b"Basic eDp5"), (b"authorization", f"Bearer {TOKEN}".encode())]
     with pytest.raises(InvalidRequest) as caught:
         extract_token(headers)
@@ -130,27 +138,32 @@ def test_two_authorization_headers_are_refused_even_if_one_is_not_bearer() -> No
 
 
 def test_cookie_found_among_others() -> None:
+    """The token cookie is found among other cookies in one Cookie header."""
     headers = [(b"cookie", f"theme=dark; access_token={TOKEN}; lang=fr".encode())]
     assert extract_token(headers, cookie=b"access_token") == (TOKEN, COOKIE)
 
 
 def test_cookie_found_in_second_cookie_header() -> None:
+    """The token cookie is found in a second Cookie header."""
     headers = [(b"cookie", b"theme=dark"), (b"cookie", f"access_token={TOKEN}".encode())]
     assert extract_token(headers, cookie=b"access_token") == (TOKEN, COOKIE)
 
 
 def test_quoted_cookie_value_is_unquoted() -> None:
+    """A double-quoted cookie value yields the token without the quotes."""
     headers = [(b"cookie", f'access_token="{TOKEN}"'.encode())]
     assert extract_token(headers, cookie=b"access_token") == (TOKEN, COOKIE)
 
 
 @pytest.mark.parametrize("value", [b"access_token=", b'access_token=""', b"access_token=  "])
 def test_empty_cookie_is_absent(value: bytes) -> None:
+    """An empty, quoted-empty or blank token cookie counts as no cookie at all."""
     assert extract_token([(b"cookie", value)], cookie=b"access_token") is None
     assert cookie_values([value], b"access_token") == []
 
 
 def test_cookie_name_must_match_exactly() -> None:
+    """Only a cookie named exactly as configured counts: no prefix, suffix or case variants."""
     headers = [(b"cookie", f"xaccess_token={TOKEN}; access_token_2={TOKEN}".encode())]
     assert extract_token(headers, cookie=b"access_token") is None
     headers = [(b"cookie", f"Access_Token={TOKEN}".encode())]
@@ -192,6 +205,7 @@ def test_cookie_twice_is_invalid_request(headers: list[tuple[bytes, bytes]]) -> 
 
 
 def test_header_and_cookie_together_are_ambiguous() -> None:
+    """A Bearer header and a token cookie together are refused as multiple_tokens."""
     headers = [
         (b"authorization", f"Bearer {TOKEN}".encode()),
         (b"cookie", f"access_token={TOKEN}".encode()),
@@ -202,11 +216,13 @@ def test_header_and_cookie_together_are_ambiguous() -> None:
 
 
 def test_basic_header_does_not_conflict_with_the_cookie() -> None:
+    """A Basic Authorization header beside the token cookie is ignored: the cookie token is used."""
     headers = [(b"authorization", b"Basic eDp5"), (b"cookie", f"access_token={TOKEN}".encode())]
     assert extract_token(headers, cookie=b"access_token") == (TOKEN, COOKIE)
 
 
 def test_header_found_when_cookie_configured_but_absent() -> None:
+    """With a cookie configured but not sent, the Bearer header's token is used."""
     headers = [(b"authorization", f"Bearer {TOKEN}".encode()), (b"cookie", b"theme=dark")]
     assert extract_token(headers, cookie=b"access_token") == (TOKEN, HEADER)
 
@@ -215,6 +231,8 @@ def test_header_found_when_cookie_configured_but_absent() -> None:
 
 
 def test_header_false_ignores_authorization() -> None:
+    """With header=False, Authorization headers (even malformed or repeated) are ignored; the
+    cookie counts."""
     headers = [(b"authorization", f"Bearer {TOKEN}".encode())]
     assert extract_token(headers, header=False, cookie=b"access_token") is None
     # Not even malformed or repeated Authorization headers matter then.
@@ -225,6 +243,8 @@ def test_header_false_ignores_authorization() -> None:
 
 
 def test_cookie_none_ignores_cookies() -> None:
+    """With no cookie configured, Cookie headers (even repeated tokens) are ignored; the header
+    counts."""
     headers = [(b"cookie", f"access_token={TOKEN}; access_token=other".encode())]
     assert extract_token(headers) is None
     headers.append((b"authorization", f"Bearer {TOKEN}".encode()))
@@ -232,6 +252,8 @@ def test_cookie_none_ignores_cookies() -> None:
 
 
 def test_header_names_are_matched_lower_case_as_asgi_delivers_them() -> None:
+    """Only the lower-case authorization header is read; x-authorization and proxy-authorization
+    are not."""
     # ASGI lower-cases header names; other names (x-authorization, etc.) are never read.
     headers = [(b"x-authorization", f"Bearer {TOKEN}".encode()), (b"proxy-authorization", b"x")]
     assert extract_token(headers) is None
@@ -242,6 +264,8 @@ def test_header_names_are_matched_lower_case_as_asgi_delivers_them() -> None:
 
 @pytest.mark.parametrize("scheme", ["Bearer ", "bearer "])
 def test_plain_bearer_is_the_token_as_sent(scheme: str) -> None:
+    """plain_bearer returns the raw token for one "Bearer " header, ignoring cookies when none is
+    configured."""
     headers = [(b"host", b"x"), *auth(scheme + TOKEN)]
     assert plain_bearer(headers) == TOKEN.encode()
     # a Cookie header matters only when a token cookie is configured
@@ -264,6 +288,8 @@ def test_plain_bearer_is_the_token_as_sent(scheme: str) -> None:
 def test_plain_bearer_leaves_anything_else_to_extract_token(
     headers: list[tuple[bytes, bytes]],
 ) -> None:
+    """plain_bearer returns None for anything but one exact "Bearer <token>" header and no Cookie
+    header."""
     assert plain_bearer(headers, b"access_token") is None
 
 
@@ -283,17 +309,17 @@ def _wsgi_whoami(environ: dict[str, Any], start_response: Callable[..., Any]) ->
     return [json.dumps({"sub": token.subject if token else None}).encode()]
 
 
-@pytest.fixture(params=["asgi", "wsgi"])
+@pytest.fixture
 def cookie_server(
-    request: pytest.FixtureRequest,
+    adapter: str,
     make_settings: Callable[..., Settings],
     serve_asgi: Callable[[Any], int],
     serve_wsgi: Callable[[Any], int],
 ) -> int:
     """The port of a real server (uvicorn / werkzeug) whose middleware reads the token from the
-    ``__Host-access_token`` cookie."""
+    ``__Host-access_token`` cookie; one per ``adapter``."""
     settings = make_settings(cookie=COOKIE_NAME)
-    if request.param == "asgi":
+    if adapter == "asgi":
         app = Starlette(
             routes=[Route("/whoami", _whoami)],
             middleware=[Middleware(JWTMiddleware, settings=settings)],

@@ -37,7 +37,15 @@ from jwt_middleware.flask import (
 )
 from jwt_middleware.testing import LocalIssuer, SigningKey, generate_key
 from tests.support.clock import FakeClock
-from tests.support.servers import AppServer, bearer, gunicorn_argv, jwt_env, raw_request, serve_asgi
+from tests.support.servers import (
+    AppServer,
+    bearer,
+    gunicorn_argv,
+    json_body,
+    jwt_env,
+    raw_request,
+    serve_asgi,
+)
 
 __all__ = ["serve_asgi"]  # a fixture, used by name
 
@@ -109,6 +117,8 @@ def stranger_key() -> SigningKey:
 
 
 def test_no_token_is_a_401_challenge(make_app: Callable[..., Flask]) -> None:
+    """A decorated view without a token is a no-store JSON 401 naming the view's scopes in the
+    challenge; an undecorated view is reached anonymously."""
     client = make_app(realm="orders").test_client()
     named = {"/me": "", "/admin": ', scope="admin"', "/either": ', scope="read write"'}
     for path, scope in named.items():
@@ -128,6 +138,8 @@ def test_no_token_is_a_401_challenge(make_app: Callable[..., Flask]) -> None:
 def test_token_without_the_scope_is_a_403(
     issuer: LocalIssuer, make_app: Callable[..., Flask], clock: FakeClock
 ) -> None:
+    """A token without the view's scope is a 403 insufficient_scope naming the scope in the
+    challenge but not in the body's generic description."""
     client = make_app().test_client()
     response = client.get("/admin", headers=bearer(issuer.mint(now=clock.now, scope="read")))
     assert response.status_code == 403
@@ -135,13 +147,14 @@ def test_token_without_the_scope_is_a_403(
     assert challenge.startswith('Bearer realm="api", error="insufficient_scope"')
     assert challenge.endswith(', scope="admin"')
     assert response.headers["Content-Type"] == "application/json"
-    assert response.json["error"] == "insufficient_scope"
-    assert "admin" not in response.json["error_description"]  # generic description
+    assert json_body(response)["error"] == "insufficient_scope"
+    assert "admin" not in json_body(response)["error_description"]  # generic description
 
 
 def test_token_with_the_scope_passes(
     issuer: LocalIssuer, make_app: Callable[..., Flask], clock: FakeClock
 ) -> None:
+    """A token with the required scope reaches the decorated view."""
     client = make_app().test_client()
     response = client.get("/admin", headers=bearer(issuer.mint(now=clock.now, scope="admin")))
     assert response.status_code == 200
@@ -151,6 +164,8 @@ def test_token_with_the_scope_passes(
 def test_current_token_is_the_verified_token(
     issuer: LocalIssuer, make_app: Callable[..., Flask], clock: FakeClock
 ) -> None:
+    """current_token() in a view is the verified token: its subject and scopes, or None when
+    anonymous."""
     client = make_app().test_client()
     token = issuer.mint(now=clock.now, subject="alice", scope="read admin")
     response = client.get("/me", headers=bearer(token))
@@ -177,6 +192,7 @@ def test_all_of_and_any_of(
     either: int,
     both: int,
 ) -> None:
+    """require_scopes(any_of=True) passes on one listed scope, by default only on all; else 403."""
     client = make_app().test_client()
     headers = bearer(issuer.mint(now=clock.now, scope=scope))
     response = client.get("/either", headers=headers)
@@ -192,6 +208,7 @@ def test_invalid_token_is_refused_by_the_middleware_before_the_view(
     clock: FakeClock,
     stranger_key: SigningKey,
 ) -> None:
+    """A badly signed token is a 401 invalid_token on every path, the undecorated one included."""
     client = make_app().test_client()
     token = issuer.mint(now=clock.now, key=stranger_key, kid=issuer.current_key.kid)
     for path in ("/me", "/open"):  # anonymous mode never downgrades an invalid token
@@ -201,6 +218,8 @@ def test_invalid_token_is_refused_by_the_middleware_before_the_view(
 
 
 def test_scope_names_are_validated_at_decoration() -> None:
+    """require_scopes raises ValueError at decoration for an empty scope or one containing a
+    space."""
     for bad in ("", "two words"):
         with pytest.raises(ValueError):
             require_scopes(bad)
@@ -209,6 +228,7 @@ def test_scope_names_are_validated_at_decoration() -> None:
 def test_decorator_refusals_reach_on_error(
     issuer: LocalIssuer, make_app: Callable[..., Flask], clock: FakeClock
 ) -> None:
+    """Refusals by the Flask decorators reach the settings' on_error hook with their reasons."""
     seen: list[AuthError] = []
     client = make_app(on_error=seen.append).test_client()
     client.get("/admin", headers=bearer(issuer.mint(now=clock.now, scope="read")))
@@ -222,6 +242,7 @@ def test_decorator_refusals_reach_on_error(
 def test_errorhandler_for_auth_http_exception_replaces_the_body(
     issuer: LocalIssuer, make_app: Callable[..., Flask], clock: FakeClock
 ) -> None:
+    """A Flask errorhandler for AuthHTTPException replaces the 401/403 body; the status is kept."""
     app = make_app()
 
     @app.errorhandler(AuthHTTPException)
@@ -241,6 +262,7 @@ def test_errorhandler_for_auth_http_exception_replaces_the_body(
 def test_errorhandler_for_the_status_code_replaces_the_body(
     issuer: LocalIssuer, make_app: Callable[..., Flask], clock: FakeClock, status: int
 ) -> None:
+    """A Flask errorhandler registered for 401 or 403 replaces the decorator's refusal body."""
     app = make_app()
 
     @app.errorhandler(status)
@@ -257,6 +279,8 @@ def test_errorhandler_for_the_status_code_replaces_the_body(
 def test_default_handler_keeps_the_rfc6750_header(
     issuer: LocalIssuer, make_app: Callable[..., Flask], clock: FakeClock
 ) -> None:
+    """With only an unrelated errorhandler, a 403 keeps its full RFC 6750 WWW-Authenticate
+    header."""
     app = make_app()
 
     @app.errorhandler(404)  # an unrelated handler changes nothing for auth refusals
@@ -278,6 +302,12 @@ def test_default_handler_keeps_the_rfc6750_header(
 # -- the JWT extension -------------------------------------------------------------------------
 
 
+def installed(jwt: JWT) -> JWTWSGIMiddleware:
+    """The middleware the extension put on the app (set once ``init_app`` has run)."""
+    assert jwt.middleware is not None
+    return jwt.middleware
+
+
 def _config(issuer: LocalIssuer, prefix: str = "JWT_") -> dict[str, Any]:
     return {
         f"{prefix}ISSUER": issuer.issuer,
@@ -288,6 +318,8 @@ def _config(issuer: LocalIssuer, prefix: str = "JWT_") -> dict[str, Any]:
 
 @pytest.mark.parametrize("anonymous", [True, False])
 def test_extension_reads_app_config(issuer: LocalIssuer, clock: FakeClock, anonymous: bool) -> None:
+    """JWT(app) builds its settings from JWT_* config keys, warms up the keys once and wraps
+    wsgi_app."""
     app = build_app()
     app.config.update(
         _config(issuer),
@@ -299,7 +331,7 @@ def test_extension_reads_app_config(issuer: LocalIssuer, clock: FakeClock, anony
     assert app.extensions["jwt_middleware"] is jwt
     assert app.wsgi_app is jwt.middleware
     assert issuer.jwks_requests == 1  # warm-up at init_app
-    settings = jwt.middleware.settings
+    settings = installed(jwt).settings
     assert (settings.issuer, settings.audience) == (issuer.issuer, issuer.audience)
     client = app.test_client()
     assert client.get("/health").status_code == 200
@@ -307,12 +339,14 @@ def test_extension_reads_app_config(issuer: LocalIssuer, clock: FakeClock, anony
     assert client.get("/me").status_code == 401
     response = client.get("/me", headers=bearer(issuer.mint(now=clock.now)))
     assert response.status_code == 200
-    assert response.json["sub"] == "user-1"
-    jwt.middleware.close()
+    assert json_body(response)["sub"] == "user-1"
+    installed(jwt).close()
 
 
 @pytest.mark.parametrize("key", ["JWT_SOMETHING", "JWT_ISSUERS", "JWT_SECRET_KEY"])
 def test_extension_refuses_unknown_config_keys(issuer: LocalIssuer, key: str) -> None:
+    """An unknown JWT_* config key is a ConfigurationError; the app is left unwrapped and
+    unregistered."""
     app = build_app()
     original = app.wsgi_app
     app.config.update(_config(issuer), **{key: "x"})
@@ -323,6 +357,8 @@ def test_extension_refuses_unknown_config_keys(issuer: LocalIssuer, key: str) ->
 
 
 def test_extension_config_prefix(issuer: LocalIssuer, clock: FakeClock) -> None:
+    """config_prefix makes the extension read only those keys: other JWT_* keys are ignored, unknown
+    ones under the prefix are refused."""
     app = build_app()
     # Another extension's JWT_* keys are not ours once the prefix is changed.
     app.config.update(_config(issuer, "AUTH_"), AUTH_CLOCK=clock, JWT_SECRET_KEY="not ours")
@@ -330,7 +366,7 @@ def test_extension_config_prefix(issuer: LocalIssuer, clock: FakeClock) -> None:
     client = app.test_client()
     assert client.get("/me").status_code == 401
     assert client.get("/me", headers=bearer(issuer.mint(now=clock.now))).status_code == 200
-    jwt.middleware.close()
+    installed(jwt).close()
 
     app = build_app()
     app.config.update(_config(issuer, "AUTH_"), AUTH_SOMETHING=1)
@@ -339,6 +375,7 @@ def test_extension_config_prefix(issuer: LocalIssuer, clock: FakeClock) -> None:
 
 
 def test_extension_keyword_options_override_config(issuer: LocalIssuer, clock: FakeClock) -> None:
+    """Keyword options given to JWT() override the same keys in app.config."""
     app = build_app()
     app.config.update(
         _config(issuer), JWT_AUDIENCE="api://wrong", JWT_ANONYMOUS=True, JWT_CLOCK=clock
@@ -347,10 +384,12 @@ def test_extension_keyword_options_override_config(issuer: LocalIssuer, clock: F
     client = app.test_client()
     assert client.get("/open").status_code == 401  # anonymous=False won
     assert client.get("/me", headers=bearer(issuer.mint(now=clock.now))).status_code == 200
-    jwt.middleware.close()
+    installed(jwt).close()
 
 
 def test_extension_init_app_pattern(issuer: LocalIssuer, clock: FakeClock) -> None:
+    """JWT() made before the app installs on init_app, reading JWT_WARM_UP=False: no key fetch until
+    the first request."""
     jwt = JWT(clock=clock)  # created before any app exists
     assert jwt.middleware is None
     assert issuer.jwks_requests == 0
@@ -405,12 +444,14 @@ def gunicorn(
 
 
 def test_gunicorn_health_is_public(gunicorn: Gunicorn) -> None:
+    """Under gunicorn, the public /health answers 200 without a token."""
     response = gunicorn.get("/health")
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
 
 
 def test_gunicorn_me_with_a_token(gunicorn: Gunicorn, gunicorn_issuer: LocalIssuer) -> None:
+    """Under gunicorn, a valid token reaches /me with its subject and issuer."""
     response = gunicorn.get("/me", gunicorn_issuer.mint(subject="bob"))
     assert response.status_code == 200
     body = response.json()
@@ -418,6 +459,7 @@ def test_gunicorn_me_with_a_token(gunicorn: Gunicorn, gunicorn_issuer: LocalIssu
 
 
 def test_gunicorn_me_without_a_token(gunicorn: Gunicorn) -> None:
+    """Under gunicorn, /me without a token is a 401 with a bare Bearer realm challenge."""
     response = gunicorn.get("/me")
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == 'Bearer realm="api"'
@@ -426,6 +468,7 @@ def test_gunicorn_me_without_a_token(gunicorn: Gunicorn) -> None:
 def test_gunicorn_me_with_an_invalid_token(
     gunicorn: Gunicorn, gunicorn_issuer: LocalIssuer, stranger_key: SigningKey
 ) -> None:
+    """Under gunicorn, a badly signed or malformed token is a 401 invalid_token."""
     # Signed by a stranger under the trusted kid: no key fetch, just a bad signature.
     token = gunicorn_issuer.mint(key=stranger_key, kid=gunicorn_issuer.current_key.kid)
     for candidate in (token, "a.b.c"):
@@ -438,6 +481,7 @@ def test_gunicorn_me_with_an_invalid_token(
 def test_gunicorn_admin_needs_the_admin_scope(
     gunicorn: Gunicorn, gunicorn_issuer: LocalIssuer
 ) -> None:
+    """Under gunicorn, /admin is a 403 naming the admin scope without it, and 200 with it."""
     response = gunicorn.get("/admin", gunicorn_issuer.mint(scope="read"))
     assert response.status_code == 403
     assert response.headers["www-authenticate"].endswith(', scope="admin"')
@@ -450,6 +494,7 @@ def test_gunicorn_admin_needs_the_admin_scope(
 def test_gunicorn_two_authorization_headers_are_refused(
     gunicorn: Gunicorn, gunicorn_issuer: LocalIssuer
 ) -> None:
+    """Under gunicorn, two Authorization headers are a 400 invalid_request; one is a 200."""
     line = b"Authorization: Bearer " + gunicorn_issuer.mint().encode()
     status, _, body = raw_request(gunicorn.port, "/me", [line, line])
     assert status == 400
@@ -461,6 +506,8 @@ def test_gunicorn_two_authorization_headers_are_refused(
 def test_gunicorn_key_rotation_works_on_the_first_request_to_each_worker(
     gunicorn: Gunicorn, gunicorn_issuer: LocalIssuer
 ) -> None:
+    """Under gunicorn, a token signed with a rotated-in key passes at once, with at most one JWKS
+    fetch per worker."""
     # Last in this module: it changes the issuer's signing key.
     before = gunicorn_issuer.jwks_requests
     gunicorn_issuer.rotate()
@@ -501,6 +548,8 @@ def test_flask_behind_a2wsgi_and_the_asgi_middleware(
     make_settings: Callable[..., Settings],
     serve_asgi: Callable[[Any], int],
 ) -> None:
+    """Flask behind a2wsgi under JWTMiddleware sees the identity in asgi.scope, and the Flask
+    decorators and current_token() work there."""
     flask_app = Flask(__name__)
 
     @flask_app.get("/me")
@@ -525,7 +574,7 @@ def test_flask_behind_a2wsgi_and_the_asgi_middleware(
         return {"token": current_token() is not None}
 
     settings = make_settings(public_paths={"/health"}, realm="shop")
-    asgi_app = JWTMiddleware(a2wsgi.WSGIMiddleware(flask_app), settings=settings)
+    asgi_app = JWTMiddleware(as_asgi(flask_app), settings=settings)
     port = serve_asgi(asgi_app)
     assert issuer.jwks_requests == 1  # warm-up at lifespan startup, through a2wsgi
     url = f"http://127.0.0.1:{port}"
@@ -564,19 +613,24 @@ FLASK_LAYOUTS = [
 ]
 
 
+def as_asgi(wsgi_app: Any) -> Any:
+    """``wsgi_app`` behind a2wsgi (whose WSGI/ASGI types match neither Flask's nor Starlette's)."""
+    return a2wsgi.WSGIMiddleware(wsgi_app)
+
+
 def flask_layout(layout: str, settings: Settings) -> tuple[Any, str]:
     """``(app, prefix)``: build_app() behind the middleware as ``layout`` puts it; WSGI apps
     are served through a2wsgi so one ASGI test client drives every layout."""
     app = build_app()
     if layout == "wsgi_app":
         app.wsgi_app = JWTWSGIMiddleware(app.wsgi_app, settings=settings)  # type: ignore[method-assign]
-        return a2wsgi.WSGIMiddleware(app), ""
+        return as_asgi(app), ""
     if layout == "wrapping_the_app":
-        return a2wsgi.WSGIMiddleware(JWTWSGIMiddleware(app, settings=settings)), ""
+        return as_asgi(JWTWSGIMiddleware(app, settings=settings)), ""
     if layout == "dispatcher_parent":
         parent = DispatcherMiddleware(Response("root", status=404), {"/api": app})
-        return a2wsgi.WSGIMiddleware(JWTWSGIMiddleware(parent, settings=settings)), "/api"
-    mounted = Mount("/api", a2wsgi.WSGIMiddleware(app))
+        return as_asgi(JWTWSGIMiddleware(parent, settings=settings)), "/api"
+    mounted = Mount("/api", as_asgi(app))
     if layout == "a2wsgi_mount":
         parent_app: Any = Starlette(
             routes=[mounted], middleware=[Middleware(JWTMiddleware, settings=settings)]

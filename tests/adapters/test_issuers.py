@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-import httpx
 import pytest
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-from werkzeug.test import Client
 
 from jwt_middleware import (
     ConfigurationError,
@@ -25,6 +21,7 @@ from jwt_middleware import (
     get_token,
 )
 from jwt_middleware.testing import LocalIssuer
+from tests.support.servers import InProcess, bearer
 
 
 @pytest.fixture
@@ -79,73 +76,69 @@ def wsgi_whoami(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     return [f"{token.subject}@{token.claims['iss']}".encode()]
 
 
-class Apps:
-    """The same calls against the ASGI and the WSGI middleware."""
+@pytest.fixture
+def apps(in_process: Callable[..., InProcess]) -> Callable[[Settings | list[Settings]], Apps]:
+    """``apps(settings)``: ``/me`` behind the ``adapter`` under test."""
 
-    def __init__(self, kind: str, settings: Settings | list[Settings]) -> None:
-        self.kind = kind
-        if kind == "asgi":
-            app = Starlette(
-                routes=[Route("/me", whoami)],
-                middleware=[Middleware(JWTMiddleware, settings=settings)],
-            )
-            self.transport = httpx.ASGITransport(app=app)
-        else:
-            self.wsgi = Client(JWTWSGIMiddleware(wsgi_whoami, settings=settings))
+    def build(settings: Settings | list[Settings]) -> Apps:
+        return Apps(in_process(settings, routes=[Route("/me", whoami)], wsgi_app=wsgi_whoami))
+
+    return build
+
+
+class Apps:
+    """``GET /me`` with a bearer token, answering (status, body text)."""
+
+    def __init__(self, app: InProcess) -> None:
+        self.app = app
 
     def get(self, token: str) -> tuple[int, str]:
-        headers = {"authorization": f"Bearer {token}"}
-        if self.kind == "asgi":
-
-            async def go() -> tuple[int, str]:
-                async with httpx.AsyncClient(transport=self.transport, base_url="http://t") as c:
-                    r = await c.get("/me", headers=headers)
-                    return r.status_code, r.text
-
-            return asyncio.run(go())
-        r = self.wsgi.get("/me", headers=headers)
-        return r.status_code, r.get_data(as_text=True)
+        answer = self.app.request("GET", "/me", bearer(token))
+        return answer.status, answer.body.decode()
 
 
-@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
 def test_each_issuer_is_verified_with_its_own_keys_and_audience(
-    tenants: tuple[LocalIssuer, LocalIssuer], kind: str, form: str
+    tenants: tuple[LocalIssuer, LocalIssuer], apps: Callable[..., Apps], form: str
 ) -> None:
+    """Each trusted issuer's tokens pass with its own keys and audience; another issuer's
+    audience is 401."""
     a, b = tenants
-    apps = Apps(kind, configured(form, a, b))
-    status, body = apps.get(a.mint(subject="alice"))
+    served = apps(configured(form, a, b))
+    status, body = served.get(a.mint(subject="alice"))
     assert status == 200 and "alice" in body and a.issuer in body
-    status, body = apps.get(b.mint(subject="bob"))
+    status, body = served.get(b.mint(subject="bob"))
     assert status == 200 and "bob" in body and b.issuer in body
     # b's audience is not valid for a's tokens: rules are per issuer
-    assert apps.get(a.mint(audience=b.audience))[0] == 401
+    assert served.get(a.mint(audience=b.audience))[0] == 401
 
 
-@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
 def test_only_the_named_issuers_keys_are_tried(
-    tenants: tuple[LocalIssuer, LocalIssuer], kind: str, form: str
+    tenants: tuple[LocalIssuer, LocalIssuer], apps: Callable[..., Apps], form: str
 ) -> None:
+    """A token naming issuer a but signed with b's key is a 401, and only a's JWKS is fetched."""
     a, b = tenants
-    apps = Apps(kind, configured(form, a, b, warm_up=False))
+    served = apps(configured(form, a, b, warm_up=False))
     # Claims iss=a but is signed by b's key (with b's kid): a's keys do not have it.
     forged = b.mint(claims={"iss": a.issuer}, audience=a.audience)
-    assert apps.get(forged)[0] == 401
+    assert served.get(forged)[0] == 401
     assert b.jwks_requests == 0  # b's key server was never asked
     assert a.jwks_requests == 1
 
 
-@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
 def test_an_unknown_issuer_is_refused_before_any_key_lookup(
-    tenants: tuple[LocalIssuer, LocalIssuer], kind: str, form: str
+    tenants: tuple[LocalIssuer, LocalIssuer], apps: Callable[..., Apps], form: str
 ) -> None:
+    """An untrusted iss or an unparseable token is a 401 with no JWKS fetched from any issuer."""
     a, b = tenants
-    apps = Apps(kind, configured(form, a, b, warm_up=False))
-    assert apps.get(a.mint(claims={"iss": "https://stranger.example"}))[0] == 401
-    assert apps.get("not.a.token")[0] == 401
+    served = apps(configured(form, a, b, warm_up=False))
+    assert served.get(a.mint(claims={"iss": "https://stranger.example"}))[0] == 401
+    assert served.get("not.a.token")[0] == 401
     assert (a.jwks_requests, b.jwks_requests) == (0, 0)
 
 
 def test_multi_issuer_configuration_is_validated(tenants: tuple[LocalIssuer, LocalIssuer]) -> None:
+    """A list of Settings with a repeated issuer, differing request-level options, a nameless entry
+    or no entries is a ConfigurationError."""
     a, b = tenants
     one, _ = entries(a, b)
     with pytest.raises(ConfigurationError, match=r"is in settings\[0\] and settings\[1\]"):

@@ -24,7 +24,7 @@ from jwt_middleware import Settings, VerifiedToken
 from jwt_middleware._wsgi import JWTWSGIMiddleware, get_token
 from jwt_middleware.testing import LocalIssuer, SigningKey, generate_key
 from tests.support.clock import FakeClock
-from tests.support.servers import bearer, closing, raw_request, serve_wsgi
+from tests.support.servers import bearer, closing, json_body, raw_request, serve_wsgi
 
 __all__ = ["serve_wsgi"]  # a fixture, used by name
 
@@ -95,6 +95,7 @@ def assert_refusal_shape(headers: Any, body: bytes) -> dict[str, Any]:
 def test_valid_header_token_reaches_the_app(
     issuer: LocalIssuer, make_mw: Callable[..., JWTWSGIMiddleware], app: WhoAmI, clock: FakeClock
 ) -> None:
+    """A valid header token reaches the app with its subject, scopes and location in the environ."""
     client = Client(make_mw())
     response = client.get("/x", headers=bearer(issuer.mint(now=clock.now, scope="read write")))
     assert response.status_code == 200
@@ -113,17 +114,19 @@ def test_valid_header_token_reaches_the_app(
 def test_valid_cookie_token_reaches_the_app(
     issuer: LocalIssuer, make_mw: Callable[..., JWTWSGIMiddleware], clock: FakeClock
 ) -> None:
+    """A valid token in the configured cookie reaches the app with location "cookie"."""
     client = Client(make_mw(cookie="access_token"))
     client.set_cookie("access_token", issuer.mint(now=clock.now, subject="cookie-user"))
     response = client.get("/x")
     assert response.status_code == 200
-    assert response.json["location"] == "cookie"
-    assert response.json["sub"] == "cookie-user"
+    assert json_body(response)["location"] == "cookie"
+    assert json_body(response)["sub"] == "cookie-user"
 
 
 def test_bearer_scheme_is_case_insensitive(
     issuer: LocalIssuer, make_mw: Callable[..., JWTWSGIMiddleware], clock: FakeClock
 ) -> None:
+    """The Bearer scheme is matched in any letter case."""
     client = Client(make_mw())
     token = issuer.mint(now=clock.now)
     response = client.get("/x", headers={"Authorization": f"bEaReR {token}"})
@@ -136,6 +139,7 @@ def test_valid_token_over_a_real_server(
     serve_wsgi: Callable[[Any], int],
     clock: FakeClock,
 ) -> None:
+    """Under a real werkzeug server a valid header token is a 200 with location "header"."""
     port = serve_wsgi(make_mw())
     response = httpx.get(
         f"http://127.0.0.1:{port}/x", headers=bearer(issuer.mint(now=clock.now)), timeout=10
@@ -150,6 +154,8 @@ def test_valid_token_over_a_real_server(
 def test_missing_token_is_a_bare_challenge(
     make_mw: Callable[..., JWTWSGIMiddleware], app: WhoAmI
 ) -> None:
+    """No token is a 401 with a bare Bearer realm challenge and an unauthorized body; the app
+    never runs."""
     response = Client(make_mw()).get("/x")
     assert response.status_code == 401
     assert response.headers["WWW-Authenticate"] == 'Bearer realm="api"'
@@ -159,6 +165,7 @@ def test_missing_token_is_a_bare_challenge(
 
 
 def test_realm_setting_is_used_in_the_challenge(make_mw: Callable[..., JWTWSGIMiddleware]) -> None:
+    """The realm setting is the realm in the WWW-Authenticate challenge."""
     response = Client(make_mw(realm="orders")).get("/x")
     assert response.headers["WWW-Authenticate"] == 'Bearer realm="orders"'
 
@@ -193,6 +200,7 @@ def test_invalid_token_is_refused_generically(
     stranger_key: SigningKey,
     case: str,
 ) -> None:
+    """Every kind of invalid token is the same generic 401 invalid_token; the app never runs."""
     client = Client(make_mw())
     token = INVALID[case][0](issuer, clock, stranger_key)
     response = client.get("/x", headers=bearer(token))
@@ -213,6 +221,7 @@ def test_expose_error_details_names_the_reason(
     stranger_key: SigningKey,
     case: str,
 ) -> None:
+    """With expose_error_details the 401 body and the challenge name the refusal's reason."""
     client = Client(make_mw(expose_error_details=True))
     make, reason = INVALID[case]
     response = client.get("/x", headers=bearer(make(issuer, clock, stranger_key)))
@@ -226,6 +235,7 @@ def test_expose_error_details_names_the_reason(
 def test_token_accepted_then_expired_by_the_clock(
     issuer: LocalIssuer, make_mw: Callable[..., JWTWSGIMiddleware], clock: FakeClock
 ) -> None:
+    """A token stays valid up to exp plus the 60 s leeway and is a 401 after that."""
     client = Client(make_mw())
     token = issuer.mint(now=clock.now, expires_in=120)
     assert client.get("/x", headers=bearer(token)).status_code == 200
@@ -238,6 +248,7 @@ def test_token_accepted_then_expired_by_the_clock(
 def test_refusal_over_a_real_server_has_correct_length_and_headers(
     make_mw: Callable[..., JWTWSGIMiddleware], serve_wsgi: Callable[[Any], int]
 ) -> None:
+    """A refusal under a real server has a matching Content-Length and Cache-Control: no-store."""
     port = serve_wsgi(make_mw())
     status, headers, body = raw_request(port, "/x", [b"Authorization: Bearer a.b.c"])
     assert status == 401
@@ -256,6 +267,8 @@ def test_two_authorization_headers_over_a_real_server_are_refused(
     app: WhoAmI,
     clock: FakeClock,
 ) -> None:
+    """Two Authorization headers under a real server are a 400 invalid_request; the same one
+    alone is 200."""
     port = serve_wsgi(make_mw())
     token = issuer.mint(now=clock.now).encode()
     status, headers, body = raw_request(
@@ -273,17 +286,19 @@ def test_two_authorization_headers_over_a_real_server_are_refused(
 def test_header_and_cookie_together_are_refused(
     issuer: LocalIssuer, make_mw: Callable[..., JWTWSGIMiddleware], clock: FakeClock
 ) -> None:
+    """A token in both the header and the cookie is a 400 invalid_request."""
     client = Client(make_mw(cookie="access_token"))
     token = issuer.mint(now=clock.now)
     client.set_cookie("access_token", token)
     response = client.get("/x", headers=bearer(token))
     assert response.status_code == 400
-    assert response.json["error"] == "invalid_request"
+    assert json_body(response)["error"] == "invalid_request"
 
 
 def test_token_cookie_twice_is_refused(
     issuer: LocalIssuer, make_mw: Callable[..., JWTWSGIMiddleware], clock: FakeClock
 ) -> None:
+    """The token cookie twice in one Cookie header is a 400; once, it is a 200."""
     # use_cookies=False: werkzeug's cookie jar would otherwise replace an explicit Cookie header
     client = Client(make_mw(cookie="access_token"), use_cookies=False)
     token = issuer.mint(now=clock.now)
@@ -296,6 +311,8 @@ def test_token_cookie_twice_is_refused(
 def test_header_false_ignores_the_authorization_header(
     issuer: LocalIssuer, make_mw: Callable[..., JWTWSGIMiddleware], clock: FakeClock
 ) -> None:
+    """With header=False a header token is a bare 401, and a junk header beside the cookie is
+    ignored."""
     client = Client(make_mw(header=False, cookie="access_token"))
     token = issuer.mint(now=clock.now)
     response = client.get("/x", headers=bearer(token))
@@ -305,7 +322,7 @@ def test_header_false_ignores_the_authorization_header(
     client.set_cookie("access_token", token)
     response = client.get("/x", headers={"Authorization": "Bearer junk"})
     assert response.status_code == 200
-    assert response.json["location"] == "cookie"
+    assert json_body(response)["location"] == "cookie"
 
 
 @pytest.mark.parametrize("name", ["access_token", "token", "jwt"])
@@ -315,11 +332,12 @@ def test_query_string_token_is_ignored(
     clock: FakeClock,
     name: str,
 ) -> None:
+    """A token in the query string is never read: the request stays anonymous."""
     client = Client(make_mw(anonymous=True))
     response = client.get("/x", query_string={name: issuer.mint(now=clock.now)})
     assert response.status_code == 200
-    assert response.json["verified"] is False
-    assert response.json["sub"] is None
+    assert json_body(response)["verified"] is False
+    assert json_body(response)["sub"] is None
 
 
 # -- requests that skip verification -------------------------------------------------------------
@@ -328,6 +346,8 @@ def test_query_string_token_is_ignored(
 def test_public_paths_exact_and_prefix(
     make_mw: Callable[..., JWTWSGIMiddleware], app: WhoAmI
 ) -> None:
+    """Public paths match exactly or under a "/x/*" prefix, and pass even a junk token
+    unverified."""
     client = Client(make_mw(public_paths={"/health", "/static/*"}))
     assert client.get("/health").status_code == 200
     assert client.get("/static/app.css").status_code == 200
@@ -338,7 +358,7 @@ def test_public_paths_exact_and_prefix(
     # A public path never verifies, so even a junk token passes and the app sees no token.
     response = client.get("/health", headers={"Authorization": "Bearer junk"})
     assert response.status_code == 200
-    assert response.json["verified"] is False
+    assert json_body(response)["verified"] is False
 
 
 def test_anonymous_mode(
@@ -348,22 +368,26 @@ def test_anonymous_mode(
     clock: FakeClock,
     stranger_key: SigningKey,
 ) -> None:
+    """With anonymous=True no token reaches the app unauthenticated; an invalid token is still a
+    401."""
     client = Client(make_mw(anonymous=True))
     response = client.get("/x")
     assert response.status_code == 200
-    assert response.json["sub"] is None
+    assert json_body(response)["sub"] is None
     assert get_token(app.calls[-1]) is None
     assert app.calls[-1]["jwt_middleware.location"] is None
     # An invalid token is refused, never downgraded to anonymous.
     response = client.get("/x", headers=bearer(_bad_signature(issuer, clock, stranger_key)))
     assert response.status_code == 401
-    assert response.json["error"] == "invalid_token"
+    assert json_body(response)["error"] == "invalid_token"
     response = client.get("/x", headers=bearer(issuer.mint(now=clock.now)))
     assert response.status_code == 200
-    assert response.json["sub"] == "user-1"
+    assert json_body(response)["sub"] == "user-1"
 
 
 def test_get_token_outside_the_middleware_raises() -> None:
+    """get_token on an environ the middleware never saw raises RuntimeError naming
+    JWTWSGIMiddleware."""
     with pytest.raises(RuntimeError, match="JWTWSGIMiddleware"):
         get_token({"REQUEST_METHOD": "GET", "PATH_INFO": "/"})
 
@@ -379,10 +403,11 @@ def test_get_token_outside_the_middleware_raises() -> None:
 def test_other_scheme_with_commas_is_not_bearer_ambiguity(
     make_mw: Callable[..., JWTWSGIMiddleware], value: str
 ) -> None:
+    """Another scheme whose value holds commas is not a token: the request stays anonymous (200)."""
     client = Client(make_mw(anonymous=True))
     response = client.get("/x", headers={"Authorization": value})
     assert response.status_code == 200  # what JWTMiddleware (ASGI) answers for the same header
-    assert response.json["verified"] is False
+    assert json_body(response)["verified"] is False
 
 
 # -- the key server ----------------------------------------------------------------------------
@@ -398,6 +423,8 @@ def test_key_server_broken_before_any_fetch_is_503_then_recovers(
     clock: FakeClock,
     fault: tuple[str, dict[str, Any]],
 ) -> None:
+    """A key server down, failing or answering garbage before any fetch is a 503 with Retry-After
+    (no refetch in the cooldown); after it the token passes."""
     mode, params = fault
     issuer.set_fault(mode, **params)
     client = Client(make_mw(warm_up=False))
@@ -417,12 +444,14 @@ def test_key_server_broken_before_any_fetch_is_503_then_recovers(
     clock.advance(31)
     response = client.get("/x", headers=bearer(token))
     assert response.status_code == 200
-    assert response.json["sub"] == "user-1"
+    assert json_body(response)["sub"] == "user-1"
 
 
 def test_warm_up_failure_does_not_break_construction(
     issuer: LocalIssuer, make_mw: Callable[..., JWTWSGIMiddleware], clock: FakeClock
 ) -> None:
+    """A failed warm-up leaves a working middleware: 503 while keys are missing, 200 once they
+    load."""
     issuer.set_fault("down")
     client = Client(make_mw(warm_up=True))
     assert client.get("/x", headers=bearer(issuer.mint(now=clock.now))).status_code == 503
@@ -438,6 +467,8 @@ def test_warm_up_fetches_at_construction(
     clock: FakeClock,
     warm_up: bool,
 ) -> None:
+    """warm_up=True fetches the JWKS at construction, otherwise on the first request; once either
+    way."""
     mw = make_mw(warm_up=warm_up)
     assert issuer.jwks_requests == (1 if warm_up else 0)
     client = Client(mw)
@@ -452,6 +483,8 @@ def test_concurrent_requests_over_real_http_share_one_fetch(
     serve_wsgi: Callable[[Any], int],
     clock: FakeClock,
 ) -> None:
+    """Thirty concurrent requests needing a new key under a real threaded server share one JWKS
+    fetch."""
     port = serve_wsgi(make_mw())
     url = f"http://127.0.0.1:{port}/x"
     assert httpx.get(url, headers=bearer(issuer.mint(now=clock.now)), timeout=10).status_code == 200
@@ -514,6 +547,7 @@ def _fork_and_request(mw: JWTWSGIMiddleware, token: str, before: Callable[[], No
 def test_forked_child_refreshes_keys_with_its_own_client(
     issuer: LocalIssuer, make_mw: Callable[..., JWTWSGIMiddleware], clock: FakeClock
 ) -> None:
+    """A forked child fetches keys with its own client, and the parent's cache stays its own."""
     mw = make_mw(warm_up=True)
     client = Client(mw)
     # The parent's client now holds a pooled keep-alive connection to the key server.
@@ -533,6 +567,8 @@ def test_forked_child_refreshes_keys_with_its_own_client(
 def test_fork_during_a_fetch_in_flight_does_not_deadlock_the_child(
     issuer: LocalIssuer, make_mw: Callable[..., JWTWSGIMiddleware], clock: FakeClock
 ) -> None:
+    """A child forked while the parent's fetch is in flight fetches for itself instead of
+    waiting."""
     mw = make_mw(warm_up=True)
     clock.advance(31)
     issuer.rotate()
@@ -586,9 +622,11 @@ HOSTILE_COOKIE = {
 def test_hostile_authorization_is_refused_cleanly(
     make_mw: Callable[..., JWTWSGIMiddleware], app: WhoAmI, value: str
 ) -> None:
+    """Each hostile Authorization value is a 400 or 401 with an RFC 6750 error; the app never
+    runs."""
     response = Client(make_mw()).get("/x", headers={"Authorization": value})
     assert response.status_code in {400, 401}
-    assert response.json["error"] in {"invalid_request", "invalid_token", "unauthorized"}
+    assert json_body(response)["error"] in {"invalid_request", "invalid_token", "unauthorized"}
     assert app.calls == []
 
 
@@ -596,11 +634,12 @@ def test_hostile_authorization_is_refused_cleanly(
 def test_hostile_cookie_is_refused_cleanly(
     make_mw: Callable[..., JWTWSGIMiddleware], app: WhoAmI, value: str
 ) -> None:
+    """Each hostile token cookie is read and refused with a 400 or 401, never token_missing."""
     mw = make_mw(cookie="access_token", expose_error_details=True)
     response = Client(mw, use_cookies=False).get("/x", headers={"Cookie": value})
     assert response.status_code in {400, 401}
-    assert response.json["error"] in {"invalid_request", "invalid_token"}
-    assert response.json["reason"] != "token_missing"  # the cookie was read, then refused
+    assert json_body(response)["error"] in {"invalid_request", "invalid_token"}
+    assert json_body(response)["reason"] != "token_missing"  # the cookie was read, then refused
     assert app.calls == []
 
 
@@ -618,6 +657,8 @@ def test_hostile_cookie_is_refused_cleanly(
 def test_hostile_headers_over_a_real_server_never_5xx(
     make_mw: Callable[..., JWTWSGIMiddleware], serve_wsgi: Callable[[Any], int], line: bytes
 ) -> None:
+    """Non-ASCII, NUL, comma or 20000-byte token headers under a real server are 400 or 401,
+    never 5xx."""
     port = serve_wsgi(make_mw(cookie="access_token"))
     status, _, _ = raw_request(port, "/x", [line])
     assert status in {400, 401}
@@ -633,6 +674,8 @@ def test_logs_never_contain_the_token(
     stranger_key: SigningKey,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """Refusals are logged with their reasons but never with a token, its payload or its
+    signature."""
     caplog.set_level(logging.DEBUG, logger="jwt_middleware")
     client = Client(make_mw(cookie="access_token", expose_error_details=True))
     good = issuer.mint(now=clock.now)

@@ -7,7 +7,6 @@ refusal from the page, which is the failure these tests guard against."""
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -22,8 +21,6 @@ from jwt_middleware._wsgi import JWTWSGIMiddleware, get_token
 from jwt_middleware.testing import LocalIssuer
 from tests.support.servers import uvicorn_in_thread, werkzeug_in_thread
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 RESOURCE = "http://127.0.0.1/api"
 METADATA = "http://127.0.0.1/.well-known/oauth-protected-resource/api"
 
@@ -38,23 +35,6 @@ FETCH = """async ([url, token]) => {
     return {error: e.name};
   }
 }"""
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    """One headless Chromium for the module."""
-    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"no Chromium at {CHROMIUM} (CI must run the browser tests)")
-        pytest.skip(f"no Chromium at {CHROMIUM}")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 async def _page(request: Request) -> HTMLResponse:

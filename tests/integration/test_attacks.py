@@ -33,13 +33,14 @@ import json
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.x509.oid import NameOID
 from jwt.algorithms import get_default_algorithms
@@ -347,14 +348,17 @@ def bearer(token: str | bytes) -> Headers:
 
 def add_tokens(
     prefix: str,
-    builders: dict[str, Callable[[Ctx], str | bytes]],
+    builders: Mapping[str, Callable[[Ctx], str | bytes]],
     status: int = 401,
     error: str | None = INVALID_TOKEN,
 ) -> None:
     for name, build in builders.items():
-        HEADER_CASES.append(
-            Case(f"{prefix}-{name}", lambda ctx, b=build: bearer(b(ctx)), status, error)
-        )
+        HEADER_CASES.append(Case(f"{prefix}-{name}", _as_bearer(build), status, error))
+
+
+def _as_bearer(build: Callable[[Ctx], str | bytes]) -> Callable[[Ctx], Headers]:
+    """The Authorization header carrying the token ``build`` makes."""
+    return lambda ctx: bearer(build(ctx))
 
 
 def add_headers(
@@ -371,26 +375,28 @@ def add_headers(
 
 # -- alg "none", every spelling, with and without a signature -----------------------------------
 
-for _spelling in ("none", "None", "NONE", "nOnE"):
+
+def _add_alg_none(a: str) -> None:
     add_tokens(
-        f"alg-{_spelling}",
+        f"alg-{a}",
         {
-            "unsigned": lambda ctx, a=_spelling: f"{enc(ctx.header(alg=a))}.{enc(ctx.claims())}.",
-            "unsigned-no-kid": lambda ctx, a=_spelling: (
-                f"{enc({'alg': a, 'typ': 'JWT'})}.{enc(ctx.claims())}."
-            ),
-            "signed": lambda ctx, a=_spelling: ctx.signed(header=ctx.header(alg=a)),
-            "junk-signature": lambda ctx, a=_spelling: (
-                f"{enc(ctx.header(alg=a))}.{enc(ctx.claims())}.AAAA"
-            ),
+            "unsigned": lambda ctx: f"{enc(ctx.header(alg=a))}.{enc(ctx.claims())}.",
+            "unsigned-no-kid": lambda ctx: f"{enc({'alg': a, 'typ': 'JWT'})}.{enc(ctx.claims())}.",
+            "signed": lambda ctx: ctx.signed(header=ctx.header(alg=a)),
+            "junk-signature": lambda ctx: f"{enc(ctx.header(alg=a))}.{enc(ctx.claims())}.AAAA",
         },
     )
+
+
+for _spelling in ("none", "None", "NONE", "nOnE"):
+    _add_alg_none(_spelling)
 
 # -- HS256 signed with the RSA public key as the secret (algorithm confusion) -------------------
 
 
 def _pem(ctx: Ctx, fmt: serialization.PublicFormat) -> bytes:
-    return ctx.rsa.public_key().public_bytes(serialization.Encoding.PEM, fmt)
+    public: rsa.RSAPublicKey = ctx.rsa.public_key()
+    return public.public_bytes(serialization.Encoding.PEM, fmt)
 
 
 add_tokens(
@@ -516,11 +522,13 @@ add_tokens(
 
 # -- header parameters that must be understood, or are refused -----------------------------------
 
+_UNKNOWN_PARAMETER: dict[str, Any] = {"urn:example:unknown": True}  # a header name, not a kwarg
+
 add_tokens(
     "header",
     {
         "crit-unknown": lambda ctx: ctx.signed(
-            header=ctx.header(crit=["urn:example:unknown"], **{"urn:example:unknown": True})
+            header=ctx.header(crit=["urn:example:unknown"], **_UNKNOWN_PARAMETER)
         ),
         "crit-exp": lambda ctx: ctx.signed(header=ctx.header(crit=["exp"], exp=1)),
         "crit-empty": lambda ctx: ctx.signed(header=ctx.header(crit=[])),
@@ -822,24 +830,31 @@ def _raw_exp(ctx: Ctx, name: str, literal: bytes) -> str:
 
 
 _NOW = int(time.time())
-for _name in ("exp", "nbf", "iat"):
+
+
+def _add_time_claim(n: str) -> None:
     add_tokens(
-        f"claim-{_name}",
+        f"claim-{n}",
         {
-            "string": lambda ctx, n=_name: _claim(ctx, **{n: str(_NOW + 100)}),
-            "iso-string": lambda ctx, n=_name: _claim(ctx, **{n: "2099-01-01T00:00:00Z"}),
-            "negative": lambda ctx, n=_name: _claim(ctx, **{n: -1}),
-            "1e300": lambda ctx, n=_name: _claim(ctx, **{n: 1e300}),
-            "true": lambda ctx, n=_name: _claim(ctx, **{n: True}),
-            "false": lambda ctx, n=_name: _claim(ctx, **{n: False}),
-            "list": lambda ctx, n=_name: _claim(ctx, **{n: [_NOW + 100]}),
-            "object": lambda ctx, n=_name: _claim(ctx, **{n: {"$date": _NOW}}),
-            "10**400": lambda ctx, n=_name: _raw_exp(ctx, n, b"1" + b"0" * 400),
-            "1e400-inf": lambda ctx, n=_name: _raw_exp(ctx, n, b"1e400"),
-            "minus-1e400": lambda ctx, n=_name: _raw_exp(ctx, n, b"-1e400"),
-            "over-year-5138": lambda ctx, n=_name: _claim(ctx, **{n: 10**11 + 0.5}),
+            "string": lambda ctx: _claim(ctx, **{n: str(_NOW + 100)}),
+            "iso-string": lambda ctx: _claim(ctx, **{n: "2099-01-01T00:00:00Z"}),
+            "negative": lambda ctx: _claim(ctx, **{n: -1}),
+            "1e300": lambda ctx: _claim(ctx, **{n: 1e300}),
+            "true": lambda ctx: _claim(ctx, **{n: True}),
+            "false": lambda ctx: _claim(ctx, **{n: False}),
+            "list": lambda ctx: _claim(ctx, **{n: [_NOW + 100]}),
+            "object": lambda ctx: _claim(ctx, **{n: {"$date": _NOW}}),
+            "10**400": lambda ctx: _raw_exp(ctx, n, b"1" + b"0" * 400),
+            "1e400-inf": lambda ctx: _raw_exp(ctx, n, b"1e400"),
+            "minus-1e400": lambda ctx: _raw_exp(ctx, n, b"-1e400"),
+            "over-year-5138": lambda ctx: _claim(ctx, **{n: 10**11 + 0.5}),
         },
     )
+
+
+for _name in ("exp", "nbf", "iat"):
+    _add_time_claim(_name)
+
 add_tokens(
     "claim-time",
     {
@@ -1106,6 +1121,7 @@ def check(reply: Reply, status: int, error: str | None) -> None:
 def test_sanity_a_valid_token_is_accepted(
     app: str, servers: dict[str, Server], ctx: Ctx, issuer: LocalIssuer
 ) -> None:
+    """Genuine RS256/ES256 tokens, raw-signed ones and one just under the 8 KiB cap are accepted."""
     for key in (ctx.rsa, ctx.ec):
         reply = servers[app].get(bearer(issuer.mint(subject="alice", key=key)))
         assert reply.status == 200, (key.alg, reply.body)
@@ -1123,6 +1139,7 @@ def test_sanity_a_valid_token_is_accepted(
 @pytest.mark.parametrize("app", APPS)
 @pytest.mark.parametrize("case", HEADER_CASES, ids=[c.id for c in HEADER_CASES])
 def test_attack_is_refused(app: str, case: Case, servers: dict[str, Server], ctx: Ctx) -> None:
+    """Each hostile token or header gets its case's status and error code, never a 200 or a 5xx."""
     status, error = case.expected(app)
     check(servers[app].get(case.build(ctx)), status, error)
 
@@ -1132,6 +1149,7 @@ def test_attack_is_refused(app: str, case: Case, servers: dict[str, Server], ctx
 def test_key_urls_in_the_token_are_never_fetched(
     app: str, name: str, servers: dict[str, Server], ctx: Ctx, attacker: LocalIssuer
 ) -> None:
+    """A token naming jku, x5u or jwk URLs is refused as invalid_token and no URL is fetched."""
     before = attacker.request_log
     check(servers[app].get(bearer(URL_CASES[name](ctx))), 401, INVALID_TOKEN)
     time.sleep(0.05)  # a background fetch, were there one, would have landed by now
@@ -1142,6 +1160,7 @@ def test_key_urls_in_the_token_are_never_fetched(
 def test_token_in_the_query_string_is_never_read(
     app: str, servers: dict[str, Server], ctx: Ctx
 ) -> None:
+    """A valid token in ?access_token=, ?token= or ?jwt= is ignored: 401 with no error code."""
     token = ctx.valid().encode()
     for name in (b"access_token", b"token", b"jwt"):
         check(servers[app].get([], b"/me?" + name + b"=" + token), 401, MISSING)
@@ -1149,6 +1168,7 @@ def test_token_in_the_query_string_is_never_read(
 
 @pytest.mark.parametrize("app", COOKIE_APPS)
 def test_sanity_a_valid_cookie_is_accepted(app: str, servers: dict[str, Server], ctx: Ctx) -> None:
+    """A valid token cookie, among others or DQUOTEd (RFC 6265), and a bearer token are accepted."""
     reply = servers[app].get(cookie(f"theme=dark; {COOKIE}={ctx.valid()}; lang=en"))
     assert reply.status == 200, reply.body
     assert reply.json()["sub"] == "alice"
@@ -1162,6 +1182,7 @@ def test_sanity_a_valid_cookie_is_accepted(app: str, servers: dict[str, Server],
 def test_cookie_attack_is_refused(
     app: str, case: Case, servers: dict[str, Server], ctx: Ctx
 ) -> None:
+    """Each hostile cookie gets its case's status and error code, never a 200 or a 5xx."""
     status, error = case.expected(app)
     check(servers[app].get(case.build(ctx)), status, error)
 
@@ -1170,6 +1191,7 @@ def test_cookie_attack_is_refused(
 def test_token_cookie_in_two_cookie_headers_is_400(
     app: str, servers: dict[str, Server], ctx: Ctx
 ) -> None:
+    """A token cookie sent in two Cookie headers is refused with 400 invalid_request."""
     headers = cookie(f"{COOKIE}={ctx.valid()}") + cookie(f"{COOKIE}={ctx.valid()}")
     check(servers[app].get(headers), 400, INVALID_REQUEST)
 
@@ -1178,6 +1200,7 @@ def test_token_cookie_in_two_cookie_headers_is_400(
 def test_public_path_variants_do_not_open_protected_routes(
     app: str, servers: dict[str, Server]
 ) -> None:
+    """Public-path look-alikes (query, fragment, %6D, //, /..) never open /me, nor give a 5xx."""
     for path in (b"/me?/health", b"/me#/health", b"/%6De", b"//me", b"/me/", b"/health/../me"):
         reply = servers[app].get([], path)
         assert reply.status != 200 or b"sub" not in reply.body, (path, reply.status)
@@ -1185,6 +1208,7 @@ def test_public_path_variants_do_not_open_protected_routes(
 
 
 def test_the_attacker_key_server_was_never_contacted(attacker: LocalIssuer) -> None:
+    """Over the whole module, the attacker's key server gets no request at all."""
     # Runs last in this module: no case above made any app fetch from a URL in a token.
     assert attacker.request_log == []
     assert attacker.jwks_requests == 0

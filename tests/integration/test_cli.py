@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+from typing import Any
 
 import httpx
 import pytest
@@ -37,6 +38,7 @@ def verify_args(issuer: LocalIssuer, *extra: str) -> list[str]:
 
 
 def test_inspect_decodes_without_trusting_and_never_prints_the_token(issuer: LocalIssuer) -> None:
+    """inspect prints the claims marked UNVERIFIED with the time to exp, never the token itself."""
     token = issuer.mint(subject="alice", claims={"iss": issuer.issuer})
     result = cli("inspect", token)
     assert result.returncode == 0
@@ -47,6 +49,7 @@ def test_inspect_decodes_without_trusting_and_never_prints_the_token(issuer: Loc
 
 
 def test_inspect_reads_stdin_and_warns(issuer: LocalIssuer) -> None:
+    """inspect reads the token from stdin and warns of a missing exp, a jku header and no kid."""
     token = issuer.mint(expires_in=None, headers={"jku": "https://evil.example/jwks"}, kid=None)
     result = cli("inspect", stdin=token + "\n")
     assert result.returncode == 0
@@ -57,6 +60,7 @@ def test_inspect_reads_stdin_and_warns(issuer: LocalIssuer) -> None:
 
 
 def test_inspect_flags_alg_none_and_outside_allow_list(issuer: LocalIssuer) -> None:
+    """inspect flags alg none as never accepted and HS256 as outside the allow-list."""
     none = "eyJhbGciOiJub25lIn0." + issuer.mint().split(".")[1] + "."
     assert "alg 'none' is never accepted" in cli("inspect", none).stdout
     hs = generate_key("HS256").sign({"sub": "x"})
@@ -65,24 +69,28 @@ def test_inspect_flags_alg_none_and_outside_allow_list(issuer: LocalIssuer) -> N
 
 @pytest.mark.parametrize("junk", ["abc", "a.b", "e30.e30.e30.e30", "!!.??.--"])
 def test_inspect_refuses_junk_with_exit_3(junk: str) -> None:
+    """inspect exits 3 with 'not a decodable JWT' for a string that is not a JWT."""
     result = cli("inspect", junk)
     assert result.returncode == 3
     assert "not a decodable JWT" in result.stderr
 
 
 def test_verify_valid_token_exit_0(issuer: LocalIssuer) -> None:
+    """verify exits 0 for a valid token and prints VALID with its subject and scopes."""
     result = cli("verify", issuer.mint(scope="read admin"), *verify_args(issuer))
     assert result.returncode == 0, result.stdout
     assert "VALID: sub='user-1' scopes=read admin" in result.stdout
 
 
 def test_verify_through_discovery(issuer: LocalIssuer) -> None:
+    """verify --discovery finds the keys through the issuer's discovery document, fetched once."""
     args = ["--issuer", issuer.issuer, "--audience", issuer.audience, "--discovery"]
     assert cli("verify", issuer.mint(), *args).returncode == 0
     assert issuer.discovery_requests == 1
 
 
 def test_verify_explains_expiry_with_the_skew(issuer: LocalIssuer) -> None:
+    """verify exits 1 on an expired token, saying by how long it is off and the 60s leeway."""
     result = cli("verify", issuer.mint(expires_in=-3600), *verify_args(issuer))
     assert result.returncode == 1
     assert "INVALID: token_expired" in result.stdout
@@ -90,6 +98,7 @@ def test_verify_explains_expiry_with_the_skew(issuer: LocalIssuer) -> None:
 
 
 def test_verify_explains_audience_mismatch_with_both_values(issuer: LocalIssuer) -> None:
+    """verify exits 1 on a wrong audience, printing the token's aud and the expected ones."""
     result = cli("verify", issuer.mint(audience="api://other"), *verify_args(issuer))
     assert result.returncode == 1
     assert "token aud: 'api://other'" in result.stderr
@@ -97,6 +106,7 @@ def test_verify_explains_audience_mismatch_with_both_values(issuer: LocalIssuer)
 
 
 def test_verify_explains_unknown_kid_listing_known_kids(issuer: LocalIssuer) -> None:
+    """verify exits 1 on an unknown kid (kid_unknown), listing the kids the JWKS has."""
     result = cli("verify", issuer.mint(kid="not-there"), *verify_args(issuer))
     assert result.returncode == 1
     assert "INVALID: kid_unknown" in result.stdout
@@ -104,6 +114,7 @@ def test_verify_explains_unknown_kid_listing_known_kids(issuer: LocalIssuer) -> 
 
 
 def test_verify_key_server_down_exit_4(issuer: LocalIssuer) -> None:
+    """verify exits 4 with keys_unavailable when the key server is down."""
     token = issuer.mint()
     issuer.set_fault("down")
     result = cli("verify", token, *verify_args(issuer, "--timeout", "1"))
@@ -112,12 +123,14 @@ def test_verify_key_server_down_exit_4(issuer: LocalIssuer) -> None:
 
 
 def test_verify_configuration_error_exit_2(issuer: LocalIssuer) -> None:
+    """verify without --audience is a configuration error: exit 2."""
     result = cli("verify", issuer.mint(), "--issuer", issuer.issuer, "--jwks-url", issuer.jwks_url)
     assert result.returncode == 2
     assert "--audience is required" in result.stderr
 
 
 def test_jwks_lists_keys_and_skipped_entries(issuer: LocalIssuer) -> None:
+    """jwks lists each key's kid, type, curve and use, and each skipped entry with its reason."""
     issuer.add_key(generate_key("ES256", kid="ec-1"), publish=True)
     enc = {**generate_key("RS256", kid="enc-1").public_jwk(), "use": "enc"}
     issuer.set_fault("wrong_shape", body={"keys": [*issuer.jwks()["keys"], enc]})
@@ -131,11 +144,13 @@ def test_jwks_lists_keys_and_skipped_entries(issuer: LocalIssuer) -> None:
 
 
 def test_jwks_unreachable_exit_4(issuer: LocalIssuer) -> None:
+    """jwks exits 4 when the key server answers 500."""
     issuer.set_fault("status", status=500)
     assert cli("jwks", issuer.jwks_url).returncode == 4
 
 
 def test_console_script_is_declared() -> None:
+    """The jwt-middleware console script points at jwt_middleware._cli:main."""
     from importlib.metadata import entry_points
 
     scripts = {e.name: e.value for e in entry_points(group="console_scripts")}
@@ -304,7 +319,7 @@ def test_jwks_messages_redact_credentials_and_query_values(issuer: LocalIssuer) 
     ],
 )
 def test_jwks_refuses_what_the_middleware_refuses(
-    issuer: LocalIssuer, mode: str, params: dict[str, object], why: str
+    issuer: LocalIssuer, mode: str, params: dict[str, Any], why: str
 ) -> None:
     """jwks fetches with the middleware's limits: an oversized body, a gzip bomb, stacked
     codings, a non-JSON media type and a server that never finishes are refused with exit 4."""

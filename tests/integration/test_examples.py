@@ -98,6 +98,7 @@ def example(
 
 
 def test_health_is_public(example: Example) -> None:
+    """Each example app answers /health without a token: 200 {"status": "ok"}."""
     response = example.get("/health")
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
@@ -113,6 +114,7 @@ def test_fastapi_example_docs_pages_are_public(
 
 
 def test_me_with_a_token(example: Example, shared_issuer: LocalIssuer) -> None:
+    """Each example's /me returns the token's sub, iss and claims for a valid token."""
     response = example.get("/me", shared_issuer.mint(subject="alice", scope="read"))
     assert response.status_code == 200
     body = response.json()
@@ -122,6 +124,7 @@ def test_me_with_a_token(example: Example, shared_issuer: LocalIssuer) -> None:
 
 
 def test_me_without_a_token(example: Example) -> None:
+    """Each example's /me without a token is a 401 with a bare Bearer realm="api" challenge."""
     response = example.get("/me")
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == 'Bearer realm="api"'
@@ -131,6 +134,7 @@ def test_me_without_a_token(example: Example) -> None:
 def test_me_with_an_invalid_token(
     example: Example, shared_issuer: LocalIssuer, stranger_key: SigningKey
 ) -> None:
+    """Each example's /me refuses a forged, wrong-audience or junk token with 401 invalid_token."""
     forged = shared_issuer.mint(key=stranger_key, kid=shared_issuer.current_key.kid)
     wrong_audience = shared_issuer.mint(audience="api://another")
     for token in (forged, wrong_audience, "not.a.jwt"):
@@ -141,6 +145,7 @@ def test_me_with_an_invalid_token(
 
 
 def test_admin_needs_the_admin_scope(example: Example, shared_issuer: LocalIssuer) -> None:
+    """Each example's /admin is a 403 insufficient_scope naming scope admin, and 200 with it."""
     refused = example.get("/admin", shared_issuer.mint(scope="read write"))
     assert refused.status_code == 403
     challenge = refused.headers["www-authenticate"]
@@ -156,6 +161,7 @@ def test_admin_needs_the_admin_scope(example: Example, shared_issuer: LocalIssue
 
 
 def test_permissions_claim_counts_as_scopes(example: Example, shared_issuer: LocalIssuer) -> None:
+    """A permissions claim holding admin opens /admin in each example (read as scopes)."""
     # settings_from_env reads scopes from "scope", "scp" and "permissions".
     response = example.get("/admin", shared_issuer.mint({"permissions": ["admin"]}))
     assert response.status_code == 200
@@ -189,6 +195,7 @@ def test_fastapi_example_serves_metrics_on_its_own_loopback_port(
 def test_key_rotation_is_picked_up_on_the_first_request(
     module: str, launch: Callable[..., Example]
 ) -> None:
+    """After a key rotation each example accepts the new key's token with one more JWKS fetch."""
     with LocalIssuer(audience="api://rotation") as issuer:
         running = launch(module, jwt_env(issuer))
         warmed_up(issuer, module)
@@ -205,6 +212,7 @@ def test_key_rotation_is_picked_up_on_the_first_request(
 def test_key_published_ahead_of_use_works_without_a_refetch(
     module: str, launch: Callable[..., Example]
 ) -> None:
+    """A key in the JWKS before its first use is trusted without a refetch after warm-up."""
     # How IdPs rotate in practice: the next key is in the JWKS before anything is signed with it.
     with LocalIssuer(audience="api://rotation") as issuer:
         upcoming = generate_key("ES256")
@@ -222,6 +230,7 @@ def test_key_published_ahead_of_use_works_without_a_refetch(
 @pytest.mark.parametrize("module", ASGI_APPS)
 @pytest.mark.parametrize("missing", ["JWT_ISSUER", "JWT_AUDIENCE"])
 def test_example_refuses_to_start_without_its_settings(module: str, missing: str) -> None:
+    """An ASGI example missing JWT_ISSUER or JWT_AUDIENCE exits naming it, without a traceback."""
     env: dict[str, Any] = {k: v for k, v in os.environ.items() if not k.startswith("JWT_")}
     env.update(JWT_ISSUER="http://127.0.0.1:9", JWT_AUDIENCE="api://x")
     del env[missing]
@@ -240,6 +249,7 @@ def test_example_refuses_to_start_without_its_settings(module: str, missing: str
 
 @pytest.mark.parametrize("app", [None, "starlette_app"])
 def test_demo_check(app: str | None) -> None:
+    """demo.py --check runs its four curl calls (three with a token) and gets 200, 401 and 403."""
     command = [sys.executable, "examples/demo.py", "--check", "--port", "0"]
     if app is not None:
         command += ["--app", app]

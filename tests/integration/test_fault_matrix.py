@@ -271,6 +271,9 @@ def test_fault_matrix(
     clock: FakeClock,
     drivers: Callable[..., Driver],
 ) -> None:
+    """Under each key-server fault the known and unknown kids get the cell's verdicts, with the
+    cell's fetch count, no redirect followed and every answer under LIMIT.
+    """
     hook = Hook()
     v = drivers(settings_for(issuer, clock, events=hook))
 
@@ -316,6 +319,7 @@ def test_fault_matrix(
 def test_fault_matrix_connection_refused_cold_start(
     issuer: LocalIssuer, clock: FakeClock, drivers: Callable[..., Driver]
 ) -> None:
+    """With no key server from the start every token is a 503, with one attempt per cooldown."""
     dead = f"http://127.0.0.1:{free_port()}/.well-known/jwks.json"  # nothing listens there
     v = drivers(settings_for(issuer, clock, jwks_url=dead))
     # (a) a kid the issuer really publishes: no key was ever fetched → 503
@@ -336,6 +340,7 @@ def test_fault_matrix_connection_refused_cold_start(
 
 
 def test_fault_matrix_table_matches_the_docstring() -> None:
+    """The table in the module docstring states the same verdicts and counts as MATRIX."""
     # The table in the module docstring is the documentation of MATRIX: keep them in step.
     doc = __doc__ or ""
     labels = {
@@ -403,6 +408,7 @@ FLOOD = int(os.environ.get("JWT_FLOOD_TOKENS", "2000"))
 def test_flood_of_random_kids_costs_one_fetch_per_cooldown(
     issuer: LocalIssuer, clock: FakeClock, drivers: Callable[..., Driver]
 ) -> None:
+    """A flood of random kids costs at most one JWKS fetch per cooldown; the caches stay bounded."""
     v = drivers(settings_for(issuer, clock))
     template = issuer.mint(now=clock.now, expires_in=10**6)
     v.verify(template)
@@ -421,6 +427,7 @@ def test_flood_of_random_kids_costs_one_fetch_per_cooldown(
 def test_flood_of_random_signatures_costs_no_fetch(
     issuer: LocalIssuer, clock: FakeClock, drivers: Callable[..., Driver]
 ) -> None:
+    """A flood of forged signatures on a known kid costs no fetch; none enters the token cache."""
     v = drivers(settings_for(issuer, clock))
     template = issuer.mint(now=clock.now, expires_in=10**6)
     v.verify(template)
@@ -437,6 +444,7 @@ def test_flood_of_random_signatures_costs_no_fetch(
 def test_caches_stay_bounded_under_many_valid_tokens_and_headers(
     clock: FakeClock, drivers: Callable[..., Driver]
 ) -> None:
+    """600 distinct valid tokens and headers keep the token and header caches within bounds."""
     with LocalIssuer(algorithm="ES256") as issuer:  # ES256: cheap to mint thousands
         settings = Settings(
             issuer=issuer.issuer,

@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 
 from jwt_middleware import KeysUnavailable
-from jwt_middleware._jwks import KeyFetchError, _Body, _redact, _Target
+from jwt_middleware._errors import redact as _redact  # what _jwks uses, under the same name
+from jwt_middleware._jwks import KeyFetchError, _Body, _Target
 from jwt_middleware.observe import Counters
 from jwt_middleware.testing import LocalIssuer
 from tests.support.clock import FakeClock

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -57,7 +58,7 @@ def test_the_fallback_handler_steps_aside_once_logging_is_configured(
     """Installed once, at INFO, it writes until the root logger gets a handler of its own."""
     unconfigured = unconfigure(monkeypatch)
     stream = io.StringIO()
-    monkeypatch.setattr(_logs.sys, "stderr", stream)
+    monkeypatch.setattr(sys, "stderr", stream)  # the sys module _logs writes through
     _logs.show_refusals_by_default()
     _logs.show_refusals_by_default()
     assert len(unconfigured.handlers) == 1 and unconfigured.level == logging.INFO

@@ -52,12 +52,14 @@ def test_fails_on_purpose(jwt_issuer):
 
 
 def test_plugin_fixtures_work_in_a_users_test_suite(pytester: pytest.Pytester) -> None:
+    """jwt_issuer and jwt_settings work in a fresh pytest run: 2 pass, the planted failure fails."""
     pytester.makepyfile(test_user=USER_TESTS)
     result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=2, failed=1)
 
 
 def test_plugin_is_registered_as_an_entry_point() -> None:
+    """The pytest11 entry point jwt_middleware loads jwt_middleware.pytest_plugin."""
     from importlib.metadata import entry_points
 
     plugins = {e.name: e.value for e in entry_points(group="pytest11")}

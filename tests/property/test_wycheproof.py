@@ -113,7 +113,10 @@ def run(case: Case) -> str:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_vector(case: Case):
+def test_vector(case: Case) -> None:
+    """Each Wycheproof vector is accepted if labelled valid and refused if invalid, or as its
+    listed deviation expects.
+    """
     outcome = run(case)
     deviation = KNOWN_DEVIATIONS.get((case.file, case.tc_id))
     if deviation is not None:
@@ -127,18 +130,21 @@ def test_vector(case: Case):
 
 
 @pytest.mark.parametrize("prefix", list(FILES))
-def test_every_vector_is_run(prefix: str):
+def test_every_vector_is_run(prefix: str) -> None:
+    """Every vector in each Wycheproof file is run, once per tcId."""
     run_here = [c for c in CASES if c.file == prefix]
     assert len(run_here) == DOCUMENTS[prefix]["numberOfTests"]
     assert len({c.tc_id for c in run_here}) == len(run_here)  # tcIds unique
 
 
-def test_case_ids_unique():
+def test_case_ids_unique() -> None:
+    """The generated test ids of the Wycheproof cases are unique."""
     ids = [c.id for c in CASES]
     assert len(set(ids)) == len(ids)
 
 
-def test_deviations_exist_and_contradict_the_label():
+def test_deviations_exist_and_contradict_the_label() -> None:
+    """Each listed deviation names a real vector and expects the opposite of its label."""
     for key, deviation in KNOWN_DEVIATIONS.items():
         case = BY_ID[key]
         labelled_valid = case.test["result"] == "valid"
@@ -146,7 +152,8 @@ def test_deviations_exist_and_contradict_the_label():
 
 
 @pytest.mark.parametrize("key", list(IDENTICAL_TO), ids=lambda k: f"{k[0]}-{k[1]}")
-def test_contradicting_duplicates_are_still_identical(key: tuple[str, int]):
+def test_contradicting_duplicates_are_still_identical(key: tuple[str, int]) -> None:
+    """tcIds 367 and 370 repeat valid tcId 357's token and keys exactly but are labelled invalid."""
     # If the file is fixed (the token differs from 357's), revisit the deviation.
     case, original = BY_ID[key], BY_ID[(key[0], IDENTICAL_TO[key])]
     assert case.test["jws"] == original.test["jws"]
@@ -155,7 +162,8 @@ def test_contradicting_duplicates_are_still_identical(key: tuple[str, int]):
     assert original.test["result"] == "valid" and case.test["result"] == "invalid"
 
 
-def test_roca_vector_rejected_for_roca():
+def test_roca_vector_rejected_for_roca() -> None:
+    """The ROCA-vulnerable Wycheproof RSA key is dropped from the key set with a ROCA problem."""
     (case,) = [c for c in CASES if c.group.get("comment") == "jws_rsa_roca_key"]
     keyset, problems = KeySet.from_jwks(case.group["public"], allow_symmetric=True)
     assert len(keyset) == 0 and any("ROCA" in p for p in problems)

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import httpx
 import pytest
@@ -39,7 +39,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 from werkzeug.serving import make_server
-from werkzeug.test import Client
+from werkzeug.test import Client, TestResponse
 
 from jwt_middleware import AsyncVerifier, InvalidToken, JWTMiddleware, Settings, SyncVerifier
 from jwt_middleware._wsgi import JWTWSGIMiddleware
@@ -57,6 +57,7 @@ __all__ = [
     "closing",
     "free_port",
     "gunicorn_argv",
+    "json_body",
     "jwt_env",
     "raw_request",
     "serve_asgi",
@@ -85,6 +86,13 @@ def free_port() -> int:
 def bearer(token: str) -> dict[str, str]:
     """The ``Authorization`` header carrying ``token``."""
     return {"authorization": f"Bearer {token}"}
+
+
+def json_body(response: TestResponse) -> Any:
+    """A werkzeug test response's JSON body (``.json`` is typed as possibly None)."""
+    body = response.json
+    assert body is not None, response.get_data()
+    return body
 
 
 def closing(build: Callable[..., T]) -> Iterator[Callable[..., T]]:
@@ -322,19 +330,27 @@ class Answer:
 
 class InProcess:
     """An app behind JWTMiddleware (Starlette ``routes``, TestClient) when ``kind`` is "asgi",
-    or ``wsgi_app`` behind JWTWSGIMiddleware (werkzeug test client) when it is "wsgi"."""
+    or ``wsgi_app`` behind JWTWSGIMiddleware (werkzeug test client) when it is "wsgi".
+
+    ``host`` is the host name the test client sends (so ``own_origin`` is the Origin a page of
+    this very app would send). With ``use_cookies=False`` the WSGI client keeps no cookie jar, so
+    a ``Cookie`` header goes out as written (the ASGI client sends it as written either way).
+    Repeated request headers reach a WSGI app joined with ", ", as a WSGI server joins them.
+    A context manager: closed on exit."""
 
     def __init__(
         self,
         kind: str,
-        settings: Settings,
+        settings: Settings | list[Settings],
         *,
         routes: Sequence[BaseRoute],
         wsgi_app: Any,
         use_cookies: bool = True,
     ) -> None:
         self.kind = kind
-        self.settings = settings
+        # the settings (the first of a multi-issuer list), for subclasses that clean up after them
+        self.settings = settings if isinstance(settings, Settings) else settings[0]
+        self.host = "testserver" if kind == "asgi" else "localhost"
         if kind == "asgi":
             from starlette.testclient import TestClient  # imported on use: it warns on import
 
@@ -347,7 +363,24 @@ class InProcess:
             self.mw = JWTWSGIMiddleware(wsgi_app, settings=settings)
             self.wsgi = Client(self.mw, use_cookies=use_cookies)
 
-    def request(self, method: str, path: str, headers: Any) -> Answer:
+    @property
+    def own_origin(self) -> str:
+        """The Origin a page served by this very host would send."""
+        return f"http://{self.host}"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def request(self, method: str, path: str, headers: Any = ()) -> Answer:
+        """``headers``: a mapping or a sequence of (name, value) pairs (names may repeat)."""
         if self.kind == "asgi":
             r = self.test_client.request(method, path, headers=headers)
             return Answer(r.status_code, {k.lower(): v for k, v in r.headers.items()}, r.content)

@@ -98,8 +98,11 @@ def test_the_middleware_keywords_are_the_settings_fields() -> None:
 )
 def test_the_middlewares_take_typed_keywords(name: str) -> None:
     """No ``**options: Any``: the keywords are ``Unpack[Options]``."""
-    cls = {"jwt_middleware.JWTMiddleware": jwt_middleware.JWTMiddleware,
-           "jwt_middleware.JWTWSGIMiddleware": jwt_middleware.JWTWSGIMiddleware}[name]  # fmt: skip
+    classes: dict[str, type[typing.Any]] = {
+        "jwt_middleware.JWTMiddleware": jwt_middleware.JWTMiddleware,
+        "jwt_middleware.JWTWSGIMiddleware": jwt_middleware.JWTWSGIMiddleware,
+    }
+    cls = classes[name]
     hints = typing.get_type_hints(
         cls.__init__, globalns={**vars(sys.modules[cls.__module__]), "Unpack": typing.Unpack}
     )

@@ -15,7 +15,7 @@ import json
 import logging
 import pkgutil
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from fastapi import FastAPI, HTTPException
@@ -93,6 +93,7 @@ REASON_CODES = {
     "REVOCATION_UNAVAILABLE": "revocation_unavailable",
     "TOKEN_REVOKED": "token_revoked",
     "CSRF_FAILED": "csrf_failed",
+    "DPOP_INVALID": "dpop_invalid",
     "VERIFIER_ERROR": "verifier_error",
     "INSUFFICIENT_SCOPE": "insufficient_scope",
     "MCP_REQUEST_INVALID": "mcp_request_invalid",
@@ -175,7 +176,8 @@ def test_every_exception_of_the_package_derives_from_the_root() -> None:
     ]
     assert not strays
     for cls, bases in TREE.items():
-        assert all(issubclass(cls, base) for base in (JWTMiddlewareError, *bases)), cls
+        expected: tuple[type[BaseException], ...] = (JWTMiddlewareError, *bases)
+        assert all(issubclass(cls, base) for base in expected), cls
     refusals = [InvalidRequest, MissingToken, InvalidToken, InsufficientScope, CSRFRejected]
     assert all(issubclass(cls, AuthError) for cls in refusals)
     assert issubclass(KeysUnavailable, jwt_middleware.Unavailable)
@@ -194,7 +196,10 @@ def test_misuse_raises_errors_of_the_tree() -> None:
     with flask_app.test_request_context("/"), pytest.raises(NotInstalled, match="no JWTWSGI"):
         jwt_flask.current_token()
 
-    guarded = requires_scopes("read")(lambda: None)
+    def no_request() -> None:
+        return None
+
+    guarded = requires_scopes("read")(no_request)
     with pytest.raises(UsageError, match="needs a Request or WebSocket argument") as misused:
         guarded()
     assert isinstance(misused.value, TypeError)
@@ -380,7 +385,7 @@ def _through_flask(error: AuthError, settings: Settings) -> Answer:
     app = Flask(__name__)
 
     @app.get("/")
-    def view() -> None:
+    def view() -> NoReturn:
         raise jwt_flask.AuthHTTPException.for_error(error, settings)
 
     return _wsgi_answer(app.test_client())

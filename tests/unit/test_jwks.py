@@ -6,11 +6,10 @@ Fetches are counted where they land: on the key server.
 from __future__ import annotations
 
 import asyncio
-
-# -- verify.py: the verified-token cache -------------------------------------------------------
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,9 @@ def run(coro: Any) -> Any:
 
 
 @pytest.fixture(params=["async", "sync"])
-def make(request: pytest.FixtureRequest, make_settings: Any, clock: FakeClock):
+def make(
+    request: pytest.FixtureRequest, make_settings: Any, clock: FakeClock
+) -> Iterator[Callable[..., Both]]:
     def build(**overrides: Any) -> Both:
         overrides.setdefault("clock", clock)
         return Both(request.param, make_settings(**overrides))
@@ -48,6 +49,7 @@ def make(request: pytest.FixtureRequest, make_settings: Any, clock: FakeClock):
 def test_keys_are_fetched_once_then_served_from_cache(
     issuer: LocalIssuer, make: Any, clock: FakeClock
 ) -> None:
+    """The JWKS is fetched once; twenty verifications afterwards use the cached keys."""
     v = make()
     for _ in range(20):
         assert v.verify(issuer.mint(now=clock.now)).subject == "user-1"
@@ -57,6 +59,7 @@ def test_keys_are_fetched_once_then_served_from_cache(
 def test_discovery_finds_the_jwks_and_is_done_once(
     issuer: LocalIssuer, make: Any, clock: FakeClock
 ) -> None:
+    """Without jwks_url the JWKS is found by OIDC discovery, and discovery runs only once."""
     v = make(jwks_url=None)  # no key source given: OIDC discovery from the issuer
     for _ in range(3):
         v.verify(issuer.mint(now=clock.now))
@@ -66,6 +69,7 @@ def test_discovery_finds_the_jwks_and_is_done_once(
 def test_discovery_document_naming_another_issuer_is_refused(
     issuer: LocalIssuer, make: Any, clock: FakeClock
 ) -> None:
+    """A discovery document naming another issuer gives 503 (keys unavailable); no JWKS fetch."""
     # Same discovery URL, but the document says the issuer is issuer.url, not issuer.url + "/".
     v = make(jwks_url=None, issuer=issuer.issuer + "/")
     token = issuer.mint(now=clock.now, claims={"iss": issuer.issuer + "/"})
@@ -74,9 +78,63 @@ def test_discovery_document_naming_another_issuer_is_refused(
     assert issuer.jwks_requests == 0
 
 
+def test_discovery_is_retried_after_the_jwks_uri_fails(
+    issuer: LocalIssuer, clock: FakeClock
+) -> None:
+    """When the discovered jwks_uri fails, discovery is redone later and finds a fixed document."""
+    issuer.set_fault(
+        "wrong_shape",
+        paths=("discovery",),
+        body={"issuer": issuer.issuer, "jwks_uri": issuer.url + "/nope"},
+    )
+    verifier = SyncVerifier(Settings(issuer=issuer.issuer, audience=issuer.audience, clock=clock))
+    token = issuer.mint(now=clock.now, expires_in=100_000)
+    with pytest.raises(KeysUnavailable):
+        verifier.verify(token)
+    issuer.set_fault(None)  # the identity provider fixes its discovery document
+    clock.advance(3600)
+    try:
+        assert verifier.verify(token).subject == "user-1"
+    finally:
+        verifier.close()
+
+
+_UNPARSEABLE_JWKS_URI = "https://ex\x00ample.com/jwks"  # passes check_key_url; httpx.InvalidURL
+
+
+def test_wsgi_warm_up_survives_an_unparseable_jwks_uri(issuer: LocalIssuer) -> None:
+    """The WSGI middleware's warm-up does not raise when discovery names an unparseable jwks_uri."""
+    issuer.set_fault(
+        "wrong_shape",
+        paths=("discovery",),
+        body={"issuer": issuer.issuer, "jwks_uri": _UNPARSEABLE_JWKS_URI},
+    )
+    middleware = JWTWSGIMiddleware(
+        lambda environ, start_response: [],
+        settings=Settings(issuer=issuer.issuer, audience=issuer.audience),
+    )
+    middleware.close()
+
+
+def test_unparseable_jwks_uri_is_a_key_server_failure(issuer: LocalIssuer) -> None:
+    """A discovered jwks_uri that httpx cannot parse makes verification 503, not a crash."""
+    issuer.set_fault(
+        "wrong_shape",
+        paths=("discovery",),
+        body={"issuer": issuer.issuer, "jwks_uri": _UNPARSEABLE_JWKS_URI},
+    )
+    verifier = SyncVerifier(Settings(issuer=issuer.issuer, audience=issuer.audience))
+    try:
+        with pytest.raises(KeysUnavailable):
+            verifier.verify(issuer.mint())
+    finally:
+        verifier.close()
+
+
 def test_rotated_key_verifies_on_its_first_request(
     issuer: LocalIssuer, make: Any, clock: FakeClock
 ) -> None:
+    """A token signed by a newly rotated key verifies on its first use, after one refetch."""
     v = make()
     v.verify(issuer.mint(now=clock.now))
     clock.advance(31)  # past the cooldown since the last fetch
@@ -88,6 +146,7 @@ def test_rotated_key_verifies_on_its_first_request(
 def test_rotated_key_within_the_cooldown_works_once_it_has_passed(
     issuer: LocalIssuer, make: Any, clock: FakeClock
 ) -> None:
+    """In the cooldown a new kid is kid_unknown with no fetch; after the cooldown it verifies."""
     v = make()
     v.verify(issuer.mint(now=clock.now))
     issuer.rotate()
@@ -104,6 +163,7 @@ def test_rotated_key_within_the_cooldown_works_once_it_has_passed(
 def test_flood_of_random_kids_costs_one_fetch_per_cooldown(
     issuer: LocalIssuer, make: Any, clock: FakeClock
 ) -> None:
+    """Tokens with hundreds of random kids cost one JWKS fetch per cooldown."""
     v = make()
     v.verify(issuer.mint(now=clock.now))
     clock.advance(30)
@@ -122,6 +182,7 @@ def test_flood_of_random_kids_costs_one_fetch_per_cooldown(
 def test_concurrent_async_requests_with_a_new_kid_share_one_fetch(
     issuer: LocalIssuer, make_settings: Any, clock: FakeClock
 ) -> None:
+    """A hundred concurrent async requests with a new kid share one JWKS fetch and all verify."""
     verifier = AsyncVerifier(make_settings(clock=clock))
 
     async def scenario() -> list[Any]:
@@ -142,6 +203,7 @@ def test_concurrent_async_requests_with_a_new_kid_share_one_fetch(
 def test_concurrent_threads_with_a_new_kid_share_one_fetch(
     issuer: LocalIssuer, make_settings: Any, clock: FakeClock
 ) -> None:
+    """Thirty threads verifying new-kid tokens at once share one JWKS fetch and all verify."""
     verifier = SyncVerifier(make_settings(clock=clock))
     verifier.verify(issuer.mint(now=clock.now))
     clock.advance(31)
@@ -168,6 +230,7 @@ def test_concurrent_threads_with_a_new_kid_share_one_fetch(
 def test_key_server_down_keeps_serving_held_keys_until_the_stale_bound(
     issuer: LocalIssuer, make: Any, clock: FakeClock
 ) -> None:
+    """With the key server down, held keys keep verifying until max age plus max stale, then 503."""
     v = make(jwks_max_stale=3600)
     v.verify(issuer.mint(now=clock.now))
     issuer.set_fault("down")
@@ -187,6 +250,7 @@ def test_key_server_down_keeps_serving_held_keys_until_the_stale_bound(
 def test_key_server_recovers_after_an_outage(
     issuer: LocalIssuer, make: Any, clock: FakeClock
 ) -> None:
+    """After an outage the keys are fetched again once the cooldown has passed; inside it, 503."""
     issuer.set_fault("down")
     v = make()
     with pytest.raises(KeysUnavailable):
@@ -201,6 +265,7 @@ def test_key_server_recovers_after_an_outage(
 def test_refresh_picks_up_a_retired_key_removal(
     issuer: LocalIssuer, make: Any, clock: FakeClock
 ) -> None:
+    """A key removed from the JWKS is dropped by the next refresh: its tokens become kid_unknown."""
     v = make()
     old = issuer.current_key
     v.verify(issuer.mint(now=clock.now))
@@ -231,6 +296,7 @@ def test_refresh_picks_up_a_retired_key_removal(
 def test_broken_key_server_gives_503_never_a_crash(
     issuer: LocalIssuer, make: Any, clock: FakeClock, mode: str, params: dict[str, Any]
 ) -> None:
+    """Each kind of broken key server gives 503 after one request, and never wipes held keys."""
     issuer.set_fault(mode, **params)
     v = make(jwks_timeout=0.5)
     with pytest.raises(KeysUnavailable) as excinfo:
@@ -247,6 +313,7 @@ def test_broken_key_server_gives_503_never_a_crash(
 
 
 def test_redirect_is_not_followed(issuer: LocalIssuer, make: Any, clock: FakeClock) -> None:
+    """A redirect from the JWKS URL is not followed: 503, and the target is never requested."""
     issuer.set_fault("redirect", location=issuer.jwks_url + "?moved")
     v = make()
     with pytest.raises(KeysUnavailable):
@@ -257,6 +324,7 @@ def test_redirect_is_not_followed(issuer: LocalIssuer, make: Any, clock: FakeClo
 def test_unusable_keys_are_skipped_and_good_ones_kept(
     issuer: LocalIssuer, make: Any, clock: FakeClock
 ) -> None:
+    """Unusable JWKS entries (unknown kty, secret, private, bad point, non-object) are skipped."""
     good = issuer.current_key.public_jwk()
     weird = [
         {"kty": "XYZ", "kid": "strange"},
@@ -273,6 +341,7 @@ def test_unusable_keys_are_skipped_and_good_ones_kept(
 def test_duplicate_kids_in_a_remote_jwks_are_ambiguous(
     issuer: LocalIssuer, make: Any, clock: FakeClock
 ) -> None:
+    """A kid shared by two keys of a remote JWKS is ambiguous: its token is kid_unknown."""
     good = issuer.current_key.public_jwk()
     other = generate_key("RS256", kid=good["kid"]).public_jwk()
     issuer.set_fault(
@@ -287,6 +356,7 @@ def test_duplicate_kids_in_a_remote_jwks_are_ambiguous(
 def test_cache_control_max_age_shortens_freshness(
     issuer: LocalIssuer, make: Any, clock: FakeClock
 ) -> None:
+    """A JWKS answer's Cache-Control max-age=60 makes the keys refresh after 60 s, not 600."""
     issuer.cache_control = "public, max-age=60"
     v = make()
     v.verify(issuer.mint(now=clock.now))
@@ -303,6 +373,7 @@ def test_cache_control_max_age_shortens_freshness(
 def test_warm_up_fetches_before_the_first_request(
     issuer: LocalIssuer, make: Any, clock: FakeClock
 ) -> None:
+    """warm_up() fetches the JWKS, so the first request needs no fetch."""
     v = make()
     if v.kind == "async":
         v.run(v.verifier.warm_up())
@@ -314,6 +385,7 @@ def test_warm_up_fetches_before_the_first_request(
 
 
 def test_junk_tokens_cost_no_fetch(issuer: LocalIssuer, make: Any, clock: FakeClock) -> None:
+    """Malformed, expired, wrong-audience, wrong-issuer and alg=none tokens cause no JWKS fetch."""
     v = make()
     junk = [
         "not-a-token",
@@ -405,56 +477,3 @@ assert "jwt_middleware._jwks_async" not in sys.modules
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
-
-
-def test_discovery_is_retried_after_the_jwks_uri_fails(
-    issuer: LocalIssuer, clock: FakeClock
-) -> None:
-    issuer.set_fault(
-        "wrong_shape",
-        paths=("discovery",),
-        body={"issuer": issuer.issuer, "jwks_uri": issuer.url + "/nope"},
-    )
-    verifier = SyncVerifier(Settings(issuer=issuer.issuer, audience=issuer.audience, clock=clock))
-    token = issuer.mint(now=clock.now, expires_in=100_000)
-    with pytest.raises(KeysUnavailable):
-        verifier.verify(token)
-    issuer.set_fault(None)  # the identity provider fixes its discovery document
-    clock.advance(3600)
-    try:
-        assert verifier.verify(token).subject == "user-1"
-    finally:
-        verifier.close()
-
-
-_UNPARSEABLE_JWKS_URI = "https://ex\x00ample.com/jwks"  # passes check_key_url; httpx.InvalidURL
-
-
-def test_wsgi_warm_up_survives_an_unparseable_jwks_uri(issuer: LocalIssuer) -> None:
-    issuer.set_fault(
-        "wrong_shape",
-        paths=("discovery",),
-        body={"issuer": issuer.issuer, "jwks_uri": _UNPARSEABLE_JWKS_URI},
-    )
-    middleware = JWTWSGIMiddleware(
-        lambda environ, start_response: [],
-        settings=Settings(issuer=issuer.issuer, audience=issuer.audience),
-    )
-    middleware.close()
-
-
-def test_unparseable_jwks_uri_is_a_key_server_failure(issuer: LocalIssuer) -> None:
-    issuer.set_fault(
-        "wrong_shape",
-        paths=("discovery",),
-        body={"issuer": issuer.issuer, "jwks_uri": _UNPARSEABLE_JWKS_URI},
-    )
-    verifier = SyncVerifier(Settings(issuer=issuer.issuer, audience=issuer.audience))
-    try:
-        with pytest.raises(KeysUnavailable):
-            verifier.verify(issuer.mint())
-    finally:
-        verifier.close()
-
-
-# -- secrets in logs and reprs -----------------------------------------------------------------

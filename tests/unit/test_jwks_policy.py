@@ -16,13 +16,14 @@ def keyset() -> KeySet:
     return KeySet([Key.from_secret(b"k" * 32, kid="known")])
 
 
-def policy(**overrides: float) -> JWKSPolicy:
-    options = {"max_age": 600.0, "cooldown": 30.0, "max_stale": 3600.0}
-    options.update(overrides)
-    return JWKSPolicy(**options)
+def policy(
+    *, max_age: float = 600.0, cooldown: float = 30.0, max_stale: float = 3600.0
+) -> JWKSPolicy:
+    return JWKSPolicy(max_age=max_age, cooldown=cooldown, max_stale=max_stale)
 
 
 def test_first_request_fetches_and_known_kid_then_uses_cache(keyset: KeySet) -> None:
+    """The first request fetches; afterwards a known kid (or no kid) is answered from the cache."""
     p = policy()
     assert p.plan("known", T0) is Plan.FETCH
     p.begin(T0)
@@ -33,6 +34,7 @@ def test_first_request_fetches_and_known_kid_then_uses_cache(keyset: KeySet) -> 
 
 
 def test_unknown_kid_fetches_at_most_once_per_cooldown(keyset: KeySet) -> None:
+    """An unknown kid refetches at most once per cooldown; inside it the healthy keyset is used."""
     p = policy()
     p.begin(T0)
     p.succeeded(keyset, T0, None)
@@ -48,6 +50,7 @@ def test_unknown_kid_fetches_at_most_once_per_cooldown(keyset: KeySet) -> None:
 
 
 def test_expired_keys_keep_serving_while_one_background_refresh_runs(keyset: KeySet) -> None:
+    """Expired keys keep serving during one background refresh; a failure waits out the cooldown."""
     p = policy()
     p.begin(T0)
     p.succeeded(keyset, T0, None)
@@ -62,6 +65,7 @@ def test_expired_keys_keep_serving_while_one_background_refresh_runs(keyset: Key
 
 
 def test_stale_bound_ends_stale_serving(keyset: KeySet) -> None:
+    """With the key server down, stale keys serve until max_stale, then requests get 503."""
     p = policy(max_stale=100.0)
     p.begin(T0)
     p.succeeded(keyset, T0, None)
@@ -77,6 +81,7 @@ def test_stale_bound_ends_stale_serving(keyset: KeySet) -> None:
 
 
 def test_never_fetched_and_failing_is_unavailable_with_retry_after() -> None:
+    """Never fetched and failing: 503, with the rest of the cooldown as Retry-After."""
     p = policy()
     p.begin(T0)
     p.failed("connection refused")
@@ -89,6 +94,7 @@ def test_never_fetched_and_failing_is_unavailable_with_retry_after() -> None:
 
 
 def test_unknown_kid_after_a_failed_refresh_is_unavailable_not_unknown(keyset: KeySet) -> None:
+    """After a failed refresh an unknown kid gets 503, not 401; known kids still get the keyset."""
     p = policy()
     p.begin(T0)
     p.succeeded(keyset, T0, None)
@@ -115,6 +121,7 @@ def test_unknown_kid_after_a_failed_refresh_is_unavailable_not_unknown(keyset: K
 def test_cache_control_max_age_is_honoured_within_bounds(
     keyset: KeySet, header: str | None, fresh_for: float
 ) -> None:
+    """Cache-Control max-age sets freshness, clamped to [cooldown, configured max_age]."""
     p = policy()
     p.begin(T0)
     p.succeeded(keyset, T0, _parse_max_age(header))

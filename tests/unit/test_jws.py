@@ -22,7 +22,9 @@ def segment(header: dict[str, Any]) -> bytes:
 ISSUER_HEADER = segment({"alg": "RS256", "typ": "JWT", "kid": "issuer-key"})
 
 
-def test_a_flood_of_distinct_headers_keeps_the_cache_bounded_and_the_issuers_header_cached():
+def test_a_flood_of_distinct_headers_keeps_the_cache_bounded_and_the_issuers_header_cached() -> (
+    None
+):
     """Forged tokens with a new kid each: the cache never holds more than its size, the oldest
     junk is evicted, and the header genuine tokens keep using stays cached throughout."""
     rules = HeaderRules({"RS256"}, None, cache_size=16)
@@ -37,7 +39,7 @@ def test_a_flood_of_distinct_headers_keeps_the_cache_bounded_and_the_issuers_hea
     assert rules.header(segment({"alg": "RS256", "kid": "junk-0"})) is not first_junk
 
 
-def test_refused_headers_are_never_cached():
+def test_refused_headers_are_never_cached() -> None:
     """A flood of headers the rules refuse stores nothing: only accepted headers are cached."""
     rules = HeaderRules({"RS256"}, None, cache_size=16)
     rules.header(ISSUER_HEADER)
@@ -47,7 +49,7 @@ def test_refused_headers_are_never_cached():
     assert len(rules._cache) == 1
 
 
-def test_the_header_cache_survives_threads_racing_on_evictions():
+def test_the_header_cache_survives_threads_racing_on_evictions() -> None:
     """Threads sharing one small cache (WSGI) never see an exception and never break its
     bound, even with a thread switch forced every microsecond."""
     rules = HeaderRules({"RS256"}, None, cache_size=4)
@@ -78,7 +80,7 @@ def test_the_header_cache_survives_threads_racing_on_evictions():
 
 
 @pytest.mark.parametrize("size", [0, -1])
-def test_header_cache_size_must_be_positive(size: int):
+def test_header_cache_size_must_be_positive(size: int) -> None:
     """A cache that could hold nothing is refused when the rules are built, not on a token."""
     with pytest.raises(ValueError, match="cache_size"):
         HeaderRules({"RS256"}, None, cache_size=size)

@@ -43,6 +43,7 @@ def run(settings: Any, issuer: LocalIssuer, tokens: list[str | None]) -> list[in
 
 
 def test_counters_count_each_decision(issuer: LocalIssuer, make_settings: Any) -> None:
+    """Counters tally each outcome; one token used thrice counts 2 verified and 1 cached."""
     events = Counters()
     token = issuer.mint()
     statuses = run(
@@ -62,6 +63,7 @@ def test_counters_count_each_decision(issuer: LocalIssuer, make_settings: Any) -
 
 
 def test_failed_key_fetches_are_counted(issuer: LocalIssuer, make_settings: Any) -> None:
+    """A JWKS fetch answering 500 counts key_fetch_failed, and the request gets 503."""
     events = Counters()
     issuer.set_fault("status", status=500)
     assert run(make_settings(events=events, warm_up=False), issuer, [issuer.mint()]) == [503]
@@ -71,6 +73,7 @@ def test_failed_key_fetches_are_counted(issuer: LocalIssuer, make_settings: Any)
 def test_refusals_are_structured_log_records_without_the_token(
     issuer: LocalIssuer, make_settings: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """A refusal logs jwt_event=refused with its jwt_reason; no record contains the token."""
     token = issuer.mint(audience="someone-else")
     with caplog.at_level(logging.DEBUG, logger="jwt_middleware"):
         run(make_settings(warm_up=False), issuer, [token])
@@ -80,6 +83,7 @@ def test_refusals_are_structured_log_records_without_the_token(
 
 
 def test_prometheus_exporter(issuer: LocalIssuer, make_settings: Any) -> None:
+    """PrometheusEvents exports verified (cached or not), rejected and key-fetch counters."""
     registry = CollectorRegistry()
     events = PrometheusEvents(registry)
     token = issuer.mint()
@@ -92,5 +96,6 @@ def test_prometheus_exporter(issuer: LocalIssuer, make_settings: Any) -> None:
 
 
 def test_events_object_is_checked(make_settings: Any) -> None:
+    """An events object lacking the hook methods is a ConfigurationError naming ``verified``."""
     with pytest.raises(ConfigurationError, match="verified"):
         make_settings(events=object())

@@ -53,6 +53,7 @@ def claims_of(token: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("alg", ["RS256", "PS256", "ES256", "ES384", "EdDSA"])
 def test_minted_token_verifies_with_the_served_jwk(alg: str, client: httpx.Client) -> None:
+    """A minted token verifies against the served JWK and the PEM, with a 300 s lifetime."""
     with LocalIssuer(algorithm=alg) as issuer:
         token = issuer.mint(subject="alice", scope="read write")
         kid = header_of(token)["kid"]
@@ -86,6 +87,7 @@ def test_minted_token_verifies_with_the_served_jwk(alg: str, client: httpx.Clien
     ],
 )
 def test_public_jwk_has_only_public_members(alg: str, kty: str, crv: str | None) -> None:
+    """public_jwk() carries kty, crv, kid, alg and use=sig, and no private member."""
     jwk = generate_key(alg, kid="k1", rsa_bits=2048).public_jwk()
     assert jwk["kty"] == kty and jwk.get("crv") == crv
     assert jwk["kid"] == "k1" and jwk["alg"] == alg and jwk["use"] == "sig"
@@ -94,6 +96,7 @@ def test_public_jwk_has_only_public_members(alg: str, kty: str, crv: str | None)
 
 @pytest.mark.parametrize(("alg", "size"), [("HS256", 32), ("HS384", 48), ("HS512", 64)])
 def test_hmac_keys_are_never_published(alg: str, size: int) -> None:
+    """HMAC keys have the hash's size, refuse public_jwk/public_pem and leave the JWKS empty."""
     key = generate_key(alg)
     assert isinstance(key.private_key, bytes) and len(key.private_key) == size
     with pytest.raises(ValueError):
@@ -111,6 +114,7 @@ def test_hmac_keys_are_never_published(alg: str, size: int) -> None:
 
 
 def test_generated_kids_differ_and_secrets_stay_out_of_repr() -> None:
+    """Generated kids are distinct and 8+ chars, repr hides the secret; unknown algorithms raise."""
     first, second = generate_key("HS256"), generate_key("HS256")
     assert first.kid != second.kid and len(first.kid) >= 8
     assert repr(first.private_key) not in repr(first)
@@ -121,6 +125,8 @@ def test_generated_kids_differ_and_secrets_stay_out_of_repr() -> None:
 
 
 def test_sign_header_controls() -> None:
+    """sign() sets alg, typ and kid, honours kid=None, overrides and OMIT, and
+    signs a header lying about alg with the key's real algorithm."""
     key = generate_key("ES256", kid="key-a")
     assert header_of(key.sign({"a": 1})) == {"alg": "ES256", "typ": "JWT", "kid": "key-a"}
     assert "kid" not in header_of(key.sign({"a": 1}, kid=None))
@@ -139,6 +145,8 @@ def test_sign_header_controls() -> None:
 
 
 def test_mint_default_and_overridden_claims(local: LocalIssuer) -> None:
+    """mint() sets iss, sub, aud, iat, exp (iat + 300) and a fresh jti; each claim
+    can be overridden or omitted."""
     claims = claims_of(local.mint(now=1_800_000_000))
     assert claims.keys() == {"iss", "sub", "aud", "iat", "exp", "jti"}
     assert claims["iss"] == local.issuer and claims["aud"] == "api://tests"
@@ -172,6 +180,7 @@ def test_mint_default_and_overridden_claims(local: LocalIssuer) -> None:
 
 
 def test_mint_key_kid_and_headers(local: LocalIssuer) -> None:
+    """mint() signs with a given key, merges extra headers, and omits or overrides the kid."""
     other = generate_key("EdDSA", kid="side")
     token = local.mint(key=other, headers={"typ": "at+jwt"})
     assert header_of(token) == {"alg": "EdDSA", "typ": "at+jwt", "kid": "side"}
@@ -180,6 +189,7 @@ def test_mint_key_kid_and_headers(local: LocalIssuer) -> None:
 
 
 def test_configured_issuer_is_used_everywhere(client: httpx.Client) -> None:
+    """A configured issuer URL appears in the property, the discovery document and minted iss."""
     with LocalIssuer(algorithm="ES256", issuer="https://idp.example/tenant") as issuer:
         assert issuer.issuer == "https://idp.example/tenant"
         assert client.get(issuer.discovery_url).json()["issuer"] == "https://idp.example/tenant"
@@ -190,6 +200,7 @@ def test_configured_issuer_is_used_everywhere(client: httpx.Client) -> None:
 
 
 def test_discovery_document(local: LocalIssuer, client: httpx.Client) -> None:
+    """Discovery is served as JSON on loopback with the issuer, jwks_uri and signing algorithms."""
     assert local.url.startswith("http://127.0.0.1:")
     assert local.issuer == local.url
     answer = client.get(local.discovery_url)
@@ -203,6 +214,7 @@ def test_discovery_document(local: LocalIssuer, client: httpx.Client) -> None:
 
 
 def test_jwks_document(local: LocalIssuer, client: httpx.Client) -> None:
+    """The JWKS served holds exactly the current key, with no private members."""
     document = client.get(local.jwks_url).json()
     assert document == local.jwks()
     assert [k["kid"] for k in document["keys"]] == [local.current_key.kid]
@@ -211,6 +223,7 @@ def test_jwks_document(local: LocalIssuer, client: httpx.Client) -> None:
 
 
 def test_rotate_keeps_old_keys_unless_retired(local: LocalIssuer, client: httpx.Client) -> None:
+    """rotate() publishes the new key beside the old; retire_old=True leaves only the new."""
     first = local.current_key
     second = local.rotate()
     assert local.current_key == second and second.kid != first.kid
@@ -227,6 +240,7 @@ def test_rotate_keeps_old_keys_unless_retired(local: LocalIssuer, client: httpx.
 
 
 def test_unpublish_and_add_key(local: LocalIssuer, client: httpx.Client) -> None:
+    """add_key(publish=False) signs unpublished; unpublish is idempotent; published_keys copies."""
     original = local.current_key
     hidden = generate_key("ES256", kid="hidden")
     local.add_key(hidden, publish=False, make_current=True)
@@ -243,12 +257,14 @@ def test_unpublish_and_add_key(local: LocalIssuer, client: httpx.Client) -> None
 
 
 def test_unknown_path_and_method(local: LocalIssuer, client: httpx.Client) -> None:
+    """An unknown path is 404 and a POST to the JWKS is 405 with Allow: GET."""
     assert client.get(local.url + "/nope").status_code == 404
     answer = client.post(local.jwks_url, content=b"x" * 100)
     assert answer.status_code == 405 and answer.headers["allow"] == "GET"
 
 
 def test_token_endpoint(client: httpx.Client) -> None:
+    """/token serves a no-store Bearer token with the sub and scope asked (default user-1)."""
     with LocalIssuer() as issuer:
         answer = client.get(issuer.url + "/token", params={"sub": "carol", "scope": "read"})
         assert answer.status_code == 200
@@ -272,6 +288,7 @@ def test_token_endpoint(client: httpx.Client) -> None:
 
 
 def test_request_counts_and_log(local: LocalIssuer, client: httpx.Client) -> None:
+    """JWKS and discovery hits (faulted ones too) are counted and logged in order; reset clears."""
     assert (local.jwks_requests, local.discovery_requests) == (0, 0)
     client.get(local.discovery_url)
     client.get(local.jwks_url)
@@ -293,6 +310,7 @@ def test_request_counts_and_log(local: LocalIssuer, client: httpx.Client) -> Non
 
 
 def test_concurrent_requests_are_all_counted(local: LocalIssuer) -> None:
+    """Forty JWKS requests from eight threads all succeed and are all counted."""
     errors: list[BaseException] = []
 
     def fetch() -> None:
@@ -318,6 +336,7 @@ def test_concurrent_requests_are_all_counted(local: LocalIssuer) -> None:
 def test_down_refuses_connections_and_recovers_on_the_same_port(
     local: LocalIssuer, client: httpx.Client
 ) -> None:
+    """The down fault refuses connections uncounted; clearing it serves again on the same port."""
     url = local.url
     assert client.get(local.jwks_url).status_code == 200  # leaves a keep-alive connection
     local.set_fault("down")
@@ -337,6 +356,7 @@ def test_down_refuses_connections_and_recovers_on_the_same_port(
 
 
 def test_slow_times_out_a_short_client_timeout(local: LocalIssuer, client: httpx.Client) -> None:
+    """The slow fault delays JWKS answers past a short client timeout but leaves discovery alone."""
     local.set_fault("slow", delay=1.0)
     with pytest.raises(httpx.TimeoutException):
         client.get(local.jwks_url, timeout=0.2)
@@ -347,6 +367,7 @@ def test_slow_times_out_a_short_client_timeout(local: LocalIssuer, client: httpx
 
 @pytest.mark.parametrize("status", [500, 404, 503])
 def test_status(local: LocalIssuer, client: httpx.Client, status: int) -> None:
+    """The status fault answers the JWKS with that status and a short body; discovery stays 200."""
     local.set_fault("status", status=status)
     answer = client.get(local.jwks_url)
     assert answer.status_code == status
@@ -355,6 +376,7 @@ def test_status(local: LocalIssuer, client: httpx.Client, status: int) -> None:
 
 
 def test_faults_can_target_discovery(local: LocalIssuer, client: httpx.Client) -> None:
+    """A fault with paths=("discovery",) hits discovery only; both paths can be targeted at once."""
     local.set_fault("status", status=503, paths=("discovery",))
     assert client.get(local.discovery_url).status_code == 503
     assert client.get(local.jwks_url).status_code == 200
@@ -365,6 +387,7 @@ def test_faults_can_target_discovery(local: LocalIssuer, client: httpx.Client) -
 
 
 def test_garbage_is_not_json(local: LocalIssuer, client: httpx.Client) -> None:
+    """The garbage fault answers 200 application/json with a body that is not JSON."""
     local.set_fault("garbage")
     answer = client.get(local.jwks_url)
     assert answer.status_code == 200
@@ -374,6 +397,7 @@ def test_garbage_is_not_json(local: LocalIssuer, client: httpx.Client) -> None:
 
 
 def test_wrong_shape(local: LocalIssuer, client: httpx.Client) -> None:
+    """The wrong_shape fault serves {"keys": "nope"} by default, or the body it is given."""
     local.set_fault("wrong_shape")
     assert client.get(local.jwks_url).json() == {"keys": "nope"}
     local.set_fault("wrong_shape", body=[1, 2])
@@ -381,6 +405,7 @@ def test_wrong_shape(local: LocalIssuer, client: httpx.Client) -> None:
 
 
 def test_huge(local: LocalIssuer, client: httpx.Client) -> None:
+    """The huge fault serves a valid JWKS padded to 1 MiB by default, or to the size asked."""
     local.set_fault("huge")
     answer = client.get(local.jwks_url)
     assert int(answer.headers["content-length"]) == len(answer.content) == 1 << 20
@@ -390,6 +415,7 @@ def test_huge(local: LocalIssuer, client: httpx.Client) -> None:
 
 
 def test_huge_client_hanging_up_early(local: LocalIssuer, client: httpx.Client) -> None:
+    """A client hanging up mid-way through a huge answer leaves the issuer serving normally."""
     local.set_fault("huge", size=20_000_000)
     with client.stream("GET", local.jwks_url) as answer:
         assert next(answer.iter_bytes()).startswith(b'{"keys"')
@@ -398,6 +424,7 @@ def test_huge_client_hanging_up_early(local: LocalIssuer, client: httpx.Client) 
 
 
 def test_redirect(local: LocalIssuer, client: httpx.Client) -> None:
+    """The redirect fault answers 302 to a local JWKS path, or the status and location given."""
     local.set_fault("redirect")
     answer = client.get(local.jwks_url)
     assert answer.status_code == 302
@@ -411,6 +438,7 @@ def test_redirect(local: LocalIssuer, client: httpx.Client) -> None:
 
 
 def test_rotate_each_serves_a_new_key_every_time(local: LocalIssuer, client: httpx.Client) -> None:
+    """The rotate_each fault serves a single new key on each fetch, never the current key."""
     local.set_fault("rotate_each")
     kid_sets = [{k["kid"] for k in client.get(local.jwks_url).json()["keys"]} for _ in range(3)]
     assert all(len(kids) == 1 for kids in kid_sets)
@@ -419,6 +447,7 @@ def test_rotate_each_serves_a_new_key_every_time(local: LocalIssuer, client: htt
 
 
 def test_truncated(local: LocalIssuer, client: httpx.Client) -> None:
+    """The truncated fault cuts the answer short (protocol or read error); clearing it recovers."""
     local.set_fault("truncated")
     with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
         client.get(local.jwks_url)
@@ -427,6 +456,7 @@ def test_truncated(local: LocalIssuer, client: httpx.Client) -> None:
 
 
 def test_invalid_faults_are_rejected(local: LocalIssuer) -> None:
+    """Unknown faults, options and paths raise ValueError/TypeError and leave no fault set."""
     with pytest.raises(ValueError):
         local.set_fault("explode")
     with pytest.raises(TypeError):
@@ -439,6 +469,7 @@ def test_invalid_faults_are_rejected(local: LocalIssuer) -> None:
 
 
 def test_cache_control(client: httpx.Client) -> None:
+    """The JWKS carries the configured Cache-Control, which can be changed or removed live."""
     with LocalIssuer(algorithm="ES256", cache_control="max-age=60") as issuer:
         assert client.get(issuer.jwks_url).headers["cache-control"] == "max-age=60"
         issuer.cache_control = "no-store"
@@ -448,6 +479,7 @@ def test_cache_control(client: httpx.Client) -> None:
 
 
 def test_stop_closes_the_port_and_start_reopens_it(client: httpx.Client) -> None:
+    """url raises before start; stop refuses connections and start reopens the same URL."""
     issuer = LocalIssuer(algorithm="ES256")
     with pytest.raises(RuntimeError):
         _ = issuer.url
@@ -466,6 +498,7 @@ def test_stop_closes_the_port_and_start_reopens_it(client: httpx.Client) -> None
 
 
 def test_stop_is_prompt_with_a_slow_request_in_flight(local: LocalIssuer) -> None:
+    """stop() is prompt with a slow request in flight, which fails with a transport error."""
     local.set_fault("slow", delay=30)
     outcome: list[BaseException | int] = []
 
