@@ -296,12 +296,14 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 
 
 def _called_tools(body: bytes) -> list[str]:
-    """The tools a JSON-RPC body calls (``tools/call`` requests, one per message of a batch). A
-    body that is not JSON-RPC calls none: the SDK answers it with an error and runs nothing."""
+    """The tools a JSON-RPC body calls (``tools/call`` requests, one per message of a batch).
+
+    A body that is not JSON is refused rather than passed on: were the SDK's parser ever more
+    lenient than this one, a body only it could read would carry a call nobody checked."""
     try:
         parsed = json.loads(body)
     except (ValueError, RecursionError):
-        return []
+        raise InvalidRequest(Reason.MCP_REQUEST_INVALID, "body is not JSON") from None
     messages = parsed if isinstance(parsed, list) else [parsed]
     called = []
     for message in messages:

@@ -137,9 +137,19 @@ def test_a_body_over_the_limit_is_a_400_before_any_tool_runs(
     assert answer.status_code == 400
 
 
-def test_a_body_that_is_not_json_goes_to_the_sdk(client: Any, issuer: LocalIssuer) -> None:
-    """Not JSON-RPC: no tool is named, so the SDK answers its own parse error."""
-    answer = _post(client(), b"{not json", issuer.mint(audience=RESOURCE))
+def test_a_body_that_is_not_json_is_refused(client: Any, issuer: LocalIssuer) -> None:
+    """A body the middleware cannot read is a 400, never handed to a parser that might read it."""
+    app = client(expose_error_details=True)
+    answer = _post(app, b"{not json", issuer.mint(audience=RESOURCE))
+    assert answer.status_code == 400
+    assert answer.json()["reason"] == "mcp_request_invalid"
+
+
+def test_a_body_that_is_not_json_reaches_the_sdk_without_tool_scopes(
+    client: Any, issuer: LocalIssuer
+) -> None:
+    """Without ``tool_scopes`` nothing is read: the SDK answers its own parse error."""
+    answer = _post(client(tool_scopes={}), b"{not json", issuer.mint(audience=RESOURCE))
     assert answer.status_code == 400
     assert answer.json()["error"]["code"] == -32700
 
