@@ -47,6 +47,7 @@ __all__ = [
     "OMIT",
     "LocalIssuer",
     "SigningKey",
+    "dpop_proof",
     "generate_key",
 ]
 
@@ -157,6 +158,14 @@ class SigningKey:
         jwk.update({"kid": self.kid, "alg": self.alg, "use": "sig"})
         return jwk
 
+    @property
+    def thumbprint(self) -> str:
+        """The RFC 7638 SHA-256 thumbprint of the public key: what a DPoP-bound token names in
+        ``cnf.jkt``. ``HS*`` keys: raises ValueError."""
+        from ._dpop import jwk_thumbprint
+
+        return jwk_thumbprint(self.public_jwk())
+
     def public_pem(self) -> str:
         """The public key as a SubjectPublicKeyInfo PEM. ``HS*`` keys: raises ValueError."""
         pem: bytes = self.public_key().public_bytes(
@@ -196,6 +205,38 @@ class SigningKey:
         algorithm = _ALGORITHMS[self.alg]
         signature = algorithm.sign(signing_input, algorithm.prepare_key(self.private_key))
         return f"{signing_input.decode('ascii')}.{_b64url(signature)}"
+
+
+def dpop_proof(
+    key: SigningKey,
+    method: str,
+    url: str,
+    *,
+    access_token: str | None = None,
+    nonce: str | None = None,
+    now: float | None = None,
+    claims: Mapping[str, Any] | None = None,
+    headers: Mapping[str, Any] | None = None,
+) -> str:
+    """A DPoP proof (RFC 9449 §4) for one request, signed by ``key`` (asymmetric): ``typ``
+    ``dpop+jwt``, the public ``jwk``, a fresh ``jti``, ``htm``/``htu``, ``iat`` (``now``,
+    default the current time), ``ath`` of ``access_token`` and ``nonce`` when given. ``claims``
+    and ``headers`` add or override (:data:`OMIT` removes), to build proofs that lie."""
+    from ._dpop import token_hash
+
+    body: dict[str, Any] = {
+        "jti": uuid.uuid4().hex,
+        "htm": method,
+        "htu": url,
+        "iat": int(time.time()) if now is None else now,
+    }
+    if access_token is not None:
+        body["ath"] = token_hash(access_token)
+    if nonce is not None:
+        body["nonce"] = nonce
+    body.update(claims or {})
+    header = {"typ": "dpop+jwt", "jwk": key.public_jwk(), **(headers or {})}
+    return key.sign(_strip_omitted(body), header, kid=None)
 
 
 def generate_key(alg: str = "RS256", *, kid: str | None = None, rsa_bits: int = 2048) -> SigningKey:
@@ -580,6 +621,7 @@ class LocalIssuer:
         kid: str | _Default | None = _DEFAULT,
         headers: Mapping[str, Any] | None = None,
         jti: bool = True,
+        dpop_key: SigningKey | None = None,
     ) -> str:
         """Mint a signed JWT.
 
@@ -589,7 +631,8 @@ class LocalIssuer:
         ``jti`` (random, unless ``jti=False``), ``scope`` (only if given). ``now`` defaults to
         the current time in whole seconds. ``claims`` then adds or overrides; a value of
         :data:`OMIT` removes a default claim. ``key`` defaults to :attr:`current_key`; ``kid``
-        and ``headers`` are as in :meth:`SigningKey.sign`.
+        and ``headers`` are as in :meth:`SigningKey.sign`. ``dpop_key`` binds the token to that
+        key (RFC 9449 ``cnf.jkt``): present it with :func:`dpop_proof` proofs signed by it.
         """
         moment = int(time.time()) if now is None else now
         payload: dict[str, Any] = {"iss": self.issuer, "sub": subject}
@@ -605,6 +648,8 @@ class LocalIssuer:
             payload["jti"] = uuid.uuid4().hex
         if scope is not None:
             payload["scope"] = scope
+        if dpop_key is not None:
+            payload["cnf"] = {"jkt": dpop_key.thumbprint}
         payload.update(claims or {})
         signer = key if key is not None else self.current_key
         return signer.sign(_strip_omitted(payload), headers, kid=kid)

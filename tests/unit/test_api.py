@@ -44,7 +44,9 @@ MODULES = {
         "GRACE", "AsyncRedisRevocationStore", "AsyncRevocationStore", "MemoryRevocationStore",
         "RedisRevocationStore", "RevocationStore", "RevocationStoreError", "revocation_query",
     ],
-    "jwt_middleware.testing": ["FAULT_MODES", "OMIT", "LocalIssuer", "SigningKey", "generate_key"],
+    "jwt_middleware.testing": [
+        "FAULT_MODES", "OMIT", "LocalIssuer", "SigningKey", "dpop_proof", "generate_key",
+    ],
 }  # fmt: skip
 
 

@@ -4,6 +4,7 @@ the RFC 7638 thumbprint, the ``ath`` hash and the ``htu`` comparison."""
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ from jwt_middleware._dpop import (
     token_hash,
 )
 from jwt_middleware._errors import UnusableKey
-from jwt_middleware.testing import OMIT, SigningKey, generate_key
+from jwt_middleware.testing import OMIT, LocalIssuer, SigningKey, dpop_proof, generate_key
 
 NOW = 1_800_000_000.0
 URL = "https://api.example.com/orders"
@@ -236,3 +237,18 @@ def test_bad_rules_are_refused(options: dict[str, Any]) -> None:
     """Only asymmetric algorithms, and finite non-negative windows."""
     with pytest.raises(ValueError):
         ProofRules(**options)
+
+
+def test_the_testing_helpers_build_a_bound_token_and_a_proof_that_fit(issuer: LocalIssuer) -> None:
+    """``mint(dpop_key=)`` names the key in cnf.jkt; a ``dpop_proof`` by it passes every check."""
+    client_key = generate_key("EdDSA")
+    access = issuer.mint(dpop_key=client_key)
+    made = dpop_proof(client_key, "POST", URL + "?page=1", access_token=access, now=NOW)
+    checked = check(made, method="POST", access_token=access)
+    assert checked.jkt == client_key.thumbprint
+    payload = json.loads(b64.decode(access.split(".")[1]))
+    assert payload["cnf"] == {"jkt": checked.jkt}
+    nonce = dpop_proof(client_key, "GET", URL, nonce="n-1", claims={"jti": OMIT})
+    assert json.loads(b64.decode(nonce.split(".")[1]))["nonce"] == "n-1"
+    with pytest.raises(InvalidToken):
+        check(nonce, access_token=None)  # no jti
