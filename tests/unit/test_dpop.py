@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from typing import Any
 
 import pytest
@@ -13,7 +14,9 @@ from jwt_middleware import InvalidToken, Reason
 from jwt_middleware import _b64 as b64
 from jwt_middleware._dpop import (
     MAX_PROOF_BYTES,
+    MemoryReplayStore,
     ProofRules,
+    ReplayFull,
     jwk_thumbprint,
     normalized_url,
     token_hash,
@@ -252,3 +255,76 @@ def test_the_testing_helpers_build_a_bound_token_and_a_proof_that_fit(issuer: Lo
     assert json.loads(b64.decode(nonce.split(".")[1]))["nonce"] == "n-1"
     with pytest.raises(InvalidToken):
         check(nonce, access_token=None)  # no jti
+
+
+# -- the in-process replay store ---------------------------------------------------------------
+
+
+def test_a_proof_is_accepted_once_and_replays_are_seen() -> None:
+    """The first use of (jkt, jti) is recorded; the same pair again is a replay until it expires."""
+    store = MemoryReplayStore()
+    assert store.first_use("k", "j1", until=NOW + 310, now=NOW)
+    assert not store.first_use("k", "j1", until=NOW + 310, now=NOW + 300)
+    assert store.first_use("other-key", "j1", until=NOW + 310, now=NOW)  # same jti, other key
+    assert store.first_use("k", "j1", until=NOW + 700, now=NOW + 311)  # past its window
+
+
+def test_a_full_store_refuses_rather_than_forget_a_live_proof() -> None:
+    """Full of live entries: ReplayFull and nothing recorded; once entries expire, room again."""
+    store = MemoryReplayStore(max_entries=2)
+    assert store.first_use("k", "1", until=NOW + 10, now=NOW)
+    assert store.first_use("k", "2", until=NOW + 20, now=NOW)
+    with pytest.raises(ReplayFull):
+        store.first_use("k", "3", until=NOW + 30, now=NOW + 5)
+    assert len(store) == 2 and not store.first_use("k", "1", until=NOW + 10, now=NOW + 5)
+    assert store.first_use("k", "3", until=NOW + 30, now=NOW + 11)  # "1" expired: its room
+    assert not store.first_use("k", "2", until=NOW + 20, now=NOW + 11)
+
+
+class _CountingStore(MemoryReplayStore):
+    """Counts the rescans of the whole store."""
+
+    scans = 0
+
+    def _make_room(self, now: float) -> None:
+        if now >= self._earliest:
+            type(self).scans += 1
+        super()._make_room(now)
+
+
+def test_a_full_store_does_not_rescan_before_anything_can_expire() -> None:
+    """A flood against a full store is refused without a scan per proof (bounded work)."""
+    store = _CountingStore(max_entries=1000)
+    for i in range(1000):
+        store.first_use("k", str(i), until=NOW + 300, now=NOW)
+    for i in range(2000):
+        with pytest.raises(ReplayFull):
+            store.first_use("flood", str(i), until=NOW + 300, now=NOW + 1)
+    assert _CountingStore.scans == 0
+    assert store.first_use("late", "1", until=NOW + 700, now=NOW + 301)  # all expired: one scan
+    assert _CountingStore.scans == 1
+
+
+def test_concurrent_uses_of_one_proof_admit_exactly_one() -> None:
+    """Threads racing the same (jkt, jti): one first use, every other sees a replay."""
+    store = MemoryReplayStore()
+    barrier = threading.Barrier(8)
+    results: list[bool] = []
+
+    def use() -> None:
+        barrier.wait()
+        results.append(store.first_use("k", "same", until=NOW + 300, now=NOW))
+
+    threads = [threading.Thread(target=use) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == [False] * 7 + [True]
+
+
+@pytest.mark.parametrize("size", [0, -1, True, 1.5])
+def test_the_store_bound_must_be_a_positive_integer(size: Any) -> None:
+    """``max_entries`` is an int >= 1."""
+    with pytest.raises(ValueError, match="max_entries"):
+        MemoryReplayStore(max_entries=size)
