@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import threading
 from collections.abc import Collection, Mapping
 from typing import Any, NamedTuple
@@ -69,8 +70,13 @@ class _ProofKey(NamedTuple):
 
 
 def token_hash(access_token: str) -> str:
-    """RFC 9449 §4.2 ``ath``: base64url(SHA-256(the access token's ASCII bytes))."""
-    return b64.encode(hashlib.sha256(access_token.encode("ascii")).digest())
+    """RFC 9449 §4.2 ``ath``: base64url(SHA-256(the access token's ASCII bytes)). A token that
+    is not ASCII is no token: InvalidToken, never an encoding error."""
+    try:
+        raw = access_token.encode("ascii")
+    except UnicodeEncodeError:
+        raise InvalidToken(Reason.MALFORMED_TOKEN, "token is not ASCII") from None
+    return b64.encode(hashlib.sha256(raw).digest())
 
 
 def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
@@ -98,7 +104,31 @@ def normalized_url(url: str) -> str | None:
     if ":" in host:  # an IPv6 literal keeps its brackets
         host = f"[{host}]"
     netloc = host if port is None or port == _DEFAULT_PORTS[scheme] else f"{host}:{port}"
-    return f"{scheme}://{netloc}{parts.path or '/'}"
+    return f"{scheme}://{netloc}{_normal_path(parts.path)}"
+
+
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def _normal_path(path: str) -> str:
+    """RFC 3986 §6.2.2: escapes in upper case, unreserved characters unescaped, dot segments
+    removed (§5.2.4); an empty path is ``/``."""
+
+    def escape(match: re.Match[str]) -> str:
+        char = chr(int(match.group(1), 16))
+        return char if char in _UNRESERVED else f"%{match.group(1).upper()}"
+
+    out: list[str] = []
+    for segment in _ESCAPE.sub(escape, path).split("/")[1:]:
+        if segment == "..":
+            if out:
+                out.pop()
+        elif segment != ".":
+            out.append(segment)
+    last = path.rsplit("/", 1)[-1]
+    trailing = "/" if last in (".", "..") and out else ""
+    return "/" + "/".join(out) + trailing
 
 
 class ProofRules:

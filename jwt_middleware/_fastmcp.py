@@ -47,6 +47,10 @@ class FastMCPVerifier(_Verifying, TokenVerifier):
     with ``resource`` alone, ``base_url`` is what precedes the MCP path in it.
     """
 
+    _honoured = _Verifying._honoured | {
+        "scopes_supported", "authorization_servers", "resource_name", "resource_documentation"
+    }  # fmt: skip
+
     def __init__(
         self,
         *,

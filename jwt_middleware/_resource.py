@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from ._settings import WELL_KNOWN, Issuer, Settings
 
@@ -30,7 +30,8 @@ class Metadata:
         assert resource is not None and url is not None  # checked by the caller
         #: The paths it is served at: RFC 9728 §3.1's (the well-known prefix inserted before
         #: the resource's path) and the host's root form, which clients also try.
-        self.paths = frozenset({urlsplit(url).path, WELL_KNOWN})
+        # Servers hand the app the path percent-decoded (ASGI "path", WSGI PATH_INFO).
+        self.paths = frozenset({unquote(urlsplit(url).path), WELL_KNOWN})
         servers = settings.authorization_servers
         if servers is None:
             servers = tuple(dict.fromkeys(iss for i in issuers for iss in _named(i.issuer)))

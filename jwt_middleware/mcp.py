@@ -26,6 +26,9 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from cachetools import LRUCache
+from pydantic import ConfigDict
+
 from ._asgi import JWTMiddleware
 from ._errors import (
     AuthError,
@@ -40,7 +43,8 @@ from ._errors import (
 from ._flow import VerifiedToken
 from ._gate import Gate
 from ._identity import JWTUser
-from ._settings import Options, Settings, settings_from
+from ._jws import FrozenList
+from ._settings import REQUEST_FIELDS, Options, Settings, settings_from
 from ._verify import AsyncVerifier
 
 try:
@@ -74,15 +78,23 @@ logger = logging.getLogger("jwt_middleware")
 #: Per-request header names of the 2026-07-28 streamable HTTP transport.
 MCP_METHOD = b"mcp-method"
 MCP_NAME = b"mcp-name"
+#: A key URL for a Settings built only to read the request-level defaults (never fetched).
+_NO_KEYS = "https://keys.invalid/jwks"
 #: The SDK's own bound on a request body (``DEFAULT_MAX_REQUEST_BODY_SIZE``).
 DEFAULT_MAX_BODY = 4 * 1024 * 1024
 
 
-def access_token(
-    token: VerifiedToken, raw: str, resource: str | None = None
-) -> AccessToken:
+class _SharedAccessToken(AccessToken):
+    """An ``AccessToken`` that may be shared by every request carrying the same token: frozen,
+    its claims and scopes as read-only as the verified token's own."""
+
+    model_config = ConfigDict(frozen=True)
+
+
+def access_token(token: VerifiedToken, raw: str, resource: str | None = None) -> AccessToken:
     """The SDK's ``AccessToken`` for a verified token, filled completely: ``client_id`` from
-    ``client_id`` or ``azp`` (else ``sub``), ``resource`` when ``aud`` names ``resource``."""
+    ``client_id`` or ``azp`` (else ``sub``), ``resource`` when ``aud`` names ``resource``.
+    Read-only, like the verified token's claims (a tool that edits it gets TypeError)."""
     claims = token.claims
     client_id = claims.get("client_id", claims.get("azp"))
     if not isinstance(client_id, str):
@@ -91,14 +103,16 @@ def access_token(
     named = aud == resource if isinstance(aud, str) else isinstance(aud, list) and resource in aud
     exp = claims.get("exp")
     expires = int(exp) if isinstance(exp, (int, float)) and not isinstance(exp, bool) else None
-    return AccessToken(
+    # Built from values the verifier has checked already: no second validation, and the
+    # claims stay the verifier's read-only mapping rather than a copy per request.
+    return _SharedAccessToken.model_construct(
         token=raw,
         client_id=client_id,
-        scopes=list(token.scopes),
+        scopes=FrozenList(token.scopes),
         expires_at=expires,
         resource=resource if resource is not None and named else None,
         subject=token.subject,
-        claims=json.loads(json.dumps(claims)),  # a plain, mutable copy for the SDK's model
+        claims=claims,
     )
 
 
@@ -108,9 +122,28 @@ class _Verifying:
     verifier: AsyncVerifier
     settings: Settings
 
+    #: The request-level settings a verifier honours; the SDK answers HTTP itself, so the
+    #: others (public_paths, cors_*, csrf, realm, ...) would be silently dropped: refused.
+    _honoured = frozenset(
+        {"trust", "token_cache_size", "on_error", "resource", "implied_scopes", "warm_up"}
+    )
+
     def _set_up(self, settings: Settings | Sequence[Settings] | None, options: Any) -> None:
         self.verifier = AsyncVerifier(settings_from(settings, options))
         self.settings = self.verifier.settings
+        # Settings normalise some fields (csrf None -> "off", lists -> frozensets): compare with
+        # a Settings left at its defaults, not with the declared defaults.
+        plain = Settings(allow_any_issuer=True, allow_any_audience=True, jwks_url=_NO_KEYS)
+        ignored = [
+            name
+            for name in REQUEST_FIELDS
+            if name not in self._honoured and getattr(self.settings, name) != getattr(plain, name)
+        ]
+        if ignored:
+            raise ConfigurationError(
+                f"{type(self).__name__} cannot apply {', '.join(ignored)}: the SDK answers the "
+                "requests itself (MCPMiddleware applies every option)"
+            )
         self._gate = Gate(self.settings)
 
     async def _verified(self, token: str, sdk: str) -> VerifiedToken | None:
@@ -169,8 +202,8 @@ class MCPUser(AuthenticatedUser):
     session binding and ``get_access_token()`` need that type), carrying the verified token
     like :class:`~jwt_middleware.JWTUser`."""
 
-    def __init__(self, token: VerifiedToken, raw: str, resource: str | None) -> None:
-        super().__init__(access_token(token, raw, resource))
+    def __init__(self, token: VerifiedToken, access: AccessToken) -> None:
+        super().__init__(access)
         self.token = token
 
     @property
@@ -234,9 +267,17 @@ class _ToolGuard:
         self.tools = tools
         self.max_body = max_body
         self.resource: str | None = None
+        # The SDK's AccessToken of each recent verified token (a pydantic model costs several
+        # µs to build; a cached token is the same object on every request). The entry keeps
+        # its token alive, so an id is never reused while it is here.
+        self._access: LRUCache[int, tuple[VerifiedToken, AccessToken]] = LRUCache(maxsize=4096)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        kind = scope["type"]
+        if kind != "http":
+            if kind == "websocket" and self.tools:
+                # The MCP transports are HTTP; a tool called over anything else is unchecked.
+                raise InvalidRequest(Reason.MCP_REQUEST_INVALID, "tool scopes cover HTTP only")
             await self.app(scope, receive, send)
             return
         user = scope.get("user")
@@ -245,7 +286,12 @@ class _ToolGuard:
         if type(user) is not JWTUser:  # anonymous mode, or a public path
             await self.app(scope, receive, send)
             return
-        mcp_user = MCPUser(user.token, scope["auth"].raw_token, self.resource)
+        verified = user.token
+        entry = self._access.get(id(verified))
+        if entry is None or entry[0] is not verified:
+            entry = (verified, access_token(verified, scope["auth"].raw_token, self.resource))
+            self._access[id(verified)] = entry
+        mcp_user = MCPUser(verified, entry[1])
         scope["user"] = mcp_user
         reset = auth_context_var.set(mcp_user)
         try:

@@ -14,6 +14,7 @@ import pytest
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.mcpserver import MCPServer
 from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
 
 from jwt_middleware.mcp import MCPMiddleware, MCPUser
 from jwt_middleware.testing import LocalIssuer
@@ -61,6 +62,17 @@ def client(issuer: LocalIssuer) -> Iterator[Any]:
     yield build
     for test_client in made:
         test_client.__exit__(None, None, None)
+
+
+def _recording(users: list[Any]) -> Any:
+    """A stand-in app that records ``scope["user"]`` and answers 204."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        users.append(scope["user"])
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    return app
 
 
 def _call(tool: str, ident: int = 1) -> dict[str, Any]:
@@ -175,12 +187,7 @@ def test_anonymous_callers_get_a_401_naming_the_tools_scopes(
 def test_the_sdk_sees_its_own_user_type_carrying_our_token(issuer: LocalIssuer) -> None:
     """``scope["user"]`` is an MCPUser: the SDK's AuthenticatedUser, with ``.token`` ours."""
     users: list[Any] = []
-
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        users.append(scope["user"])
-        await send({"type": "http.response.start", "status": 204, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
-
+    app = _recording(users)
     middleware = MCPMiddleware(
         app, issuer=issuer.issuer, jwks_url=issuer.jwks_url, resource=RESOURCE
     )
@@ -191,3 +198,37 @@ def test_the_sdk_sees_its_own_user_type_carrying_our_token(issuer: LocalIssuer) 
     assert isinstance(user, MCPUser)
     assert user.identity == "bob" and user.claims["sub"] == "bob"
     assert user.access_token.resource == RESOURCE and user.scopes == ["a"]
+
+
+def test_with_tool_scopes_a_websocket_is_refused(issuer: LocalIssuer) -> None:
+    """Tool scopes are checked on HTTP; a WebSocket to the app would bypass them: closed."""
+    middleware = MCPMiddleware(
+        _server().streamable_http_app(stateless_http=True),
+        issuer=issuer.issuer,
+        jwks_url=issuer.jwks_url,
+        resource=RESOURCE,
+        tool_scopes={"admin_report": ["admin"]},
+    )
+    token = issuer.mint(audience=RESOURCE, scope="admin")
+    with TestClient(middleware, base_url="http://127.0.0.1:8000") as test_client:
+        with pytest.raises(WebSocketDisconnect) as closed:
+            with test_client.websocket_connect(
+                "/mcp", headers={"authorization": f"Bearer {token}"}
+            ):
+                pass
+    assert closed.value.code == 1008
+
+
+def test_the_sdks_access_token_is_built_once_per_verified_token(issuer: LocalIssuer) -> None:
+    """Requests with the same (cached) token share one read-only AccessToken."""
+    users: list[Any] = []
+    app = _recording(users)
+    middleware = MCPMiddleware(
+        app, issuer=issuer.issuer, jwks_url=issuer.jwks_url, resource=RESOURCE
+    )
+    client = TestClient(middleware)
+    token = issuer.mint(audience=RESOURCE)
+    for _ in range(3):  # the second use admits the token to the cache
+        client.get("/mcp", headers={"authorization": f"Bearer {token}"})
+    assert users[1].access_token is users[2].access_token
+    assert users[0] is not users[1]  # the user object itself is per request

@@ -483,3 +483,15 @@ def test_the_hierarchy_is_followed_transitively_and_tolerates_cycles() -> None:
         implied_scopes={"a": ["b"], "b": ["c"], "c": ["a", "d"]},
     )
     assert settings.implied == {"a": ("b", "c", "d"), "b": ("c", "a", "d"), "c": ("a", "d", "b")}
+
+
+def test_a_percent_encoded_resource_path_serves_its_metadata(
+    serve: Callable[..., InProcess],
+) -> None:
+    """The challenge's metadata URL (escaped) answers 200, as servers decode the path."""
+    app = serve(resource="https://api.example.com/my%20mcp")
+    url = challenge_params(app.request("GET", "/me", {}))["resource_metadata"]
+    assert url == "https://api.example.com/.well-known/oauth-protected-resource/my%20mcp"
+    answer = app.request("GET", "/.well-known/oauth-protected-resource/my%20mcp", {})
+    assert answer.status == 200
+    assert answer.json()["resource"] == "https://api.example.com/my%20mcp"

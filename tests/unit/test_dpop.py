@@ -213,6 +213,10 @@ def test_the_path_is_compared_exactly() -> None:
         ("https://user@example.com/", None),
         ("https://example.com:99999/", None),
         ("not a url", None),
+        ("https://e.example/%7efoo/x%2fy", "https://e.example/~foo/x%2Fy"),
+        ("https://e.example/a/./b/../c", "https://e.example/a/c"),
+        ("https://e.example/a/b/..", "https://e.example/a/"),
+        ("https://e.example/../../x", "https://e.example/x"),
     ],
 )
 def test_normalized_url(url: str, normal: str | None) -> None:
@@ -328,3 +332,9 @@ def test_the_store_bound_must_be_a_positive_integer(size: Any) -> None:
     """``max_entries`` is an int >= 1."""
     with pytest.raises(ValueError, match="max_entries"):
         MemoryReplayStore(max_entries=size)
+
+
+def test_a_token_that_is_not_ascii_is_an_invalid_token_not_a_crash() -> None:
+    """``token_hash`` of a non-ASCII string (a latin-1 header) raises InvalidToken."""
+    with pytest.raises(InvalidToken):
+        token_hash("tok\xe9n")

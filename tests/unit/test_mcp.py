@@ -37,7 +37,10 @@ def test_the_access_token_is_filled_from_the_claims(issuer: LocalIssuer) -> None
     assert (token.token, token.client_id, token.scopes) == (raw, "cli-1", ["a", "b"])
     assert token.resource == RESOURCE and token.subject == "user-1"
     assert token.claims is not None and token.expires_at == token.claims["exp"]
-    token.claims["sub"] = "changed"  # the SDK's copy is its own: our cached claims are frozen
+    with pytest.raises((TypeError, ValueError)):  # shared by requests: read-only
+        token.claims["sub"] = "changed"
+    with pytest.raises((TypeError, ValueError)):
+        token.scopes.append("admin")
 
 
 def test_client_id_falls_back_to_azp_then_sub_and_resource_needs_aud(issuer: LocalIssuer) -> None:
@@ -185,3 +188,15 @@ _SETTINGS = Settings(
     issuer="https://id.example", jwks_url="https://id.example/jwks", resource=RESOURCE,
     warm_up=False,
 )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "option",
+    [{"public_paths": ["/mcp"]}, {"cors_origins": ["https://a.example"]}, {"realm": "mcp"},
+     {"challenge_scopes": ["a"]}, {"resource_name": "files"}],
+    ids=lambda option: next(iter(option)),
+)  # fmt: skip
+def test_options_the_sdk_would_ignore_are_refused(issuer: LocalIssuer, option: Any) -> None:
+    """The SDK answers HTTP itself: a request option the verifier cannot apply is an error."""
+    with pytest.raises(ConfigurationError, match="cannot apply"):
+        _verifier(issuer, **option)
