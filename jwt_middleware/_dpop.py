@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from cachetools import LRUCache
 
 from . import _b64 as b64
-from ._errors import InvalidToken, JWTMiddlewareError, Reason, UnusableKey
+from ._errors import ConfigurationError, InvalidToken, JWTMiddlewareError, Reason, UnusableKey
 from ._jws import Header, HeaderRules, loads_strict, parse
 from ._keys import ASYMMETRIC_ALGORITHMS, DEFAULT_RSA_MAX_BITS, DEFAULT_RSA_MAX_EXPONENT, Key
 
@@ -151,7 +151,7 @@ class ProofRules:
         algs = frozenset(algorithms)
         unsupported = sorted(a for a in algs if a not in ASYMMETRIC_ALGORITHMS)
         if not algs or unsupported:
-            raise ValueError(
+            raise ConfigurationError(
                 f"DPoP proof algorithms must be asymmetric ones we support, got {unsupported}"
             )
         for name, value in (("max_age", max_age), ("leeway", leeway)):
@@ -160,7 +160,7 @@ class ProofRules:
                 or not isinstance(value, (int, float))
                 or not (math.isfinite(value) and value >= 0)
             ):
-                raise ValueError(f"DPoP {name} must be a finite number >= 0, got {value!r}")
+                raise ConfigurationError(f"DPoP {name} must be a finite number >= 0, got {value!r}")
         self.algorithms = algs
         self.max_age = float(max_age)
         self.leeway = float(leeway)
@@ -257,7 +257,7 @@ class MemoryReplayStore:
 
     def __init__(self, *, max_entries: int = 100_000) -> None:
         if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
-            raise ValueError(f"max_entries must be an integer >= 1, got {max_entries!r}")
+            raise ConfigurationError(f"max_entries must be an integer >= 1, got {max_entries!r}")
         self.max_entries = max_entries
         self._seen: dict[tuple[str, str], float] = {}  # (jkt, jti) -> forget after
         # Nothing expires before this: a full store stays full until then without a rescan, so

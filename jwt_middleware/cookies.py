@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from ._errors import ConfigurationError
+
 __all__ = ["clear_token_cookie", "set_token_cookie"]
 
 SameSite = Literal["strict", "lax"]
@@ -35,7 +37,9 @@ def set_token_cookie(
 ) -> None:
     """Set ``name=token`` on ``response`` (anything with Starlette's/werkzeug's ``set_cookie``)."""
     if isinstance(max_age, bool) or not isinstance(max_age, int) or max_age <= 0:
-        raise ValueError("max_age must be a positive number of seconds (the token's lifetime)")
+        raise ConfigurationError(
+            "max_age must be a positive number of seconds (the token's lifetime)"
+        )
     _set(response, name, token, max_age, path, samesite, secure)
 
 
@@ -70,10 +74,12 @@ def _set(
 
 def _check(name: str, path: str, samesite: str, secure: bool) -> None:
     if samesite not in ("strict", "lax"):
-        raise ValueError("samesite must be 'strict' or 'lax' ('none' sends the token cross-site)")
+        raise ConfigurationError(
+            "samesite must be 'strict' or 'lax' ('none' sends the token cross-site)"
+        )
     if name.startswith(("__Host-", "__Secure-")) and not secure:
-        raise ValueError(f"a {name.split('-')[0]}- cookie must be secure")
+        raise ConfigurationError(f"a {name.split('-')[0]}- cookie must be secure")
     if name.startswith("__Host-") and path != "/":
-        raise ValueError("a __Host- cookie must have path='/'")
+        raise ConfigurationError("a __Host- cookie must have path='/'")
     if not path.startswith("/"):
-        raise ValueError("path must start with '/'")
+        raise ConfigurationError("path must start with '/'")

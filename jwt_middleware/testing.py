@@ -42,6 +42,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from jwt.algorithms import Algorithm, get_default_algorithms
 
+from ._errors import ConfigurationError, UsageError
+
 __all__ = [
     "FAULT_MODES",
     "OMIT",
@@ -120,7 +122,7 @@ class SigningKey:
 
     def __post_init__(self) -> None:
         if self.alg not in SUPPORTED_ALGORITHMS:
-            raise ValueError(f"unsupported algorithm {self.alg!r}")
+            raise ConfigurationError(f"unsupported algorithm {self.alg!r}")
 
     @property
     def is_symmetric(self) -> bool:
@@ -130,7 +132,7 @@ class SigningKey:
     def public_key(self) -> Any:
         """The ``cryptography`` public key object. ``HS*`` keys have none: raises ValueError."""
         if self.is_symmetric or isinstance(self.private_key, bytes | str):
-            raise ValueError("a symmetric key has no public part")
+            raise ConfigurationError("a symmetric key has no public part")
         return self.private_key.public_key()
 
     def public_jwk(self) -> dict[str, Any]:
@@ -154,7 +156,7 @@ class SigningKey:
             crv = "Ed25519" if isinstance(public, ed25519.Ed25519PublicKey) else "Ed448"
             jwk = {"kty": "OKP", "crv": crv, "x": _b64url(raw)}
         else:
-            raise ValueError(f"cannot express {type(public).__name__} as a JWK")
+            raise ConfigurationError(f"cannot express {type(public).__name__} as a JWK")
         jwk.update({"kid": self.kid, "alg": self.alg, "use": "sig"})
         return jwk
 
@@ -252,7 +254,7 @@ def generate_key(alg: str = "RS256", *, kid: str | None = None, rsa_bits: int = 
     elif alg in _HMAC_SIZES:
         private_key = secrets.token_bytes(_HMAC_SIZES[alg])
     else:
-        raise ValueError(f"unsupported algorithm {alg!r}")
+        raise ConfigurationError(f"unsupported algorithm {alg!r}")
     return SigningKey(
         kid=kid if kid is not None else secrets.token_urlsafe(8), alg=alg, private_key=private_key
     )
@@ -734,15 +736,19 @@ class LocalIssuer:
           Content-Type (``None``: no Content-Type header at all).
         """
         if mode not in FAULT_MODES:
-            raise ValueError(f"unknown fault mode {mode!r}; expected one of {list(FAULT_MODES)}")
+            raise ConfigurationError(
+                f"unknown fault mode {mode!r}; expected one of {list(FAULT_MODES)}"
+            )
         unknown = set(params) - FAULT_MODES[mode]
         if unknown:
-            raise TypeError(f"fault {mode!r} takes no parameter(s) {sorted(unknown)}")
+            raise UsageError(f"fault {mode!r} takes no parameter(s) {sorted(unknown)}")
         targets = frozenset(paths)
         if not targets or not targets <= _FAULT_TARGETS.keys():
-            raise ValueError(f"paths must be among {sorted(_FAULT_TARGETS)}, got {sorted(targets)}")
+            raise ConfigurationError(
+                f"paths must be among {sorted(_FAULT_TARGETS)}, got {sorted(targets)}"
+            )
         if mode == "rotate_each" and targets != {"jwks"}:
-            raise ValueError("rotate_each applies to the JWKS path only")
+            raise ConfigurationError("rotate_each applies to the JWKS path only")
         fault = _Fault(mode, dict(params), frozenset(_FAULT_TARGETS[t] for t in targets))
         with self._lifecycle:
             with self._lock:

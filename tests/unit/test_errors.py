@@ -24,6 +24,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.responses import Response as StarletteResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 from werkzeug.exceptions import HTTPException as WerkzeugHTTPException
@@ -55,7 +56,8 @@ from jwt_middleware._authz import _response, check_scopes
 from jwt_middleware._errors import Challenge, NotInstalled, UsageError, redact, render
 from jwt_middleware._gate import SCOPE_GATE
 from jwt_middleware._wsgi import refusal
-from jwt_middleware.testing import generate_key
+from jwt_middleware.cookies import set_token_cookie
+from jwt_middleware.testing import LocalIssuer, generate_key
 
 Headers = list[tuple[str, str]]
 
@@ -209,6 +211,17 @@ def test_misuse_raises_errors_of_the_tree() -> None:
         store.revoke_token(1.5, 2_000_000_000)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="max_entries must be >= 1"):
         revocation.MemoryRevocationStore(max_entries=0)
+
+    # The cookie and test helpers raise from the tree too (still ValueError / TypeError).
+    with pytest.raises(ConfigurationError, match="samesite"):
+        set_token_cookie(StarletteResponse(), "t", max_age=60, samesite="none")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="unsupported algorithm"):
+        generate_key("XX256")
+    with LocalIssuer() as local:
+        with pytest.raises(ConfigurationError, match="unknown fault mode"):
+            local.set_fault("nope")
+        with pytest.raises(UsageError, match="takes no parameter"):
+            local.set_fault("down", delay=1)
 
 
 # -- one scope-name check ---------------------------------------------------------------------
