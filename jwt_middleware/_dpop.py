@@ -20,16 +20,14 @@ from urllib.parse import urlsplit
 from cachetools import LRUCache
 
 from . import _b64 as b64
-from ._errors import ConfigurationError, InvalidToken, JWTMiddlewareError, Reason, UnusableKey
+from ._errors import ConfigurationError, InvalidToken, Reason, UnusableKey
 from ._jws import Header, HeaderRules, loads_strict, parse
 from ._keys import ASYMMETRIC_ALGORITHMS, DEFAULT_RSA_MAX_BITS, DEFAULT_RSA_MAX_EXPONENT, Key
 
 __all__ = [
     "DEFAULT_PROOF_ALGORITHMS",
-    "MemoryReplayStore",
     "Proof",
     "ProofRules",
-    "ReplayFull",
     "jwk_thumbprint",
     "token_hash",
 ]
@@ -237,53 +235,3 @@ class ProofRules:
 
 def _invalid(detail: str) -> InvalidToken:
     return InvalidToken(Reason.DPOP_INVALID, detail)
-
-
-class ReplayFull(JWTMiddlewareError):
-    """The replay store holds as many live proofs as it may: the proof cannot be recorded, so
-    it cannot be accepted (the request is refused as "try again", never let in)."""
-
-
-class MemoryReplayStore:
-    """The ``(jkt, jti)`` of accepted proofs, per process, each kept until its proof could no
-    longer be accepted anyway. Thread-safe; bounded to ``max_entries``.
-
-    When full, expired entries make room; if every entry is still live, :meth:`first_use`
-    raises :class:`ReplayFull` and records nothing. No live entry is ever evicted: forgetting
-    one would let its proof be replayed, while a refusal only costs the client a retry.
-    """
-
-    __slots__ = ("_earliest", "_lock", "_seen", "max_entries")
-
-    def __init__(self, *, max_entries: int = 100_000) -> None:
-        if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
-            raise ConfigurationError(f"max_entries must be an integer >= 1, got {max_entries!r}")
-        self.max_entries = max_entries
-        self._seen: dict[tuple[str, str], float] = {}  # (jkt, jti) -> forget after
-        # Nothing expires before this: a full store stays full until then without a rescan, so
-        # a flood of fresh proofs cannot make each one scan the whole store.
-        self._earliest = math.inf
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._seen)
-
-    def first_use(self, jkt: str, jti: str, until: float, now: float) -> bool:
-        """Record ``(jkt, jti)`` until ``until``; False when it is already recorded (a replay)."""
-        key = (jkt, jti)
-        with self._lock:
-            known = self._seen.get(key)
-            if known is not None and now < known:
-                return False
-            if known is None and len(self._seen) >= self.max_entries:
-                self._make_room(now)
-            self._seen[key] = until
-            self._earliest = min(self._earliest, until)
-            return True
-
-    def _make_room(self, now: float) -> None:
-        if now >= self._earliest:
-            self._seen = {k: t for k, t in self._seen.items() if now < t}
-            self._earliest = min(self._seen.values(), default=math.inf)
-        if len(self._seen) >= self.max_entries:
-            raise ReplayFull(f"{len(self._seen)} live DPoP proofs recorded")

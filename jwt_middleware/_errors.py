@@ -7,6 +7,7 @@
      ├── UnusableKey (ValueError)          a key (JWK, PEM, secret) that cannot be used, and why
      ├── KeyFetchError                     the key server gave no usable document (safe to log)
      ├── RevocationStoreError              the revocation store could not answer
+     ├── ReplayStoreError                  the DPoP replay store could not answer (or is full)
      ├── ConnectionClosed (OSError)        the client went away (WebSocket expiry; ASGI only)
      ├── AuthError                         a request is refused; carries a stable ``reason``
      │    ├── InvalidRequest          400  error="invalid_request"   (RFC 6750 §3.1)
@@ -53,6 +54,7 @@ __all__ = [
     "MissingToken",
     "NotInstalled",
     "Reason",
+    "ReplayStoreError",
     "RevocationStoreError",
     "RevocationUnavailable",
     "Unavailable",
@@ -149,6 +151,10 @@ class KeyFetchError(JWTMiddlewareError):
 
 class RevocationStoreError(JWTMiddlewareError):
     """The revocation store could not answer (network, timeout, full, …)."""
+
+
+class ReplayStoreError(JWTMiddlewareError):
+    """The DPoP replay store could not record a proof (network, timeout, full, …)."""
 
 
 class AuthError(JWTMiddlewareError):

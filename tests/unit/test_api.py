@@ -25,9 +25,9 @@ PUBLIC = [
     "InsufficientScope", "InvalidRequest", "InvalidToken", "Issuer", "JWTCredentials",
     "JWTMiddleware", "JWTMiddlewareError", "JWTUser", "JWTWSGIMiddleware", "Key",
     "KeyFetchError", "KeySet", "KeysUnavailable", "MissingToken", "NotInstalled", "Reason",
-    "RevocationStoreError", "RevocationUnavailable", "Settings", "SyncVerifier", "Unavailable",
-    "UnusableKey", "UsageError", "VerifiedToken", "__version__", "check_scopes", "get_token",
-    "requires_scopes",
+    "ReplayStoreError", "RevocationStoreError", "RevocationUnavailable", "Settings",
+    "SyncVerifier", "Unavailable", "UnusableKey", "UsageError", "VerifiedToken", "__version__",
+    "check_scopes", "get_token", "requires_scopes",
 ]  # fmt: skip
 
 MODULES = {
@@ -39,6 +39,9 @@ MODULES = {
     "jwt_middleware.observe": ["Counters", "Events", "PrometheusEvents"],
     "jwt_middleware.mcp": [
         "FastMCPVerifier", "MCPMiddleware", "MCPUser", "TokenVerifier", "access_token",
+    ],
+    "jwt_middleware.replay": [
+        "AsyncReplayStore", "MemoryReplayStore", "ReplayFull", "ReplayStore", "ReplayStoreError",
     ],
     "jwt_middleware.revocation": [
         "GRACE", "AsyncRedisRevocationStore", "AsyncRevocationStore", "MemoryRevocationStore",

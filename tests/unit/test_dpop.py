@@ -14,14 +14,13 @@ from jwt_middleware import InvalidToken, Reason
 from jwt_middleware import _b64 as b64
 from jwt_middleware._dpop import (
     MAX_PROOF_BYTES,
-    MemoryReplayStore,
     ProofRules,
-    ReplayFull,
     jwk_thumbprint,
     normalized_url,
     token_hash,
 )
 from jwt_middleware._errors import UnusableKey
+from jwt_middleware.replay import MemoryReplayStore, ReplayFull
 from jwt_middleware.testing import OMIT, LocalIssuer, SigningKey, dpop_proof, generate_key
 
 NOW = 1_800_000_000.0
