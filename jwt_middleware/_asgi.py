@@ -26,6 +26,7 @@ from ._gate import SCOPE_GATE, Gate
 from ._identity import JWTCredentials, JWTUser
 from ._logs import show_refusals_by_default
 from ._resource import Metadata
+from ._sender import Request
 from ._settings import Options, Settings, settings_from
 from ._verify import AsyncVerifier
 
@@ -125,10 +126,14 @@ class JWTMiddleware:
                     digest = token_digest(plain)
                     verified = self.verifier.cached(digest)
                     if verified is None and (token := plain_token(plain)) is not None:
-                        verified = await self.verifier.verify(token, digest)
+                        verified = await self.verifier.verify(
+                            token, digest, request=_request(scope, kind)
+                        )
                 if verified is None and (found := gate.token(headers)) is not None:
                     raw, location = found
-                    verified = await self.verifier.verify(raw)
+                    verified = await self.verifier.verify(
+                        raw, location=location, request=_request(scope, kind)
+                    )
                     if location == COOKIE:
                         gate.check_csrf(method, headers, verified, websocket=kind == "websocket")
                 if verified is None:
@@ -323,6 +328,18 @@ def route_path(scope: Scope) -> str:
         if path[len(root)] == "/":
             return path[len(root) :]
     return path
+
+
+def _request(scope: Scope, kind: str) -> Request:
+    """What the sender checks (DPoP, client certificates) read of this request."""
+    client = scope.get("client")
+    return Request(
+        method=scope.get("method") or "GET",  # a WebSocket handshake is a GET
+        scheme=scope.get("scheme") or ("ws" if kind == "websocket" else "http"),
+        path=scope["path"],
+        headers=scope["headers"],
+        peer=client[0] if client else None,
+    )
 
 
 def _anonymous(scope: Scope) -> None:

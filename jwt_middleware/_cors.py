@@ -7,8 +7,8 @@ the method would serve it). So the preflight is answered here and never reaches 
 with the CORS headers for an allowed origin, 403 without them for any other. Every other
 response to an allowed origin (the app's, and this middleware's refusals) gets
 ``Access-Control-Allow-Origin``, ``Vary: Origin`` and ``Access-Control-Expose-Headers:
-WWW-Authenticate``, so a browser client can read the challenge. Requests without an allowed
-``Origin`` get nothing added.
+WWW-Authenticate, DPoP-Nonce``, so a browser client can read the challenge and the nonce.
+Requests without an allowed ``Origin`` get nothing added.
 
 Without ``cors_origins``, OPTIONS needs a token like every method: put Starlette's
 ``CORSMiddleware`` outside ``JWTMiddleware`` (it then answers preflights before they get here).
@@ -21,6 +21,10 @@ from collections.abc import Iterable
 from ._settings import Settings
 
 __all__ = ["Cors", "scan"]
+
+#: What a page's script may read of our answers: the challenge, and the DPoP nonce a retry
+#: must carry (RFC 9449 §8-9).
+_EXPOSED = b"WWW-Authenticate, DPoP-Nonce"
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -43,7 +47,7 @@ class Cors:
             (b"access-control-allow-headers", ", ".join(settings.cors_headers or ()).encode()),
             (b"access-control-max-age", str(settings.cors_max_age).encode()),
         ]
-        self._response: Headers = [*common, (b"access-control-expose-headers", b"WWW-Authenticate")]
+        self._response: Headers = [*common, (b"access-control-expose-headers", _EXPOSED)]
         self._response_str = [(k.decode(), v.decode()) for k, v in self._response]
 
     def allow(self, origin: bytes | None) -> bytes | None:

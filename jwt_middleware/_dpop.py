@@ -59,6 +59,8 @@ class Proof(NamedTuple):
     jti: str
     #: The proof's ``iat``: a replay record must outlive ``iat + max_age + leeway``.
     iat: float
+    #: The server nonce the proof carries (RFC 9449 §9), if any; the caller checks it.
+    nonce: object = None
 
 
 class _ProofKey(NamedTuple):
@@ -209,7 +211,7 @@ class ProofRules:
             ath = claims.get("ath")
             if not isinstance(ath, str) or ath != token_hash(access_token):
                 raise _invalid("ath does not hash the access token")
-        return Proof(proof_key.jkt, jti, float(iat))
+        return Proof(proof_key.jkt, jti, float(iat), claims.get("nonce"))
 
     def _proof_key(self, head: bytes, header: Header) -> _ProofKey:
         with self._lock:

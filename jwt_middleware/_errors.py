@@ -13,11 +13,14 @@
      │    ├── InvalidRequest          400  error="invalid_request"   (RFC 6750 §3.1)
      │    ├── MissingToken            401  no error code              (RFC 6750 §3.1)
      │    ├── InvalidToken            401  error="invalid_token"
+     │    │    └── InvalidProof       401  error="invalid_dpop_proof"  (RFC 9449 §7.1)
+     │    │         └── UseDPoPNonce  401  error="use_dpop_nonce" + DPoP-Nonce  (§9)
      │    ├── InsufficientScope       403  error="insufficient_scope"
      │    ├── CSRFRejected            403  error="csrf_failed" (cookie token, no CSRF proof)
      │    └── Unavailable             503  Retry-After; the request cannot be checked right now
      │         ├── KeysUnavailable         no usable key could be fetched
-     │         └── RevocationUnavailable   the revocation store did not answer (fail closed)
+     │         ├── RevocationUnavailable   the revocation store did not answer (fail closed)
+     │         └── ReplayUnavailable       the DPoP replay store did not answer (fail closed)
      ├── flask.AuthHTTPException (werkzeug HTTPException)    an AuthError raised in a view,
      └── fastapi.AuthHTTPException (FastAPI HTTPException)   for the framework to answer
 
@@ -46,6 +49,7 @@ __all__ = [
     "Challenge",
     "ConfigurationError",
     "InsufficientScope",
+    "InvalidProof",
     "InvalidRequest",
     "InvalidToken",
     "JWTMiddlewareError",
@@ -55,11 +59,13 @@ __all__ = [
     "NotInstalled",
     "Reason",
     "ReplayStoreError",
+    "ReplayUnavailable",
     "RevocationStoreError",
     "RevocationUnavailable",
     "Unavailable",
     "UnusableKey",
     "UsageError",
+    "UseDPoPNonce",
 ]
 
 
@@ -104,9 +110,30 @@ class Reason(str, Enum):
     REVOCATION_UNAVAILABLE = "revocation_unavailable"
     TOKEN_REVOKED = "token_revoked"
     CSRF_FAILED = "csrf_failed"
-    #: A DPoP proof (RFC 9449) failed one of its checks (shape, key, signature, htm, htu,
-    #: iat, ath); the detail says which.
+    # sender-constrained tokens (RFC 9449 DPoP, RFC 8705 certificate-bound)
+    #: A DPoP proof failed one of its checks (missing, several, shape, key, signature, htm,
+    #: htu, iat, ath, or sent beside a Bearer token); the detail says which.
     DPOP_INVALID = "dpop_invalid"
+    #: The proof's ``(jkt, jti)`` was accepted before: a replayed proof.
+    DPOP_REPLAYED = "dpop_replayed"
+    #: The proof is not signed by the key the token is bound to (``cnf.jkt``).
+    DPOP_KEY_MISMATCH = "dpop_key_mismatch"
+    #: The proof carries no server nonce, or a stale one (``use_dpop_nonce``, RFC 9449 §9).
+    DPOP_NONCE = "dpop_nonce"
+    #: Only DPoP-bound tokens are accepted here (``dpop="required"``).
+    DPOP_REQUIRED = "dpop_required"
+    #: A DPoP-bound token presented as a bearer token (RFC 9449 §7.2).
+    TOKEN_BOUND = "token_bound"
+    #: A token under the ``DPoP`` scheme that names no key (``cnf.jkt``).
+    TOKEN_NOT_BOUND = "token_not_bound"
+    #: A certificate-bound token (``cnf.x5t#S256``, RFC 8705) without that client certificate.
+    CERTIFICATE_MISMATCH = "certificate_mismatch"
+    #: A forwarded client certificate that cannot be read.
+    MALFORMED_CLIENT_CERTIFICATE = "malformed_client_certificate"
+    #: A Host (or forwarded host) that is not a host, where the request URL must be known.
+    MALFORMED_HOST = "malformed_host"
+    #: The DPoP replay store could not record the proof (fail closed).
+    REPLAY_UNAVAILABLE = "replay_unavailable"
     VERIFIER_ERROR = "verifier_error"  # a bug of ours; the request is refused, never let in
     # authorization
     INSUFFICIENT_SCOPE = "insufficient_scope"
@@ -177,8 +204,28 @@ class AuthError(JWTMiddlewareError):
     #: that refused knows them (a route's required scopes); empty: the settings' default.
     scopes: tuple[str, ...] = ()
 
+    #: The authentication scheme the refused request used (``"Bearer"``, or ``"DPoP"`` for
+    #: ``Authorization: DPoP``): its challenge carries the error (RFC 9449 §7.1).
+    scheme: str = "Bearer"
+
     def www_authenticate(self, challenge: Challenge) -> str:
-        """The RFC 6750 §3 challenge for this error (with RFC 9728's ``resource_metadata``)."""
+        """The ``WWW-Authenticate`` value (RFC 6750 §3, with RFC 9728's ``resource_metadata``):
+        the challenge of the request's scheme, carrying the error, and on a 401 the other
+        accepted scheme's bare one after it (RFC 9449 §7.2: with both Bearer and DPoP accepted,
+        the client learns it may use either). One field value, so that frameworks holding
+        headers in a dict keep both."""
+        schemes = challenge.schemes
+        own = self.scheme if self.scheme in schemes else schemes[0]
+        value = self._challenge(own, challenge)
+        if self.status_code == 401:
+            for other in schemes:
+                if other != own:
+                    value += f', {other} realm="{_quote(challenge.realm)}"' + (
+                        _algs(challenge) if other == "DPoP" else ""
+                    )
+        return value
+
+    def _challenge(self, scheme: str, challenge: Challenge) -> str:
         params = [f'realm="{_quote(challenge.realm)}"']
         if self.error is not None:
             params.append(f'error="{self.error}"')
@@ -190,7 +237,7 @@ class AuthError(JWTMiddlewareError):
             params.append(f'scope="{_quote(" ".join(scopes))}"')
         if challenge.resource_metadata is not None:
             params.append(f'resource_metadata="{_quote(challenge.resource_metadata)}"')
-        return "Bearer " + ", ".join(params)
+        return f"{scheme} " + ", ".join(params) + (_algs(challenge) if scheme == "DPoP" else "")
 
     def description(self, expose: bool = False) -> str:
         return f"{self.public_description} ({self.reason})" if expose else self.public_description
@@ -228,6 +275,10 @@ class Challenge:
     resource_metadata: str | None = None
     #: Scopes a 401 names when the refusing check knows none of its own (``challenge_scopes``).
     scope: tuple[str, ...] = ()
+    #: The accepted authentication schemes, in challenge order (``Bearer`` and/or ``DPoP``).
+    schemes: tuple[str, ...] = ("Bearer",)
+    #: The DPoP proof algorithms accepted, for the ``DPoP`` challenge's ``algs``.
+    dpop_algs: tuple[str, ...] = ()
 
 
 class InvalidRequest(AuthError):
@@ -252,6 +303,29 @@ class InvalidToken(AuthError):
     status_code = 401
     error = "invalid_token"
     public_description = "The access token is invalid."
+
+
+class InvalidProof(InvalidToken):
+    """The DPoP proof (RFC 9449) is missing, malformed, or does not fit the request or the
+    token; or it was seen before."""
+
+    error = "invalid_dpop_proof"
+    public_description = "The DPoP proof is invalid."
+    scheme = "DPoP"
+
+
+class UseDPoPNonce(InvalidProof):
+    """The proof must carry the server's current nonce (RFC 9449 §9), sent in ``DPoP-Nonce``."""
+
+    error = "use_dpop_nonce"
+    public_description = "Resend the request with a DPoP proof carrying the DPoP-Nonce."
+
+    def __init__(self, nonce: str, detail: str = "") -> None:
+        super().__init__(Reason.DPOP_NONCE, detail)
+        self.nonce = nonce
+
+    def headers(self, challenge: Challenge) -> list[tuple[str, str]]:
+        return [*super().headers(challenge), ("dpop-nonce", self.nonce)]
 
 
 class InsufficientScope(AuthError):
@@ -315,6 +389,13 @@ class RevocationUnavailable(Unavailable):
         super().__init__(Reason.REVOCATION_UNAVAILABLE, detail, retry_after=retry_after)
 
 
+class ReplayUnavailable(Unavailable):
+    """The DPoP replay store could not record the proof; refused (fail closed)."""
+
+    def __init__(self, detail: str = "", *, retry_after: float = 5.0) -> None:
+        super().__init__(Reason.REPLAY_UNAVAILABLE, detail, retry_after=retry_after)
+
+
 @dataclass(frozen=True)
 class Refusal:
     """One refusal, as every adapter sends it: each adds only its transport's framing
@@ -343,9 +424,7 @@ def scope_names(scopes: Iterable[str]) -> tuple[str, ...]:
     names = tuple(scopes)
     for scope in names:
         if not isinstance(scope, str) or not scope or " " in scope:
-            raise ConfigurationError(
-                f"a scope is a non-empty string without spaces, got {scope!r}"
-            )
+            raise ConfigurationError(f"a scope is a non-empty string without spaces, got {scope!r}")
     return names
 
 
@@ -378,6 +457,10 @@ def redact(text: str) -> str:
         return f"{scheme}{'***@' if userinfo else ''}{rest}{hidden}"
 
     return _URL.sub(clean, text)
+
+
+def _algs(challenge: Challenge) -> str:
+    return f', algs="{" ".join(challenge.dpop_algs)}"'
 
 
 def _compact(payload: dict[str, str]) -> bytes:

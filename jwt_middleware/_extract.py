@@ -1,5 +1,6 @@
-"""Finding the token in a request: the ``Authorization: Bearer`` header (RFC 6750 §2.1) and/or
-one named cookie. Pure functions over raw header pairs, so ASGI and WSGI share them.
+"""Finding the token in a request: the ``Authorization: Bearer`` header (RFC 6750 §2.1), or
+``Authorization: DPoP`` (RFC 9449 §7.1), and/or one named cookie. Pure functions over raw
+header pairs, so ASGI and WSGI share them.
 
 Never the query string (RFC 6750 §2.3, RFC 9700 §2.5): URLs end up in logs and Referer headers.
 """
@@ -10,28 +11,39 @@ from collections.abc import Iterable
 
 from ._errors import InvalidRequest, Reason
 
-__all__ = ["COOKIE", "HEADER", "extract_token", "plain_bearer", "plain_token"]
+__all__ = ["COOKIE", "DPOP", "HEADER", "extract_token", "plain_bearer", "plain_token"]
 
 HEADER = "header"
 COOKIE = "cookie"
+#: ``Authorization: DPoP <token>``: a DPoP-bound token, whose proof is in the DPoP header.
+DPOP = "dpop"
 
 # b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
 _B64TOKEN = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/"
 
 
-def bearer_token(value: bytes) -> str | None:
-    """The token of one Authorization header value; None for another scheme (e.g. Basic)."""
+def credentials(value: bytes, *, dpop: bool = False) -> tuple[str, str] | None:
+    """``(token, location)`` of one Authorization header value: ``Bearer`` (location
+    ``header``) or, with ``dpop``, ``DPoP`` (RFC 9449 §7.1, location ``dpop``); None for
+    another scheme (e.g. Basic). Malformed credentials of either scheme: InvalidRequest."""
     value = value.strip(b" \t")
-    if value[:7].lower() == b"bearer ":
-        token = value[7:].lstrip(b" ")
-        body = token.rstrip(b"=")
-        # translate() deletes every allowed byte: anything left is not b64token (this runs on
-        # every request; it is several times cheaper than a regex over the whole token).
-        if body and not body.translate(None, _B64TOKEN):
-            return token.decode("ascii")
-    scheme = value[:7].lower()
-    if scheme == b"bearer" or (scheme[:6] == b"bearer" and scheme[6:7] in (b" ", b"\t")):
-        raise InvalidRequest(Reason.MALFORMED_AUTHORIZATION, "malformed Bearer credentials")
+    for name, location, on in ((b"bearer", HEADER, True), (b"dpop", DPOP, dpop)):
+        if not on:
+            continue
+        size = len(name)
+        scheme = value[: size + 1].lower()
+        if scheme == name + b" ":
+            token = value[size + 1 :].lstrip(b" ")
+            body = token.rstrip(b"=")
+            # translate() deletes every allowed byte: anything left is not b64token (this runs
+            # on every request; it is several times cheaper than a regex over the whole token).
+            if body and not body.translate(None, _B64TOKEN):
+                return token.decode("ascii"), location
+        if scheme == name or (scheme[:size] == name and scheme[size:] in (b" ", b"\t")):
+            raise InvalidRequest(
+                Reason.MALFORMED_AUTHORIZATION,
+                f"malformed {name.decode().capitalize()} credentials",
+            )
     return None
 
 
@@ -54,7 +66,8 @@ def plain_bearer(
             if found is not None:
                 return None
             found = value
-        elif name == b"cookie" and cookie is not None:
+        elif (name == b"cookie" and cookie is not None) or name == b"dpop":
+            # A DPoP proof beside a token: the general path refuses or checks it.
             return None
     if found is not None and found.startswith(_BEARER):
         return found[7:]
@@ -87,7 +100,11 @@ def cookie_values(cookie_headers: Iterable[bytes], name: bytes) -> list[str]:
 
 
 def extract_token(
-    headers: Iterable[tuple[bytes, bytes]], *, header: bool = True, cookie: bytes | None = None
+    headers: Iterable[tuple[bytes, bytes]],
+    *,
+    header: bool = True,
+    cookie: bytes | None = None,
+    dpop: bool = False,
 ) -> tuple[str, str] | None:
     """``(token, location)`` from ASGI-style lower-case header pairs, or None when absent.
 
@@ -106,7 +123,7 @@ def extract_token(
     if header and authorizations:
         if len(authorizations) > 1:
             raise InvalidRequest(Reason.MULTIPLE_TOKENS, "several Authorization headers")
-        from_header = bearer_token(authorizations[0])
+        from_header = credentials(authorizations[0], dpop=dpop)
     if cookie is not None and cookies:
         values = cookie_values(cookies, cookie)
         if len(values) > 1:
@@ -117,9 +134,7 @@ def extract_token(
             if from_header is not None:
                 raise InvalidRequest(Reason.MULTIPLE_TOKENS, "token in both header and cookie")
             return values[0], COOKIE
-    if from_header is not None:
-        return from_header, HEADER
-    return None
+    return from_header
 
 
 def _joined_twice(value: str, name: bytes) -> bool:

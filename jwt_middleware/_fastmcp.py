@@ -121,7 +121,7 @@ class FastMCPVerifier(_Verifying, TokenVerifier):
         settings = self.settings
         if not settings.scopes_supported and self.required_scopes:
             settings = dataclasses.replace(settings, scopes_supported=tuple(self.required_scopes))
-        metadata = Metadata(settings, self.verifier.issuers)
+        metadata = Metadata(settings, self.verifier.issuers, requests=False)
 
         async def serve(request: Request) -> Response:
             status, headers, body = metadata.answer(request.method)

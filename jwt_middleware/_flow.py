@@ -25,13 +25,16 @@ from typing import Any
 from . import _b64 as b64
 from ._errors import (
     AuthError,
+    InvalidProof,
     InvalidToken,
     Reason,
     RevocationStoreError,
     RevocationUnavailable,
 )
+from ._extract import DPOP
 from ._jws import HeaderRules, ParsedToken, loads_strict, parse
 from ._keys import Key, KeySet
+from ._sender import Request, Sender, binding
 from ._settings import Issuer, Settings
 from .revocation import revocation_query
 
@@ -59,6 +62,9 @@ class VerifiedToken:
     #: Until when the token is accepted: its issuer's ``exp`` + ``leeway``, in seconds since the
     #: epoch (None without ``exp``). An authenticated WebSocket is closed then.
     valid_until: float | None = None
+    #: What the token is bound to: its ``cnf.jkt`` (a DPoP key's thumbprint, RFC 9449) and
+    #: ``cnf.x5t#S256`` (a client certificate's, RFC 8705); None each when unbound.
+    binding: tuple[str | None, str | None] = field(default=(None, None), repr=False, compare=False)
     #: The ``sub`` claim (None when absent). Worked out once: a cached token serves many requests.
     subject: str | None = field(init=False, repr=False, compare=False)
 
@@ -186,7 +192,9 @@ class Trusted:
         exp = claims.get("exp")
         valid_until = exp + self.settings.leeway if exp is not None else None
         # claims and header.fields are deeply read-only already (loads_strict(frozen=True)).
-        return VerifiedToken(claims, header.fields, self.scopes(claims), valid_until)
+        return VerifiedToken(
+            claims, header.fields, self.scopes(claims), valid_until, binding(claims)
+        )
 
     def scopes(self, claims: Mapping[str, Any]) -> tuple[str, ...]:
         found: dict[str, None] = {}  # ordered and deduplicated
@@ -220,6 +228,7 @@ class Trusted:
 
 _Entry = tuple[VerifiedToken, float, float, object, Trusted]  # token, window, key set, issuer
 _ABSENT = object()
+_UNBOUND = (None, None)
 
 
 class TokenCache:
@@ -314,8 +323,15 @@ class Flow:
         self._by_iss = {iss: i for i in self.issuers for iss in i.settings.issuers}
         size = settings.token_cache_size
         self.tokens = TokenCache(size) if size > 0 else None
-        #: Whether :meth:`cached` can ever answer.
-        self.caches = self.tokens is not None and any(i.plain for i in self.issuers)
+        #: Whether :meth:`cached` can ever answer: never when every token must be DPoP-bound
+        #: (a bound token needs its proof checked on every request).
+        self.caches = (
+            self.tokens is not None
+            and any(i.plain for i in self.issuers)
+            and settings.dpop != "required"
+        )
+        #: The sender-constraint rules (DPoP, certificate-bound tokens).
+        self.sender = Sender(settings)
 
     def cached(self, digest: bytes) -> VerifiedToken | None:
         """The verified token with this :func:`token_digest` if the token cache holds it and
@@ -328,8 +344,8 @@ class Flow:
             if found is None:
                 return None
             verified, issuer = found
-            if not issuer.plain:
-                return None
+            if not issuer.plain or verified.binding != _UNBOUND:
+                return None  # a bound token's proof or certificate is checked every time
             events = issuer.events
             if events is not None:
                 events.verified(cached=True)
@@ -339,58 +355,83 @@ class Flow:
             # token the way it refuses every internal error (logged, 401, never a 500).
             return None
 
-    def steps(self, token: str, digest: bytes | None = None) -> Generator[Step, Any, VerifiedToken]:
-        """Verify ``token``: yields the calls the driver must make; returns the verified
+    def steps(
+        self,
+        token: str,
+        digest: bytes | None = None,
+        location: str = "header",
+        request: Request | None = None,
+    ) -> Generator[Step, Any, VerifiedToken]:
+        """Verify ``token``, found at ``location`` of ``request`` (``"dpop"``: under
+        ``Authorization: DPoP``): yields the calls the driver must make; returns the verified
         token, or raises an :class:`AuthError` (never any other exception)."""
         try:
-            now = self.clock()
-            tokens = self.tokens
-            found = None
-            if tokens is not None:
-                if digest is None:
-                    digest = token_digest(token.encode())
-                found = tokens.hit(digest, now)
-            if found is not None:
-                verified, issuer = found
-            else:
-                parsed, claims, issuer = self._parse(token, now)
-                keys_before = issuer.keys_now(now)
-                kid, alg = parsed.header.kid, parsed.header.alg
-                key = issuer.key_now(kid, alg)
-                if key is None:
-                    keyset = yield issuer.remote.keyset_for, (kid,)
-                    key = issuer.find(keyset, kid, alg)
-                verified = issuer.verified(parsed, claims, key)
-            for validator in issuer.validators:
-                try:
-                    outcome = yield validator, (verified.claims,)
-                except Exception as exc:
-                    raise _rejected_by_validator(exc) from None
-                if outcome is False:
-                    raise InvalidToken(
-                        Reason.VALIDATOR_REJECTED, getattr(validator, "__name__", "")
-                    )
-            if found is None and tokens is not None:
-                assert digest is not None
-                after = issuer.keys_now(now)
-                tokens.remember(
-                    digest, verified, issuer, keys_before if keys_before is after else None
-                )
-            store = issuer.revocation
-            if store is not None:
-                try:
-                    revoked = yield store.is_revoked, revocation_query(verified.claims)
-                except Exception as exc:  # the store's own errors, network errors, timeouts
-                    revoked = issuer.revocation_failed(exc)
-                if revoked:
-                    raise InvalidToken(Reason.TOKEN_REVOKED, "")
-            if issuer.events is not None:
-                issuer.events.verified(cached=found is not None)
-            return verified
-        except AuthError:
+            return (yield from self._steps(token, digest, location, request))
+        except AuthError as exc:
+            if location == DPOP:
+                exc.scheme = "DPoP"  # its challenge carries the error (RFC 9449 §7.1)
             raise
         except Exception as exc:
             raise _internal_error(exc) from None
+
+    def _steps(
+        self, token: str, digest: bytes | None, location: str, request: Request | None
+    ) -> Generator[Step, Any, VerifiedToken]:
+        now = self.clock()
+        tokens = self.tokens
+        found = None
+        if tokens is not None:
+            if digest is None:
+                digest = token_digest(token.encode())
+            found = tokens.hit(digest, now)
+        if found is not None:
+            verified, issuer = found
+        else:
+            parsed, claims, issuer = self._parse(token, now)
+            keys_before = issuer.keys_now(now)
+            kid, alg = parsed.header.kid, parsed.header.alg
+            key = issuer.key_now(kid, alg)
+            if key is None:
+                keyset = yield issuer.remote.keyset_for, (kid,)
+                key = issuer.find(keyset, kid, alg)
+            verified = issuer.verified(parsed, claims, key)
+        for validator in issuer.validators:
+            try:
+                outcome = yield validator, (verified.claims,)
+            except Exception as exc:
+                raise _rejected_by_validator(exc) from None
+            if outcome is False:
+                raise InvalidToken(Reason.VALIDATOR_REJECTED, getattr(validator, "__name__", ""))
+        if found is None and tokens is not None:
+            assert digest is not None
+            after = issuer.keys_now(now)
+            tokens.remember(digest, verified, issuer, keys_before if keys_before is after else None)
+        # After the token cache took the token: a proof refused (a stale nonce, say) does not
+        # make the retry verify the token again.
+        proof = self.sender.check(verified.binding, token, location, request, now)
+        store = issuer.revocation
+        if store is not None:
+            try:
+                revoked = yield store.is_revoked, revocation_query(verified.claims)
+            except Exception as exc:  # the store's own errors, network errors, timeouts
+                revoked = issuer.revocation_failed(exc)
+            if revoked:
+                raise InvalidToken(Reason.TOKEN_REVOKED, "")
+        if proof is not None:
+            # Last: a request refused for any other reason must not use up its jti.
+            sender = self.sender
+            try:
+                fresh = yield (
+                    sender.replay.first_use,
+                    (proof.jkt, proof.jti, sender.until(proof), now),
+                )
+            except Exception as exc:
+                fresh = sender.replay_failed(exc)
+            if not fresh:
+                raise InvalidProof(Reason.DPOP_REPLAYED, "")
+        if issuer.events is not None:
+            issuer.events.verified(cached=found is not None)
+        return verified
 
     def _parse(self, token: str, now: float) -> tuple[ParsedToken, dict[str, Any], Trusted]:
         if len(token) > self.max_token_bytes:

@@ -24,7 +24,15 @@ _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
 
 class Gate:
-    __slots__ = ("_csrf_name", "_passthrough", "_public", "_public_prefixes", "cookie", "settings")
+    __slots__ = (
+        "_csrf_name",
+        "_dpop",
+        "_passthrough",
+        "_public",
+        "_public_prefixes",
+        "cookie",
+        "settings",
+    )
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -34,6 +42,7 @@ class Gate:
         #: The token cookie's name as it appears in a Cookie header, or None.
         self.cookie = settings.cookie.encode("ascii") if settings.cookie is not None else None
         self._csrf_name = settings.csrf_header.encode("latin-1")
+        self._dpop = settings.dpop != "off"
 
     def unchecked(
         self, method: str | None, path: str, headers: Iterable[tuple[bytes, bytes]]
@@ -55,7 +64,7 @@ class Gate:
     def token(self, headers: Iterable[tuple[bytes, bytes]]) -> tuple[str, str] | None:
         """``(token, location)``, None (absent; allowed only in anonymous mode), or AuthError."""
         s = self.settings
-        found = extract_token(headers, header=s.header, cookie=self.cookie)
+        found = extract_token(headers, header=s.header, cookie=self.cookie, dpop=self._dpop)
         if found is None and not s.anonymous:
             raise MissingToken()
         return found

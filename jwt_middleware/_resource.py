@@ -24,7 +24,12 @@ class Metadata:
 
     __slots__ = ("_headers", "body", "document", "paths")
 
-    def __init__(self, settings: Settings, issuers: Sequence[Issuer]) -> None:
+    def __init__(
+        self, settings: Settings, issuers: Sequence[Issuer], *, requests: bool = True
+    ) -> None:
+        """``requests``: whether the verifier sees each request (the middlewares), so that it
+        can check DPoP proofs and client certificates; a verifier that sees only the token
+        (the SDKs' hooks) advertises neither."""
         resource = settings.resource
         url = settings.challenge.resource_metadata
         assert resource is not None and url is not None  # checked by the caller
@@ -46,6 +51,14 @@ class Metadata:
             document["resource_name"] = settings.resource_name
         if settings.resource_documentation is not None:
             document["resource_documentation"] = settings.resource_documentation
+        # RFC 9728 §2: what sender constraints this resource understands.
+        # The two flags are false when left out (RFC 9728 §2): only a true one is written.
+        if requests and settings.header and settings.dpop != "off":
+            document["dpop_signing_alg_values_supported"] = list(settings.dpop_algorithms)
+            if settings.dpop == "required":
+                document["dpop_bound_access_tokens_required"] = True
+        if requests and settings.client_cert_header is not None:
+            document["tls_client_certificate_bound_access_tokens"] = True
         #: The document: the RFC 9728 fields from the settings, nothing else.
         self.document = document
         self.body = json.dumps(document, separators=(",", ":")).encode()
@@ -63,13 +76,17 @@ class Metadata:
             headers = [*self._headers, ("content-length", str(len(self.body)))]
             return 200, headers, self.body if method == "GET" else b""
         if method == "OPTIONS":  # a CORS preflight, or a client asking what is allowed
-            return 204, [
-                ("allow", _ALLOW),
-                ("access-control-allow-origin", "*"),
-                ("access-control-allow-methods", _ALLOW),
-                ("access-control-allow-headers", "*"),
-                ("access-control-max-age", "86400"),
-            ], b""
+            return (
+                204,
+                [
+                    ("allow", _ALLOW),
+                    ("access-control-allow-origin", "*"),
+                    ("access-control-allow-methods", _ALLOW),
+                    ("access-control-allow-headers", "*"),
+                    ("access-control-max-age", "86400"),
+                ],
+                b"",
+            )
         return 405, [("allow", _ALLOW), ("content-length", "0")], b""
 
 

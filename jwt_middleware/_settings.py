@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from ._dpop import DEFAULT_PROOF_ALGORITHMS
 from ._errors import AuthError, Challenge, ConfigurationError, UnusableKey, redact, scope_names
 from ._keys import (
     ASYMMETRIC_ALGORITHMS,
@@ -27,7 +28,7 @@ from ._keys import (
     MIN_RSA_BITS,
     Key,
     KeySet,
-    )
+)
 from .revocation import GRACE
 
 __all__ = [
@@ -48,6 +49,8 @@ DEFAULT_ALGORITHMS = ("RS256", "ES256", "PS256", "EdDSA")
 Validator = Callable[[Mapping[str, Any]], "bool | Awaitable[bool | None] | None"]
 
 _CSRF_MODES = frozenset({"both", "double_submit", "origin", "off"})
+#: The authentication schemes each ``dpop`` mode accepts, in challenge order.
+_SCHEMES = {"off": ("Bearer",), "allowed": ("Bearer", "DPoP"), "required": ("DPoP",)}
 logger = logging.getLogger("jwt_middleware")
 
 _COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -388,6 +391,46 @@ class Settings(Issuer):
     """The metadata's ``resource_name``: this API's name, for people."""
     resource_documentation: str | None = None
     """The metadata's ``resource_documentation``: the URL of this API's documentation."""
+    # -- sender-constrained tokens (RFC 9449 DPoP, RFC 8705 certificate-bound) --------------
+    dpop: str = "allowed"
+    """``"allowed"``: Bearer tokens work as before, and a DPoP-bound token (``cnf.jkt``) is
+    accepted only under ``Authorization: DPoP`` with a valid proof (RFC 9449); ``"required"``:
+    only DPoP-bound tokens, with their proofs; ``"off"``: the DPoP scheme is not read, and a
+    DPoP-bound token is refused, since it must not be used without its proof."""
+    dpop_algorithms: Sequence[str] = DEFAULT_PROOF_ALGORITHMS
+    """The signature algorithms accepted for DPoP proofs (asymmetric only), advertised in the
+    ``DPoP`` challenge's ``algs`` and the metadata's ``dpop_signing_alg_values_supported``."""
+    dpop_max_age: float = 300.0
+    """How many seconds after its ``iat`` a proof is accepted (RFC 9449 §11.1): also how long
+    each proof's ``jti`` is remembered against replay."""
+    dpop_leeway: float = 5.0
+    """How many seconds ahead of this server's clock a proof's ``iat`` may be."""
+    dpop_replay: Any = None
+    """Where accepted proofs are remembered (``jwt_middleware.replay``): ``None`` for one
+    bounded in-memory store per middleware; a Redis store when several processes or hosts serve
+    this resource (a proof replayed to another worker is refused only if they share it)."""
+    dpop_replay_fail_open: bool = False
+    """Accept a proof when the replay store cannot answer (logged), instead of 503."""
+    dpop_nonce_secret: str | bytes | None = None
+    """Set (32 bytes or more, the same on every instance), proofs must carry a server nonce
+    (RFC 9449 §9): an HMAC of the current time step, so every instance agrees without shared
+    state. A proof without it, or with a stale one, is answered ``use_dpop_nonce`` with the
+    current nonce in ``DPoP-Nonce``."""
+    dpop_nonce_lifetime: float = 300.0
+    """The nonce's time step, in seconds: a nonce is accepted during its step and the next."""
+    public_url: str | None = None
+    """This API's external base URL as clients call it (``https://api.example.com``, with the
+    path prefix a proxy strips, if any), which DPoP proofs' ``htu`` must name. Unset: the
+    origin of ``resource``; without either, the request's scheme and Host header (forwarded
+    ones from a ``trusted_proxies`` peer)."""
+    trusted_proxies: Collection[str] = ()
+    """Addresses or networks (``10.0.0.0/8``) of the reverse proxies in front of this app: only
+    from these peers are ``X-Forwarded-Proto``/``X-Forwarded-Host`` and the forwarded client
+    certificate believed."""
+    client_cert_header: str | None = None
+    """The header a trusted proxy forwards the client's TLS certificate in (RFC 9440
+    ``client-cert``, or nginx's URL-encoded PEM), for certificate-bound tokens (RFC 8705
+    ``cnf.x5t#S256``). Unset, a certificate-bound token is refused."""
     # -- cookies and browsers ------------------------------------------------------------------
     csrf: str | None = None
     """CSRF defence for cookie tokens on state-changing methods: ``"both"`` (default when
@@ -402,8 +445,8 @@ class Settings(Issuer):
     """Exact origins (``https://host[:port]``, or ``"*"`` without credentials) for which the
     middleware is the CORS layer: it answers their preflights itself (204, never calling the
     app; other origins' preflights get 403), and adds ``Access-Control-Allow-Origin``,
-    ``Vary: Origin`` and ``Access-Control-Expose-Headers: WWW-Authenticate`` to every response
-    to them, refusals included. Default: none (OPTIONS needs a token like any method)."""
+    ``Vary: Origin`` and ``Access-Control-Expose-Headers: WWW-Authenticate, DPoP-Nonce`` to every
+    response to them, refusals included. Default: none (OPTIONS needs a token like any method)."""
     cors_methods: Sequence[str] = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
     """``Access-Control-Allow-Methods`` of a preflight answer."""
     cors_headers: Sequence[str] | None = None
@@ -431,6 +474,10 @@ class Settings(Issuer):
     implied: Mapping[str, tuple[str, ...]] = field(init=False, repr=False)
     #: What every refusal's challenge carries (realm, resource_metadata, default scope).
     challenge: Challenge = field(init=False, repr=False)
+    #: ``trusted_proxies`` as networks.
+    proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
+        init=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         put = object.__setattr__
@@ -456,6 +503,7 @@ class Settings(Issuer):
             raise ConfigurationError(f"realm must be a string, got {self.realm!r}")
         self._check_requests()
         self._check_cors()
+        self._check_sender()
         self._check_resource_metadata()
 
     def _check_resource_metadata(self) -> None:
@@ -483,7 +531,64 @@ class Settings(Issuer):
             expose=self.expose_error_details,
             resource_metadata=metadata_url(self.resource) if self.resource is not None else None,
             scope=tuple(self.challenge_scopes),
+            schemes=_SCHEMES[self.dpop] if self.header else ("Bearer",),
+            dpop_algs=tuple(self.dpop_algorithms),
         ))  # fmt: skip
+
+    def _check_sender(self) -> None:
+        put = object.__setattr__
+        if self.dpop not in _SCHEMES:
+            raise ConfigurationError(
+                f"dpop must be 'off', 'allowed' or 'required', got {self.dpop!r}"
+            )
+        if self.dpop == "required" and not self.header:
+            raise ConfigurationError("dpop='required' needs header=True (proofs come in headers)")
+        algs = tuple(dict.fromkeys(self.dpop_algorithms))
+        unsupported = [a for a in algs if a not in ASYMMETRIC_ALGORITHMS]
+        if not algs or unsupported:
+            raise ConfigurationError(
+                f"dpop_algorithms must be asymmetric algorithms ({', '.join(ASYMMETRIC_ALGORITHMS)}"
+                f"), got {unsupported or 'none'}"
+            )
+        put(self, "dpop_algorithms", algs)
+        for name in ("dpop_max_age", "dpop_leeway", "dpop_nonce_lifetime"):
+            value = getattr(self, name)
+            if not _finite(value) or value < 0 or (name == "dpop_nonce_lifetime" and value == 0):
+                raise ConfigurationError(f"{name} must be a number of seconds, got {value!r}")
+        if self.dpop_replay is not None and not callable(
+            getattr(self.dpop_replay, "first_use", None)
+        ):
+            raise ConfigurationError("dpop_replay must be a store with a first_use() method")
+        secret = self.dpop_nonce_secret
+        if secret is not None:
+            raw = secret.encode("utf-8") if isinstance(secret, str) else secret
+            if not isinstance(raw, bytes) or len(raw) < 32:
+                raise ConfigurationError("dpop_nonce_secret must be a secret of 32 bytes or more")
+        if self.public_url is not None:
+            _check_url(self.public_url, "public_url")
+            parts = urlsplit(self.public_url)
+            if parts.query or parts.fragment or "?" in self.public_url or "#" in self.public_url:
+                raise ConfigurationError("public_url must have no query or fragment")
+            put(self, "public_url", self.public_url.rstrip("/"))
+        proxies = []
+        for proxy in self.trusted_proxies:
+            try:
+                proxies.append(ipaddress.ip_network(proxy, strict=False))
+            except (TypeError, ValueError):
+                raise ConfigurationError(
+                    f"trusted_proxies: {proxy!r} is not an IP address or network"
+                ) from None
+        put(self, "proxies", tuple(proxies))
+        header = self.client_cert_header
+        if header is not None:
+            if not isinstance(header, str) or not _COOKIE_NAME.fullmatch(header):
+                raise ConfigurationError(f"client_cert_header {header!r} is not a header name")
+            if not proxies:
+                raise ConfigurationError(
+                    "client_cert_header: a forwarded certificate is believed only from a "
+                    "trusted proxy; set trusted_proxies=[...] (the proxy's addresses)"
+                )
+            put(self, "client_cert_header", header.lower())
 
     def _trusted(self) -> tuple[Issuer, ...]:
         if isinstance(self.trust, (str, bytes, Issuer)) or not all(
@@ -601,6 +706,7 @@ class Settings(Issuer):
 
 MAX_LEEWAY = 3600.0
 
+
 class Options(TypedDict, total=False):
     """The keyword arguments of the middlewares: the fields of :class:`Settings`, each
     optional, so that ``app.add_middleware(JWTMiddleware, leewya=30)`` fails in mypy (through
@@ -651,6 +757,17 @@ class Options(TypedDict, total=False):
     scopes_supported: Sequence[str]
     resource_name: str | None
     resource_documentation: str | None
+    dpop: str
+    dpop_algorithms: Sequence[str]
+    dpop_max_age: float
+    dpop_leeway: float
+    dpop_replay: Any
+    dpop_replay_fail_open: bool
+    dpop_nonce_secret: str | bytes | None
+    dpop_nonce_lifetime: float
+    public_url: str | None
+    trusted_proxies: Collection[str]
+    client_cert_header: str | None
     csrf: str | None
     csrf_header: str
     csrf_claim: str
@@ -677,7 +794,8 @@ SHARED_FIELDS = (*(f for f in REQUEST_FIELDS if f != "trust"), "clock")
 _LISTS = frozenset({
     "algorithms", "required_claims", "scope_claims", "public_paths", "allowed_origins",
     "cors_origins", "cors_methods", "cors_headers", "validators", "keys", "trust",
-    "challenge_scopes", "authorization_servers", "scopes_supported",
+    "challenge_scopes", "authorization_servers", "scopes_supported", "dpop_algorithms",
+    "trusted_proxies",
 })  # fmt: skip
 _METADATA_FIELDS = (
     "authorization_servers", "scopes_supported", "resource_name", "resource_documentation"

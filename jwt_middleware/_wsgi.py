@@ -19,6 +19,7 @@ from ._flow import VerifiedToken, token_digest
 from ._gate import SCOPE_GATE, Gate
 from ._logs import show_refusals_by_default
 from ._resource import Metadata
+from ._sender import Request
 from ._settings import Options, Settings, settings_from
 from ._verify import SyncVerifier
 
@@ -50,6 +51,16 @@ _CSRF_ENVIRON = (
 )
 
 _BEARER = ("Bearer ", "bearer ")
+
+#: The headers the sender checks read (the client certificate's is added when configured).
+_SENDER_ENVIRON = (
+    ("HTTP_DPOP", b"dpop"),
+    ("HTTP_HOST", b"host"),
+    ("HTTP_X_FORWARDED_PROTO", b"x-forwarded-proto"),
+    ("HTTP_X_FORWARDED_HOST", b"x-forwarded-host"),
+)
+#: Those whose comma-joined value is several headers (the forwarded ones are lists by design).
+_SPLIT = frozenset({b"dpop", b"host"})
 
 _STATUS = {
     200: "200 OK",
@@ -88,6 +99,10 @@ class JWTWSGIMiddleware:
         self._metadata = (
             Metadata(self.settings, self.verifier.issuers) if self.settings.resource else None
         )
+        cert = self.settings.client_cert_header
+        self._sender_environ = [*_SENDER_ENVIRON] + (
+            [("HTTP_" + cert.upper().replace("-", "_"), cert.encode("latin-1"))] if cert else []
+        )
         if self.settings.warm_up:
             self.verifier.warm_up()
 
@@ -118,7 +133,7 @@ class JWTWSGIMiddleware:
                 digest = token_digest(plain)
                 verified = self.verifier.cached(digest)
                 if verified is None and (token := plain_token(plain)) is not None:
-                    verified = self.verifier.verify(token, digest)
+                    verified = self.verifier.verify(token, digest, request=self._request(environ))
                 if verified is not None:
                     environ[ENVIRON_TOKEN] = verified
                     environ[ENVIRON_LOCATION] = HEADER
@@ -162,7 +177,7 @@ class JWTWSGIMiddleware:
         if found is None:
             return
         token, location = found
-        verified = self.verifier.verify(token)
+        verified = self.verifier.verify(token, location=location, request=self._request(environ))
         if location == COOKIE:
             gate.check_csrf(method, _csrf_headers(environ), verified)
         environ[ENVIRON_TOKEN] = verified
@@ -174,12 +189,33 @@ class JWTWSGIMiddleware:
         ``extract.plain_bearer``. WSGI servers join repeated headers with commas, and a token
         never holds one, so a comma means "not plain"."""
         value: str | None = environ.get("HTTP_AUTHORIZATION")
-        if value is None or not value.startswith(_BEARER) or "," in value:
+        if value is None or not value.startswith(_BEARER) or "," in value or "HTTP_DPOP" in environ:
             return None
         if self.gate.cookie is not None and "HTTP_COOKIE" in environ:
             return None
         token = value[7:]
         return token if token.isascii() else None
+
+    def _request(self, environ: WSGIEnvironment) -> Request:
+        """What the sender checks (DPoP, client certificates) read of this request."""
+        # PEP 3333: the path is bytes as latin-1 text; clients sign it as UTF-8.
+        raw = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+        path = raw.encode("latin-1", "replace").decode("utf-8", "replace")
+        headers: list[tuple[bytes, bytes]] = []
+        for key, name in self._sender_environ:
+            value = environ.get(key)
+            if value is not None:
+                # Servers join repeated headers with commas; a DPoP proof (a JWS) and these
+                # single-valued headers never hold one, so each part was a header of its own.
+                for part in value.split(",") if name in _SPLIT else (value,):
+                    headers.append((name, part.strip(" \t").encode("latin-1", "replace")))
+        return Request(
+            method=environ.get("REQUEST_METHOD") or "GET",
+            scheme=environ.get("wsgi.url_scheme") or "http",
+            path=path,
+            headers=headers,
+            peer=environ.get("REMOTE_ADDR"),
+        )
 
     def _unchecked(self, method: str | None, path: str) -> bool:
         """Whether the general path might let the request through unchecked: a public path, or
@@ -232,9 +268,11 @@ def _headers(environ: WSGIEnvironment) -> list[tuple[bytes, bytes]]:
     authorization = environ.get("HTTP_AUTHORIZATION")
     if authorization is not None:
         parts = authorization.split(",")
-        # Only a Bearer credential proves the commas joined several headers: other schemes
+        # Only a Bearer or DPoP credential proves the commas joined several headers: other schemes
         # (Digest, AWS4-HMAC-SHA256, …) carry commas in a single value.
-        if len(parts) > 1 and any(p.strip()[:6].lower() == "bearer" for p in parts):
+        if len(parts) > 1 and any(
+            p.strip()[:6].lower() == "bearer" or p.strip()[:5].lower() == "dpop " for p in parts
+        ):
             pairs.extend((b"authorization", part.encode("latin-1")) for part in parts)
         else:
             pairs.append((b"authorization", authorization.encode("latin-1")))

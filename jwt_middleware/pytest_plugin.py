@@ -10,6 +10,12 @@
   JWKS served over real HTTP on 127.0.0.1; ``mint()``, ``rotate()``, ``set_fault()``.
 * ``jwt_settings`` — :class:`~jwt_middleware.Settings` trusting ``jwt_issuer`` (issuer,
   audience, JWKS URL), to pass as ``settings=``.
+* ``jwt_dpop_key`` — a fresh ES256 client key for DPoP: ``jwt_issuer.mint(dpop_key=jwt_dpop_key)``
+  binds a token to it, and ``dpop_headers(token, jwt_dpop_key, "GET", url)`` (from
+  ``jwt_middleware.testing``) gives one request's headers.
+* ``jwt_client_certificate`` — a fresh self-signed client certificate:
+  ``jwt_issuer.mint(certificate=jwt_client_certificate)`` binds a token to it (RFC 8705), and
+  ``{"client-cert": jwt_client_certificate.header()}`` is what a TLS-terminating proxy forwards.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from collections.abc import Iterator
 import pytest
 
 from ._settings import Settings
-from .testing import LocalIssuer
+from .testing import ClientCertificate, LocalIssuer, SigningKey, client_certificate, generate_key
 
 
 @pytest.fixture
@@ -33,3 +39,13 @@ def jwt_settings(jwt_issuer: LocalIssuer) -> Settings:
     return Settings(
         issuer=jwt_issuer.issuer, audience=jwt_issuer.audience, jwks_url=jwt_issuer.jwks_url
     )
+
+
+@pytest.fixture
+def jwt_dpop_key() -> SigningKey:
+    return generate_key("ES256")
+
+
+@pytest.fixture
+def jwt_client_certificate() -> ClientCertificate:
+    return client_certificate()

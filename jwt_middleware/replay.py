@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-from ._errors import ConfigurationError, ReplayStoreError
+from ._errors import ConfigurationError, ReplayStoreError, UsageError
+from ._redis import DEFAULT_PREFIX, RedisClientStore, failures_as
 
 __all__ = [
+    "AsyncRedisReplayStore",
     "AsyncReplayStore",
     "MemoryReplayStore",
+    "RedisReplayStore",
     "ReplayFull",
     "ReplayStore",
     "ReplayStoreError",
@@ -90,3 +93,56 @@ class MemoryReplayStore:
             self._earliest = min(self._seen.values(), default=math.inf)
         if len(self._seen) >= self.max_entries:
             raise ReplayFull(f"{len(self._seen)} live DPoP proofs recorded")
+
+
+class _RedisReplay(RedisClientStore):
+    """The key layout and expiry both Redis replay stores share; only the I/O call differs."""
+
+    def __init__(self, client: Any, *, prefix: str = DEFAULT_PREFIX) -> None:
+        super().__init__(client, prefix=prefix)
+        self._head = f"{prefix}dpop:"
+
+    def _key(self, jkt: str, jti: str) -> str:
+        # jkt is a base64url thumbprint, which has no ":", so the first ":" after the head ends
+        # it: an attacker's jti (which may hold ":") cannot make two pairs share a key.
+        return f"{self._head}{jkt}:{jti}"
+
+    @staticmethod
+    def _ttl_ms(until: float, now: float) -> int:
+        # Relative, by the verifier's clock: the Redis server's clock never enters into it.
+        if not (math.isfinite(until) and math.isfinite(now)):
+            raise UsageError("until and now must be finite numbers of seconds")
+        return max(1, math.ceil((until - now) * 1000))
+
+
+class RedisReplayStore(_RedisReplay):
+    """DPoP replay records in Redis, shared by every process and host using the same Redis
+    (sync client, for WSGI).
+
+    One round trip per proof: ``SET <key> 1 NX PX <ms>``, atomic, so of two requests racing
+    with the same proof on any two workers exactly one is first. The record expires
+    ``until - now`` after it is made (at least 1 ms), timed by the verifier's clock, not by
+    Redis's. The hosts sharing a store must still agree with each other within the DPoP leeway:
+    a host whose clock runs behind accepts a proof for longer than another host remembers it.
+    Keys: ``<prefix>dpop:<jkt>:<jti>``. Any failure raises :class:`ReplayStoreError`.
+    """
+
+    def first_use(self, jkt: str, jti: str, until: float, now: float) -> bool:
+        """Record ``(jkt, jti)`` until ``until``; False when it is already recorded (a replay)."""
+        ttl = self._ttl_ms(until, now)
+        with failures_as(ReplayStoreError):
+            created = self.client.set(self._key(jkt, jti), b"1", nx=True, px=ttl)
+        return bool(created)  # True when set, None when the key was there
+
+
+class AsyncRedisReplayStore(_RedisReplay):
+    """:class:`RedisReplayStore` for the event loop (``redis.asyncio``, for ASGI)."""
+
+    _client_class = "redis.asyncio.Redis"
+
+    async def first_use(self, jkt: str, jti: str, until: float, now: float) -> bool:
+        """Record ``(jkt, jti)`` until ``until``; False when it is already recorded (a replay)."""
+        ttl = self._ttl_ms(until, now)
+        with failures_as(ReplayStoreError):
+            created = await self.client.set(self._key(jkt, jti), b"1", nx=True, px=ttl)
+        return bool(created)  # True when set, None when the key was there

@@ -19,18 +19,14 @@ with 503 (fail closed) unless ``revocation_fail_open=True``. Entries outlive ``e
 
 from __future__ import annotations
 
-import importlib
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, runtime_checkable
 
 from ._errors import ConfigurationError, RevocationStoreError, UsageError
-
-if TYPE_CHECKING:
-    from typing_extensions import Self  # typing.Self is Python 3.11+
+from ._redis import DEFAULT_PREFIX, RedisClientStore, failures_as
 
 __all__ = [
     "GRACE",
@@ -194,25 +190,14 @@ class _RedisKeys:
         return False
 
 
-class _RedisStore:
+class _RedisStore(RedisClientStore):
     """The client and key layout both Redis stores share; only the I/O calls differ."""
 
-    _client_class = "redis.Redis"
-
     def __init__(
-        self, client: Any, *, prefix: str = "jwt_middleware:", subject_ttl: float = 7 * 24 * 3600.0
+        self, client: Any, *, prefix: str = DEFAULT_PREFIX, subject_ttl: float = 7 * 24 * 3600.0
     ) -> None:
-        self.client = client
+        super().__init__(client, prefix=prefix)
         self._keys = _RedisKeys(prefix, subject_ttl)
-
-    @classmethod
-    def from_url(cls, url: str, **options: Any) -> Self:
-        """A store on a new client for ``url`` (``socket_timeout`` 1 s unless given; the other
-        options are the store's)."""
-        module, _, name = cls._client_class.rpartition(".")
-        client_class = getattr(importlib.import_module(module), name)
-        timeout = options.pop("socket_timeout", 1.0)
-        return cls(client_class.from_url(url, socket_timeout=timeout), **options)
 
 
 class RedisRevocationStore(_RedisStore):
@@ -224,16 +209,16 @@ class RedisRevocationStore(_RedisStore):
     """
 
     def is_revoked(self, jti: str | None, sub: str | None, iat: float | None) -> bool:
-        with _unavailable_as_error():
+        with failures_as(RevocationStoreError):
             values = self.client.mget(self._keys.keys(jti, sub))
         return self._keys.verdict(values, jti, sub, iat)
 
     def revoke_token(self, jti: str, expires_at: float) -> None:
-        with _unavailable_as_error():
+        with failures_as(RevocationStoreError):
             self.client.set(self._keys.token(_jti(jti)), b"1", exat=_exat(expires_at))
 
     def revoke_subject(self, sub: str, before: float) -> None:
-        with _unavailable_as_error():
+        with failures_as(RevocationStoreError):
             self.client.eval(
                 _RAISE_CUTOFF, 1, self._keys.subject(sub), repr(before), self._keys.subject_ttl
             )
@@ -245,28 +230,19 @@ class AsyncRedisRevocationStore(_RedisStore):
     _client_class = "redis.asyncio.Redis"
 
     async def is_revoked(self, jti: str | None, sub: str | None, iat: float | None) -> bool:
-        with _unavailable_as_error():
+        with failures_as(RevocationStoreError):
             values = await self.client.mget(self._keys.keys(jti, sub))
         return self._keys.verdict(values, jti, sub, iat)
 
     async def revoke_token(self, jti: str, expires_at: float) -> None:
-        with _unavailable_as_error():
+        with failures_as(RevocationStoreError):
             await self.client.set(self._keys.token(_jti(jti)), b"1", exat=_exat(expires_at))
 
     async def revoke_subject(self, sub: str, before: float) -> None:
-        with _unavailable_as_error():
+        with failures_as(RevocationStoreError):
             await self.client.eval(
                 _RAISE_CUTOFF, 1, self._keys.subject(sub), repr(before), self._keys.subject_ttl
             )
-
-
-@contextmanager
-def _unavailable_as_error() -> Iterator[None]:
-    """Any failure talking to Redis (network, timeout, auth, script) is "cannot answer"."""
-    try:
-        yield
-    except Exception as exc:
-        raise RevocationStoreError(type(exc).__name__) from None
 
 
 def _exat(expires_at: float) -> int:

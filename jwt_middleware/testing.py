@@ -32,23 +32,29 @@ import uuid
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import TCPServer
 from typing import Any, Final, cast
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from jwt.algorithms import Algorithm, get_default_algorithms
 
+from ._certs import certificate_thumbprint
 from ._errors import ConfigurationError, UsageError
 
 __all__ = [
     "FAULT_MODES",
     "OMIT",
+    "ClientCertificate",
     "LocalIssuer",
     "SigningKey",
+    "client_certificate",
+    "dpop_headers",
     "dpop_proof",
     "generate_key",
 ]
@@ -241,6 +247,17 @@ def dpop_proof(
     return key.sign(_strip_omitted(body), header, kid=None)
 
 
+def dpop_headers(
+    token: str, key: SigningKey, method: str, url: str, *, nonce: str | None = None
+) -> dict[str, str]:
+    """The headers of one DPoP request: ``Authorization: DPoP <token>`` and a fresh proof for
+    ``method`` and ``url`` signed by ``key`` (the key ``token`` is bound to, as
+    ``LocalIssuer.mint(dpop_key=key)`` binds it), e.g.
+    ``client.get("/orders", headers=dpop_headers(token, key, "GET", "http://testserver/orders"))``."""
+    proof = dpop_proof(key, method, url, access_token=token, nonce=nonce)
+    return {"authorization": f"DPoP {token}", "dpop": proof}
+
+
 def generate_key(alg: str = "RS256", *, kid: str | None = None, rsa_bits: int = 2048) -> SigningKey:
     """A new random key for ``alg`` (RS*/PS*: RSA ``rsa_bits``; ES256/384/512: P-256/384/521;
     EdDSA: Ed25519; HS256/384/512: 32/48/64 random bytes). ``kid`` defaults to a random id."""
@@ -258,6 +275,60 @@ def generate_key(alg: str = "RS256", *, kid: str | None = None, rsa_bits: int = 
     return SigningKey(
         kid=kid if kid is not None else secrets.token_urlsafe(8), alg=alg, private_key=private_key
     )
+
+
+#: The header forms :meth:`ClientCertificate.header` writes.
+CERTIFICATE_HEADER_FORMS: Final = ("rfc9440", "nginx", "pem")
+
+
+@dataclass(frozen=True)
+class ClientCertificate:
+    """A client's X.509 certificate, as a TLS-terminating proxy would forward it, with the
+    RFC 8705 ``x5t#S256`` thumbprint a token bound to it names in ``cnf``."""
+
+    pem: str = field(repr=False)
+    der: bytes = field(repr=False)
+    thumbprint: str
+
+    def header(self, form: str = "rfc9440") -> str:
+        """The forwarded header value in ``form``:
+
+        * ``"rfc9440"``: RFC 9440 ``Client-Cert``, ``:<base64 DER>:``;
+        * ``"nginx"``: the URL-encoded PEM of nginx ``$ssl_client_escaped_cert``;
+        * ``"pem"``: the PEM on one line, its line breaks as spaces (what some proxies send).
+        """
+        if form == "rfc9440":
+            return ":" + base64.b64encode(self.der).decode("ascii") + ":"
+        if form == "nginx":
+            return quote(self.pem, safe="")
+        if form == "pem":
+            return " ".join(self.pem.split())
+        raise ConfigurationError(
+            f"unknown certificate header form {form!r}; expected one of {CERTIFICATE_HEADER_FORMS}"
+        )
+
+
+def client_certificate(common_name: str = "client") -> ClientCertificate:
+    """A fresh self-signed EC P-256 client certificate for ``CN=<common_name>``, valid from a
+    minute ago for a day (a proxy checks it; the resource server only compares thumbprints)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.now(timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    der = certificate.public_bytes(serialization.Encoding.DER)
+    pem = certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
+    return ClientCertificate(pem=pem, der=der, thumbprint=certificate_thumbprint(der))
 
 
 FAULT_MODES: Final[dict[str | None, frozenset[str]]] = {
@@ -624,6 +695,7 @@ class LocalIssuer:
         headers: Mapping[str, Any] | None = None,
         jti: bool = True,
         dpop_key: SigningKey | None = None,
+        certificate: ClientCertificate | None = None,
     ) -> str:
         """Mint a signed JWT.
 
@@ -635,6 +707,9 @@ class LocalIssuer:
         :data:`OMIT` removes a default claim. ``key`` defaults to :attr:`current_key`; ``kid``
         and ``headers`` are as in :meth:`SigningKey.sign`. ``dpop_key`` binds the token to that
         key (RFC 9449 ``cnf.jkt``): present it with :func:`dpop_proof` proofs signed by it.
+        ``certificate`` binds it to that client certificate (RFC 8705 ``cnf["x5t#S256"]``):
+        present it in the forwarded header, :meth:`ClientCertificate.header`. Both may be given:
+        ``cnf`` then names both.
         """
         moment = int(time.time()) if now is None else now
         payload: dict[str, Any] = {"iss": self.issuer, "sub": subject}
@@ -650,8 +725,13 @@ class LocalIssuer:
             payload["jti"] = uuid.uuid4().hex
         if scope is not None:
             payload["scope"] = scope
+        confirmation: dict[str, str] = {}
         if dpop_key is not None:
-            payload["cnf"] = {"jkt": dpop_key.thumbprint}
+            confirmation["jkt"] = dpop_key.thumbprint
+        if certificate is not None:
+            confirmation["x5t#S256"] = certificate.thumbprint
+        if confirmation:
+            payload["cnf"] = confirmation
         payload.update(claims or {})
         signer = key if key is not None else self.current_key
         return signer.sign(_strip_omitted(payload), headers, kid=kid)

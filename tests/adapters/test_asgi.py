@@ -43,6 +43,7 @@ from jwt_middleware import (
 from jwt_middleware._gate import SCOPE_GATE
 from jwt_middleware.fastapi import RequireScopes
 from jwt_middleware.testing import LocalIssuer, SigningKey, generate_key
+from tests.support.challenges import with_dpop
 from tests.support.clock import FakeClock
 from tests.support.servers import bearer, serve_asgi
 
@@ -308,7 +309,7 @@ async def test_missing_token_is_401_with_a_bare_challenge(
     async with client(starlette_app(make_settings())) as http:
         response = await http.get("/whoami")
     assert response.status_code == 401
-    assert challenge(response) == 'Bearer realm="api"'
+    assert challenge(response) == with_dpop('Bearer realm="api"')
     assert response.headers["content-type"] == "application/json"
     assert response.headers["cache-control"] == "no-store"
     body = response.json()
@@ -323,7 +324,7 @@ async def test_custom_realm(make_settings: Callable[..., Settings], issuer: Loca
     async with client(starlette_app(make_settings(realm="orders"))) as http:
         missing = await http.get("/whoami")
         invalid = await http.get("/whoami", headers=bearer(issuer.mint(audience="api://x")))
-    assert challenge(missing) == 'Bearer realm="orders"'
+    assert challenge(missing) == with_dpop('Bearer realm="orders"', "orders")
     assert challenge(invalid).startswith('Bearer realm="orders", error="invalid_token"')
 
 
@@ -422,7 +423,7 @@ async def test_token_in_the_query_string_is_ignored(
         response = await http.get("/whoami", params={"access_token": token})
         anonymous = starlette_app(make_settings(anonymous=True))
     assert response.status_code == 401
-    assert challenge(response) == 'Bearer realm="api"'
+    assert challenge(response) == with_dpop('Bearer realm="api"')
     async with client(anonymous) as http:
         seen = await http.get("/whoami", params={"access_token": token})
     assert seen.status_code == 200
@@ -475,7 +476,7 @@ async def test_malformed_authorization_is_400(make_settings: Callable[..., Setti
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_request"
     assert basic.status_code == 401  # another scheme: no bearer token at all
-    assert challenge(basic) == 'Bearer realm="api"'
+    assert challenge(basic) == with_dpop('Bearer realm="api"')
 
 
 # -- paths that skip verification --------------------------------------------------------------
@@ -527,7 +528,7 @@ async def test_anonymous_mode(
     # requires_scopes on an anonymous request: 401 (not 403), naming the route's scopes if any
     for response, named in ((protected, ""), (protected_sync, ', scope="admin"')):
         assert response.status_code == 401
-        assert challenge(response) == 'Bearer realm="api"' + named
+        assert challenge(response) == with_dpop('Bearer realm="api"' + named)
         assert response.json()["error"] == "unauthorized"
 
 
@@ -857,7 +858,7 @@ async def test_fastapi_require_scopes(
     assert me.status_code == 200
     assert me.json() == {"type": "VerifiedToken", "sub": "frank", "scopes": ["a"]}
     assert me_missing.status_code == 401
-    assert challenge(me_missing) == 'Bearer realm="api"'
+    assert challenge(me_missing) == with_dpop('Bearer realm="api"')
     assert admin_refused.status_code == 403
     assert challenge(admin_refused).startswith('Bearer realm="api", error="insufficient_scope"')
     assert challenge(admin_refused).endswith('scope="admin"')
@@ -877,7 +878,7 @@ async def test_fastapi_require_scopes_in_anonymous_mode_is_401(
     async with client(fastapi_app(make_settings(anonymous=True))) as http:
         response = await http.get("/me")
     assert response.status_code == 401
-    assert challenge(response) == 'Bearer realm="api"'
+    assert challenge(response) == with_dpop('Bearer realm="api"')
     assert response.json()["detail"]["error"] == "unauthorized"
 
 

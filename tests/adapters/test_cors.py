@@ -198,7 +198,7 @@ def test_refusal_to_an_allowed_origin_carries_the_cors_headers(
         assert response.status_code == 401
         assert cors_headers(response) == {
             "access-control-allow-origin": APP,
-            "access-control-expose-headers": "WWW-Authenticate",
+            "access-control-expose-headers": "WWW-Authenticate, DPoP-Nonce",
         }
         assert "Origin" in response.headers["vary"]
         assert response.headers["www-authenticate"].startswith("Bearer")
@@ -218,7 +218,7 @@ def test_app_answer_to_an_allowed_origin_carries_the_cors_headers(
     assert cors_headers(allowed) == {
         "access-control-allow-origin": APP,
         "access-control-allow-credentials": "true",
-        "access-control-expose-headers": "WWW-Authenticate",
+        "access-control-expose-headers": "WWW-Authenticate, DPoP-Nonce",
     }
     for headers in ({"origin": EVIL, **token}, token):
         plain = call(port, "GET", headers)

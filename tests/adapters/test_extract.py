@@ -29,8 +29,8 @@ __all__ = ["serve_asgi", "serve_wsgi"]  # fixtures, used by name
 from jwt_middleware._extract import (
     COOKIE,
     HEADER,
-    bearer_token,
     cookie_values,
+    credentials,
     extract_token,
     plain_bearer,
 )
@@ -75,7 +75,7 @@ def test_bearer_scheme_is_case_insensitive_and_spaces_are_tolerated(value: str) 
 )
 def test_every_b64token_character_is_accepted(token: str) -> None:
     """Every RFC 6750 b64token character (- . _ ~ + / and trailing =) is kept in the token."""
-    assert bearer_token(f"Bearer {token}".encode()) == token
+    assert credentials(f"Bearer {token}".encode()) == (token, HEADER)
 
 
 @pytest.mark.parametrize(
@@ -108,7 +108,7 @@ def test_malformed_bearer_credentials_are_invalid_request(value: bytes) -> None:
 @pytest.mark.parametrize("value", [b"Basic dXNlcjpwYXNz", b"Digest username=x", b"Token abc", b""])
 def test_other_schemes_are_not_ours(value: bytes) -> None:
     """Basic, Digest, other schemes and an empty value yield no token rather than an error."""
-    assert bearer_token(value) is None
+    assert credentials(value) is None
     assert extract_token(auth(value)) is None
 
 

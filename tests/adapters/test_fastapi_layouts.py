@@ -27,6 +27,7 @@ from starlette.testclient import TestClient
 from jwt_middleware import AuthError, JWTMiddleware, Settings, VerifiedToken, requires_scopes
 from jwt_middleware.fastapi import AuthHTTPException, RequireScopes
 from jwt_middleware.testing import LocalIssuer
+from tests.support.challenges import with_dpop
 from tests.support.servers import bearer, serve_asgi
 
 __all__ = ["serve_asgi"]  # a fixture, used by name
@@ -111,7 +112,7 @@ def test_refusals_are_rfc6750_answers_under_uvicorn(
         decorated_refused = http.get("/decorated", headers=reader)
         decorated_allowed = http.get("/decorated", headers=admin)
     assert missing.status_code == 401
-    assert missing.headers["www-authenticate"] == 'Bearer realm="api"'
+    assert missing.headers["www-authenticate"] == with_dpop('Bearer realm="api"')
     assert refused.status_code == 403
     assert refused.headers["www-authenticate"].startswith(
         'Bearer realm="api", error="insufficient_scope"'
@@ -141,7 +142,7 @@ def test_dependency_refusals_are_the_same_in_every_layout(
     refused = http.get(f"{prefix}/admin", headers=bearer(issuer.mint(scope="read")))
     either = http.get(f"{prefix}/me", headers=bearer(issuer.mint(subject="ann")))
     assert anonymous.status_code == 401
-    assert anonymous.headers["www-authenticate"] == 'Bearer realm="api"'
+    assert anonymous.headers["www-authenticate"] == with_dpop('Bearer realm="api"')
     assert anonymous.headers["cache-control"] == "no-store"
     assert anonymous.json() == {"detail": UNAUTHORIZED}
     assert refused.status_code == 403

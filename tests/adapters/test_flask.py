@@ -36,6 +36,7 @@ from jwt_middleware.flask import (
     require_token,
 )
 from jwt_middleware.testing import LocalIssuer, SigningKey, generate_key
+from tests.support.challenges import with_dpop
 from tests.support.clock import FakeClock
 from tests.support.servers import (
     AppServer,
@@ -124,7 +125,8 @@ def test_no_token_is_a_401_challenge(make_app: Callable[..., Flask]) -> None:
     for path, scope in named.items():
         response = client.get(path)
         assert response.status_code == 401, path
-        assert response.headers["WWW-Authenticate"] == 'Bearer realm="orders"' + scope
+        expected = with_dpop('Bearer realm="orders"' + scope, "orders")
+        assert response.headers["WWW-Authenticate"] == expected
         assert response.headers["Cache-Control"] == "no-store"
         assert response.headers["Content-Type"] == "application/json"
         assert response.json == {
@@ -462,7 +464,7 @@ def test_gunicorn_me_without_a_token(gunicorn: Gunicorn) -> None:
     """Under gunicorn, /me without a token is a 401 with a bare Bearer realm challenge."""
     response = gunicorn.get("/me")
     assert response.status_code == 401
-    assert response.headers["www-authenticate"] == 'Bearer realm="api"'
+    assert response.headers["www-authenticate"] == with_dpop('Bearer realm="api"')
 
 
 def test_gunicorn_me_with_an_invalid_token(
@@ -587,7 +589,7 @@ def test_flask_behind_a2wsgi_and_the_asgi_middleware(
     }
     response = httpx.get(f"{url}/me", timeout=10)
     assert response.status_code == 401
-    assert response.headers["www-authenticate"] == 'Bearer realm="shop"'
+    assert response.headers["www-authenticate"] == with_dpop('Bearer realm="shop"', "shop")
     admin_token = issuer.mint(subject="root", scope="admin")
     response = httpx.get(f"{url}/admin", headers=bearer(admin_token), timeout=10)
     assert response.status_code == 200
@@ -655,7 +657,7 @@ def test_flask_refusals_are_the_same_in_every_layout(
         refused = http.get(f"{prefix}/admin", headers=bearer(issuer.mint(scope="read")))
         allowed = http.get(f"{prefix}/admin", headers=bearer(issuer.mint(scope="admin")))
     assert anonymous.status_code == 401
-    assert anonymous.headers["www-authenticate"] == 'Bearer realm="api"'
+    assert anonymous.headers["www-authenticate"] == with_dpop('Bearer realm="api"')
     assert anonymous.json() == {
         "error": "unauthorized",
         "error_description": "An access token is required.",

@@ -92,6 +92,7 @@ def test_the_metadata_document_is_served_without_a_token(
         "bearer_methods_supported": ["header"],
         "scopes_supported": ["files:read", "admin"],
         "resource_name": "Files",
+        "dpop_signing_alg_values_supported": ["ES256", "EdDSA", "PS256", "RS256"],
     }
 
 

@@ -23,6 +23,7 @@ from werkzeug.test import Client
 from jwt_middleware import Settings, VerifiedToken
 from jwt_middleware._wsgi import JWTWSGIMiddleware, get_token
 from jwt_middleware.testing import LocalIssuer, SigningKey, generate_key
+from tests.support.challenges import with_dpop
 from tests.support.clock import FakeClock
 from tests.support.servers import bearer, closing, json_body, raw_request, serve_wsgi
 
@@ -158,7 +159,7 @@ def test_missing_token_is_a_bare_challenge(
     never runs."""
     response = Client(make_mw()).get("/x")
     assert response.status_code == 401
-    assert response.headers["WWW-Authenticate"] == 'Bearer realm="api"'
+    assert response.headers["WWW-Authenticate"] == with_dpop('Bearer realm="api"')
     payload = assert_refusal_shape(response.headers, response.get_data())
     assert payload == {"error": "unauthorized", "error_description": "An access token is required."}
     assert app.calls == []
@@ -167,7 +168,7 @@ def test_missing_token_is_a_bare_challenge(
 def test_realm_setting_is_used_in_the_challenge(make_mw: Callable[..., JWTWSGIMiddleware]) -> None:
     """The realm setting is the realm in the WWW-Authenticate challenge."""
     response = Client(make_mw(realm="orders")).get("/x")
-    assert response.headers["WWW-Authenticate"] == 'Bearer realm="orders"'
+    assert response.headers["WWW-Authenticate"] == with_dpop('Bearer realm="orders"', "orders")
 
 
 def _bad_signature(issuer: LocalIssuer, clock: FakeClock, stranger: SigningKey) -> str:
@@ -206,7 +207,9 @@ def test_invalid_token_is_refused_generically(
     response = client.get("/x", headers=bearer(token))
     assert response.status_code == 401
     assert response.headers["WWW-Authenticate"] == (
-        f'Bearer realm="api", error="invalid_token", error_description="{GENERIC_INVALID}"'
+        with_dpop(
+            f'Bearer realm="api", error="invalid_token", error_description="{GENERIC_INVALID}"'
+        )
     )
     payload = assert_refusal_shape(response.headers, response.get_data())
     assert payload == {"error": "invalid_token", "error_description": GENERIC_INVALID}

@@ -19,6 +19,7 @@ from starlette.routing import Route
 from jwt_middleware import JWTMiddleware, Settings
 from jwt_middleware._wsgi import JWTWSGIMiddleware, get_token
 from jwt_middleware.testing import LocalIssuer
+from tests.support.challenges import with_dpop
 from tests.support.servers import uvicorn_in_thread, werkzeug_in_thread
 
 RESOURCE = "http://127.0.0.1/api"
@@ -98,7 +99,7 @@ def test_a_cross_origin_page_reads_the_challenge_of_a_refusal(
     base = api(cors_origins=[page_origin], challenge_scopes=["files:read"])
     missing = _fetch(browser, page_origin, base + "/me")
     assert missing["status"] == 401
-    assert missing["challenge"] == (
+    assert missing["challenge"] == with_dpop(
         f'Bearer realm="api", scope="files:read", resource_metadata="{METADATA}"'
     )
     wrong = _fetch(browser, page_origin, base + "/me", issuer.mint(audience="api://other"))

@@ -46,6 +46,7 @@ from cryptography.x509.oid import NameOID
 from jwt.algorithms import get_default_algorithms
 
 from jwt_middleware.testing import LocalIssuer, SigningKey, generate_key
+from tests.support.challenges import with_dpop
 from tests.support.servers import AppServer, gunicorn_argv, jwt_env, uvicorn_argv, wait_all_ready
 
 AUDIENCE = "api://attacks"
@@ -1108,7 +1109,7 @@ def check(reply: Reply, status: int, error: str | None) -> None:
     assert challenge is not None
     body = reply.json()
     if error is None:
-        assert challenge == 'Bearer realm="api"'
+        assert challenge == with_dpop('Bearer realm="api"')
         assert body["error"] == "unauthorized"
     else:
         assert challenge.startswith('Bearer realm="api", ')

@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from jwt_middleware.testing import LocalIssuer, SigningKey, generate_key
+from tests.support.challenges import with_dpop
 from tests.support.servers import ROOT, AppServer, free_port, gunicorn_argv, jwt_env, uvicorn_argv
 
 APPS = ["fastapi_app", "starlette_app", "flask_app"]
@@ -127,7 +128,7 @@ def test_me_without_a_token(example: Example) -> None:
     """Each example's /me without a token is a 401 with a bare Bearer realm="api" challenge."""
     response = example.get("/me")
     assert response.status_code == 401
-    assert response.headers["www-authenticate"] == 'Bearer realm="api"'
+    assert response.headers["www-authenticate"] == with_dpop('Bearer realm="api"')
     assert response.json()["error"] == "unauthorized"
 
 

@@ -108,6 +108,7 @@ def test_a_client_discovers_the_issuer_from_the_401(server: AppServer, issuer: L
         "authorization_servers": [issuer.issuer],
         "bearer_methods_supported": ["header"],
         "scopes_supported": ["admin"],
+        "dpop_signing_alg_values_supported": ["ES256", "EdDSA", "PS256", "RS256"],
     }
     assert discovery["issuer"] == issuer.issuer
 

@@ -22,12 +22,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 PUBLIC = [
     "AsyncVerifier", "AuthError", "CSRFRejected", "ConfigurationError", "DEFAULT_ALGORITHMS",
-    "InsufficientScope", "InvalidRequest", "InvalidToken", "Issuer", "JWTCredentials",
-    "JWTMiddleware", "JWTMiddlewareError", "JWTUser", "JWTWSGIMiddleware", "Key",
+    "InsufficientScope", "InvalidProof", "InvalidRequest", "InvalidToken", "Issuer",
+    "JWTCredentials", "JWTMiddleware", "JWTMiddlewareError", "JWTUser", "JWTWSGIMiddleware", "Key",
     "KeyFetchError", "KeySet", "KeysUnavailable", "MissingToken", "NotInstalled", "Reason",
-    "ReplayStoreError", "RevocationStoreError", "RevocationUnavailable", "Settings",
-    "SyncVerifier", "Unavailable", "UnusableKey", "UsageError", "VerifiedToken", "__version__",
-    "check_scopes", "get_token", "requires_scopes",
+    "ReplayStoreError", "ReplayUnavailable", "RevocationStoreError", "RevocationUnavailable",
+    "Settings", "SyncVerifier", "Unavailable", "UnusableKey", "UsageError", "UseDPoPNonce",
+    "VerifiedToken", "__version__", "check_scopes", "get_token", "requires_scopes",
 ]  # fmt: skip
 
 MODULES = {
@@ -41,14 +41,16 @@ MODULES = {
         "FastMCPVerifier", "MCPMiddleware", "MCPUser", "TokenVerifier", "access_token",
     ],
     "jwt_middleware.replay": [
-        "AsyncReplayStore", "MemoryReplayStore", "ReplayFull", "ReplayStore", "ReplayStoreError",
+        "AsyncRedisReplayStore", "AsyncReplayStore", "MemoryReplayStore", "RedisReplayStore",
+        "ReplayFull", "ReplayStore", "ReplayStoreError",
     ],
     "jwt_middleware.revocation": [
         "GRACE", "AsyncRedisRevocationStore", "AsyncRevocationStore", "MemoryRevocationStore",
         "RedisRevocationStore", "RevocationStore", "RevocationStoreError", "revocation_query",
     ],
     "jwt_middleware.testing": [
-        "FAULT_MODES", "OMIT", "LocalIssuer", "SigningKey", "dpop_proof", "generate_key",
+        "FAULT_MODES", "OMIT", "ClientCertificate", "LocalIssuer", "SigningKey",
+        "client_certificate", "dpop_headers", "dpop_proof", "generate_key",
     ],
 }  # fmt: skip
 

@@ -63,7 +63,7 @@ def key(request: pytest.FixtureRequest) -> SigningKey:
 def test_a_proof_that_passes_every_check_gives_its_key_thumbprint(key: SigningKey) -> None:
     """A good proof: the result names the key's RFC 7638 thumbprint, its jti and its iat."""
     result = check(proof(key))
-    assert result == (jwk_thumbprint(key.public_jwk()), "j-1", NOW)
+    assert result == (jwk_thumbprint(key.public_jwk()), "j-1", NOW, None)
 
 
 def test_the_thumbprint_is_rfc_7638s() -> None:

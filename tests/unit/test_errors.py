@@ -58,6 +58,7 @@ from jwt_middleware._gate import SCOPE_GATE
 from jwt_middleware._wsgi import refusal
 from jwt_middleware.cookies import set_token_cookie
 from jwt_middleware.testing import LocalIssuer, generate_key
+from tests.support.challenges import with_dpop
 
 Headers = list[tuple[str, str]]
 
@@ -96,6 +97,16 @@ REASON_CODES = {
     "TOKEN_REVOKED": "token_revoked",
     "CSRF_FAILED": "csrf_failed",
     "DPOP_INVALID": "dpop_invalid",
+    "DPOP_REPLAYED": "dpop_replayed",
+    "DPOP_KEY_MISMATCH": "dpop_key_mismatch",
+    "DPOP_NONCE": "dpop_nonce",
+    "DPOP_REQUIRED": "dpop_required",
+    "TOKEN_BOUND": "token_bound",
+    "TOKEN_NOT_BOUND": "token_not_bound",
+    "CERTIFICATE_MISMATCH": "certificate_mismatch",
+    "MALFORMED_CLIENT_CERTIFICATE": "malformed_client_certificate",
+    "MALFORMED_HOST": "malformed_host",
+    "REPLAY_UNAVAILABLE": "replay_unavailable",
     "VERIFIER_ERROR": "verifier_error",
     "INSUFFICIENT_SCOPE": "insufficient_scope",
     "MCP_REQUEST_INVALID": "mcp_request_invalid",
@@ -457,6 +468,11 @@ def test_every_adapter_sends_the_same_refusal(case: str, adapter: str, expose: b
     byte: status, header names, order and values, and body (only framing differs)."""
     error, status, headers, payload = _expected(case, expose)
     answer, framing = ADAPTERS[adapter]
+    # The middlewares accept DPoP too by default: a 401 names both schemes, in one field.
+    headers = [
+        (k, with_dpop(v, REALM) if status == 401 and k == "www-authenticate" else v)
+        for k, v in headers
+    ]
     assert answer(error, _settings(expose)) == framing(status, headers, _compact(payload))
 
 
