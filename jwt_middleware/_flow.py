@@ -34,7 +34,7 @@ from ._errors import (
 from ._extract import DPOP
 from ._jws import HeaderRules, ParsedToken, loads_strict, parse
 from ._keys import Key, KeySet
-from ._sender import Request, Sender, binding
+from ._sender import UNBOUND, Request, Sender, binding
 from ._settings import Issuer, Settings
 from .revocation import revocation_query
 
@@ -64,7 +64,7 @@ class VerifiedToken:
     valid_until: float | None = None
     #: What the token is bound to: its ``cnf.jkt`` (a DPoP key's thumbprint, RFC 9449) and
     #: ``cnf.x5t#S256`` (a client certificate's, RFC 8705); None each when unbound.
-    binding: tuple[str | None, str | None] = field(default=(None, None), repr=False, compare=False)
+    binding: tuple[str | None, str | None] = field(default=UNBOUND, repr=False, compare=False)
     #: The ``sub`` claim (None when absent). Worked out once: a cached token serves many requests.
     subject: str | None = field(init=False, repr=False, compare=False)
 
@@ -228,7 +228,6 @@ class Trusted:
 
 _Entry = tuple[VerifiedToken, float, float, object, Trusted]  # token, window, key set, issuer
 _ABSENT = object()
-_UNBOUND = (None, None)
 
 
 class TokenCache:
@@ -344,7 +343,7 @@ class Flow:
             if found is None:
                 return None
             verified, issuer = found
-            if not issuer.plain or verified.binding != _UNBOUND:
+            if not issuer.plain or verified.binding is not UNBOUND:
                 return None  # a bound token's proof or certificate is checked every time
             events = issuer.events
             if events is not None:

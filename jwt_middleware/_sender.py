@@ -39,7 +39,7 @@ from ._extract import DPOP
 from ._settings import Settings
 from .replay import MemoryReplayStore
 
-__all__ = ["Nonces", "Request", "Sender", "binding"]
+__all__ = ["UNBOUND", "Nonces", "Request", "Sender", "binding"]
 
 logger = logging.getLogger("jwt_middleware")
 
@@ -247,19 +247,24 @@ class Sender:
         return proof.iat + self.rules.max_age + self.rules.leeway
 
 
+#: The binding of a token bound to nothing: one object, so the hot path tests it with ``is``.
+UNBOUND: tuple[str | None, str | None] = (None, None)
+
+
 def binding(claims: Any) -> tuple[str | None, str | None]:
-    """``(cnf.jkt, cnf.x5t#S256)`` of verified claims; InvalidToken when ``cnf`` is there but
-    unreadable (a binding we cannot read must not become no binding)."""
+    """``(cnf.jkt, cnf.x5t#S256)`` of verified claims (:data:`UNBOUND` for neither);
+    InvalidToken when ``cnf`` is there but unreadable (a binding we cannot read must not become
+    no binding)."""
     cnf = claims.get("cnf")
     if cnf is None:
-        return None, None
+        return UNBOUND
     if not isinstance(cnf, dict):
         raise InvalidToken(Reason.CLAIM_INVALID, "cnf is not an object")
     jkt, x5t = cnf.get("jkt"), cnf.get("x5t#S256")
     for name, value in (("jkt", jkt), ("x5t#S256", x5t)):
         if value is not None and (not isinstance(value, str) or not value):
             raise InvalidToken(Reason.CLAIM_INVALID, f"cnf.{name} is not a string")
-    return jkt, x5t
+    return UNBOUND if jkt is None and x5t is None else (jkt, x5t)
 
 
 def _last(values: list[bytes]) -> str | None:
