@@ -225,8 +225,11 @@ class Sender:
         if header is None or request is None or not self._trusted(request):
             raise InvalidToken(Reason.CERTIFICATE_MISMATCH, "no client certificate")
         values = request.values(header)
-        if len(values) != 1:
-            raise InvalidToken(Reason.CERTIFICATE_MISMATCH, f"{len(values)} certificate headers")
+        if not values:
+            raise InvalidToken(Reason.CERTIFICATE_MISMATCH, "no client certificate")
+        if len(values) > 1:
+            # Ambiguous, as a WSGI server's comma-joined value is: a 400 on both sides.
+            raise InvalidRequest(Reason.MALFORMED_CLIENT_CERTIFICATE, "several certificate headers")
         thumbprint = certificate_thumbprint(forwarded_certificate(values[0]))
         if not hmac.compare_digest(thumbprint, x5t):
             raise InvalidToken(Reason.CERTIFICATE_MISMATCH, "another certificate")
