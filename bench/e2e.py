@@ -33,7 +33,12 @@ class App(NamedTuple):
 BARE = ("n/a",)
 APPS = (
     App("Starlette", "bare", "starlette_bare", BARE),
-    App("Starlette", "JWTMiddleware (endpoint reads request.user)", "starlette_protected"),
+    App(
+        "Starlette",
+        "JWTMiddleware (endpoint reads request.user)",
+        "starlette_protected",
+        ("unique", "repeated", "dpop"),
+    ),
     App("Starlette", "ceiling: raw RSA check only", "starlette_signature_ceiling", ("unique",)),
     App(
         "Starlette",
@@ -61,6 +66,43 @@ def write_tokens(issuer: LocalIssuer, folder: Path, unique: int, repeated: int) 
         files[mix].write_text("\n".join(minted) + "\n")
     files["n/a"] = files["repeated"]  # bare apps get the same headers
     return files
+
+
+#: DPoP proofs written per second of a run: each is good once, and a wrapped file would send
+#: replays (401s, counted as errors). Far above what one worker verifies (each needs a signature).
+PROOFS_PER_SECOND = 8000
+DPOP_CLIENTS = 16
+
+
+class DpopClients:
+    """DPoP clients, each a key and an access token bound to it (cached by the server after
+    the warm-up). Proofs name the URL wrk calls, so a file is made per server and per run,
+    just before it: each proof has its own jti, and all are fresh (iat within 300 s)."""
+
+    def __init__(self, issuer: LocalIssuer) -> None:
+        from jwt_middleware.testing import generate_key
+
+        self.clients = []
+        for i in range(DPOP_CLIENTS):
+            key = generate_key("ES256")
+            token = issuer.mint(subject=f"dpop{i}", expires_in=3600, dpop_key=key)
+            self.clients.append((key, token))
+
+    def write(self, path: Path, url: str, count: int) -> Path:
+        from jwt_middleware.testing import dpop_proof
+
+        lines = []
+        for i in range(count):
+            key, token = self.clients[i % len(self.clients)]
+            lines.append(f"{token} {dpop_proof(key, 'GET', url, access_token=token)}")
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    def headers(self, url: str) -> dict[str, str]:
+        from jwt_middleware.testing import dpop_headers
+
+        key, token = self.clients[0]
+        return dpop_headers(token, key, "GET", url)
 
 
 _MS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
@@ -92,7 +134,12 @@ def wrk(url: str, tokens: Path, seconds: float, core: int | None, server: Server
         "p99_ms": float(p99[0]) * _MS[p99[1]],
         "cpu_us_per_req": cpu / requests * 1e6,
         "errors": sum(int(e) for e in errors),
+        "requests": requests,
     }
+
+
+def pattern_of(rows: list[dict[str, Any]], target: str, tokens: str) -> float:
+    return float(next(r["rps"] for r in rows if r["target"] == target and r["tokens"] == tokens))
 
 
 def _server(app: App, env: dict[str, str], core: int | None) -> Server:
@@ -101,12 +148,26 @@ def _server(app: App, env: dict[str, str], core: int | None) -> Server:
     return gunicorn(app.target, app.folder, env, core)
 
 
-def _sanity(server: Server, app: App, token: str) -> None:
+def _sanity(server: Server, app: App, token: str, dpop: DpopClients) -> None:
     with httpx.Client(timeout=10) as client:
         got = client.get(server.url + "/me", headers={"authorization": f"Bearer {token}"})
         refused = 401 if app.bare else client.get(server.url + "/me").status_code
         if got.status_code != 200 or refused not in (401, 403):
             raise RuntimeError(f"{app.target}: /me gave {got.status_code}, no token {refused}")
+        if "dpop" in app.mixes:
+            headers = dpop.headers(server.url + "/me")
+            first = client.get(server.url + "/me", headers=headers).status_code
+            again = client.get(server.url + "/me", headers=headers).status_code
+            if (first, again) != (200, 401):
+                raise RuntimeError(f"{app.target}: DPoP gave {first}, its replay {again}")
+
+
+def _load(mix: str, files: dict[str, Path], dpop: DpopClients, url: str, seconds: float) -> Path:
+    """The request file of one wrk run: the mix's tokens, or fresh proofs for this server."""
+    if mix != "dpop":
+        return files[mix]
+    count = int(seconds * PROOFS_PER_SECOND) + 1000
+    return dpop.write(files["unique"].with_name("dpop-run.txt"), url, count)
 
 
 def run(
@@ -122,6 +183,7 @@ def run(
     scenarios = [(app, mix) for app in APPS for mix in app.mixes]
     samples: list[list[dict[str, Any]]] = [[] for _ in scenarios]
     sample_token = files["repeated"].read_text().split("\n", 1)[0]
+    dpop = DpopClients(issuer)
     env = issuer_env(issuer)
     for round_ in range(1, rounds + 1):
         with contextlib.ExitStack() as stack:
@@ -129,12 +191,17 @@ def run(
             by_app = dict(zip(APPS, servers, strict=True))
             for app, server in by_app.items():
                 server.wait_ready()
-                _sanity(server, app, sample_token)
+                _sanity(server, app, sample_token, dpop)
             for app, mix in scenarios:  # discarded: fills caches, opens pools
-                warm = files["warm-up" if mix == "unique" else mix]
-                wrk(by_app[app].url + "/me", warm, 1, cores[1], by_app[app])
+                url = by_app[app].url + "/me"
+                warm = _load("warm-up" if mix == "unique" else mix, files, dpop, url, 1)
+                wrk(url, warm, 1, cores[1], by_app[app])
             for index, (app, mix) in enumerate(scenarios):
-                r = wrk(by_app[app].url + "/me", files[mix], seconds, cores[1], by_app[app])
+                url = by_app[app].url + "/me"
+                load = _load(mix, files, dpop, url, seconds)
+                r = wrk(url, load, seconds, cores[1], by_app[app])
+                if mix == "dpop" and r["requests"] > seconds * PROOFS_PER_SECOND + 1000:
+                    print("   (DPoP: more requests than proofs; replays counted as errors)")
                 samples[index].append(r)
                 print(
                     f"   [{round_}/{rounds}] {app.framework:9} {app.label[:46]:46} {mix:8} "
@@ -154,6 +221,10 @@ def run(
         base = bare[row["framework"]]
         row["vs_bare"] = row["rps"] / base["rps"]
         row["vs_bare_by_cpu"] = base["cpu_us_per_req"] / row["cpu_us_per_req"]
+    # DPoP against Bearer on the same app, both with the access token cached.
+    for row in rows:
+        if row["tokens"] == "dpop":
+            row["vs_bearer"] = row["rps"] / pattern_of(rows, row["target"], "repeated")
     # The FastAPI claim is relative to the hand-written pattern, for the same token mix.
     pattern = {(r["target"], r["tokens"]): r["rps"] for r in rows}
     for row in rows:

@@ -122,6 +122,12 @@ def verdicts(results: dict[str, Any]) -> list[str]:
     if rows:
         hot = rows["RS256", "hot_path"]["vs_floor"]
         out.append(f"{_ok(hot >= 5)} RS256 hot path {hot:.1f}x the RS256 floor (target ≥ 5x)")
+    if ("ES256", "dpop_request") in rows:
+        cost = rows["ES256", "dpop_request"]["cost_vs_proof"]
+        out.append(
+            f"{_ok(cost <= 1.3)} DPoP request (ES256 proof, token cached) costs {cost:.2f}x one "
+            "ES256 proof check (target ≤ 1.3x)"
+        )
     for row in results.get("e2e", []):
         if row["target"] == "starlette_protected" and row["tokens"] == "repeated":
             r = row["vs_bare"]
@@ -152,14 +158,16 @@ def markdown(results: dict[str, Any]) -> str:
     if "inprocess" in results:
         out += ["", "## In-process (median ops per CPU-second)", ""]
         columns = {"alg": "alg", "what": "what", "ops_per_s": "ops/s", "us_per_op": "us/op"}
-        out += _table(results["inprocess"], columns | {"vs_floor": "vs floor"})
+        columns |= {"vs_floor": "vs floor", "cost_vs_proof": "cost vs 1 proof check"}
+        out += _table(results["inprocess"], columns)
     if "e2e" in results:
         out += ["", "## End to end (wrk; median over rounds)", ""]
         columns = {"framework": "framework", "app": "app", "tokens": "tokens", "rps": "req/s"}
         columns |= {"rps_range": "range", "p50_ms": "p50 ms", "p99_ms": "p99 ms"}
         columns |= {"vs_bare": "vs bare", "cpu_us_per_req": "server CPU us/req"}
         columns |= {"vs_bare_by_cpu": "vs bare by CPU", "vs_pyjwt_def": "vs PyJWKClient def"}
-        out += _table(results["e2e"], columns | {"vs_pyjwt_async": "vs async", "errors": "errors"})
+        columns |= {"vs_pyjwt_async": "vs async", "vs_bearer": "vs Bearer repeated"}
+        out += _table(results["e2e"], columns | {"errors": "errors"})
     if "first_request" in results:
         out += ["", "## Cold paths (Starlette + JWTMiddleware)", ""]
         columns = {"warm_up": "warm_up", "first_ms": "first 200 ms", "next_ms": "next ms"}

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from cachetools import LRUCache
 
 from . import _b64 as b64
-from ._errors import ConfigurationError, InvalidToken, Reason, UnusableKey
+from ._errors import ConfigurationError, InvalidProof, InvalidToken, Reason, UnusableKey
 from ._jws import Header, HeaderRules, loads_strict, parse
 from ._keys import ASYMMETRIC_ALGORITHMS, DEFAULT_RSA_MAX_BITS, DEFAULT_RSA_MAX_EXPONENT, Key
 
@@ -235,5 +235,5 @@ class ProofRules:
         return made
 
 
-def _invalid(detail: str) -> InvalidToken:
-    return InvalidToken(Reason.DPOP_INVALID, detail)
+def _invalid(detail: str) -> InvalidProof:
+    return InvalidProof(Reason.DPOP_INVALID, detail)

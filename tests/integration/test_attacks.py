@@ -45,7 +45,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.x509.oid import NameOID
 from jwt.algorithms import get_default_algorithms
 
-from jwt_middleware.testing import LocalIssuer, SigningKey, generate_key
+from jwt_middleware.testing import OMIT, LocalIssuer, SigningKey, dpop_proof, generate_key
 from tests.support.challenges import with_dpop
 from tests.support.servers import AppServer, gunicorn_argv, jwt_env, uvicorn_argv, wait_all_ready
 
@@ -137,7 +137,9 @@ class Reply:
 
 def raw_get(port: int, headers: list[tuple[bytes, bytes]], path: bytes = b"/me") -> Reply:
     """One HTTP/1.1 GET, header bytes sent exactly as given (duplicates, odd bytes and all)."""
-    lines = [b"GET " + path + b" HTTP/1.1", b"Host: 127.0.0.1", b"Connection: close"]
+    # The Host a real client sends (with the port): the URL a DPoP proof names is built from it.
+    host = b"Host: 127.0.0.1:" + str(port).encode()
+    lines = [b"GET " + path + b" HTTP/1.1", host, b"Connection: close"]
     lines += [name + b": " + value for name, value in headers]
     request = b"\r\n".join(lines) + b"\r\n\r\n"
     chunks: list[bytes] = []
@@ -259,6 +261,10 @@ class Ctx:
         self.rsa = issuer.current_key
         self.ec = next(k for k in issuer.published_keys if k.alg == "ES256")
         self.evil = attacker.current_key
+        # DPoP client keys: the one tokens are bound to, an EdDSA one, and a thief's
+        self.dpop = generate_key("ES256")
+        self.dpop_ed = generate_key("EdDSA")
+        self.thief = generate_key("ES256")
 
     def claims(self, **overrides: Any) -> dict[str, Any]:
         now = int(time.time())
@@ -1093,6 +1099,281 @@ add_headers(
 )
 
 
+# -- DPoP (RFC 9449), against the header-reading apps -------------------------------------------
+#
+# The example apps set no public_url, so each derives the URL a proof must name from the
+# request's scheme and Host header (docs/sender-constrained.md, "The URL the proof names"):
+# http://127.0.0.1:<port>/me, the server's real URL, as raw_get's Host says it.
+
+
+class Dpop:
+    """What a DPoP case builds from: the server (the URL its proofs name) and a token bound to
+    ``ctx.dpop``, with fresh proofs for it."""
+
+    def __init__(self, ctx: Ctx, server: Server) -> None:
+        self.ctx = ctx
+        self.server = server
+        self.token = ctx.issuer.mint(subject="alice", dpop_key=ctx.dpop)
+
+    def url(self, path: str = "/me", *, host: str | None = None, scheme: str = "http") -> str:
+        return f"{scheme}://{host or f'127.0.0.1:{self.server.port}'}{path}"
+
+    def proof(
+        self,
+        key: SigningKey | None = None,
+        *,
+        method: str = "GET",
+        url: str | None = None,
+        token: str | None = None,
+        claims: dict[str, Any] | None = None,
+        headers: dict[str, Any] | None = None,
+    ) -> str:
+        """A fresh proof by ``key`` (default the bound one) for GET /me and this token, with
+        whatever the case overrides."""
+        return dpop_proof(
+            key or self.ctx.dpop,
+            method,
+            url or self.url(),
+            access_token=token or self.token,
+            claims=claims,
+            headers=headers,
+        )
+
+    def send(self, proof: str | bytes | None, token: str | None = None) -> Headers:
+        """``Authorization: DPoP <token>`` (default the bound one) and the proof, if any."""
+        headers: Headers = [(b"authorization", b"DPoP " + (token or self.token).encode())]
+        if proof is not None:
+            headers.append((b"dpop", proof.encode() if isinstance(proof, str) else proof))
+        return headers
+
+
+@dataclass(frozen=True)
+class DpopCase:
+    id: str
+    build: Callable[[Dpop], Headers]
+    status: int
+    error: str
+    scheme: str = "DPoP"  # the challenge that carries the error: the scheme the request used
+    path: Callable[[Dpop], bytes] = lambda d: b"/me"
+
+
+INVALID_PROOF = "invalid_dpop_proof"
+DPOP_CASES: list[DpopCase] = []
+
+
+def add_dpop(
+    prefix: str,
+    builders: dict[str, Callable[[Dpop], Headers]],
+    status: int = 401,
+    error: str = INVALID_PROOF,
+    scheme: str = "DPoP",
+) -> None:
+    for name, build in builders.items():
+        DPOP_CASES.append(DpopCase(f"dpop-{prefix}-{name}", build, status, error, scheme))
+
+
+def _replayed(d: Dpop) -> Headers:
+    """A proof the server has just accepted, sent again."""
+    headers = d.send(d.proof())
+    first = d.server.get(headers)
+    assert first.status == 200, first.body  # the first use is genuine: the second is the attack
+    return headers
+
+
+def _respelt(d: Dpop, **header: Any) -> tuple[str, dict[str, Any]]:
+    """A genuine proof's payload segment and its header, changed by ``header``."""
+    head, payload, _ = d.proof().split(".")
+    fields = {**json.loads(b64d(head)), **header}
+    return payload, {n: v for n, v in fields.items() if v is not OMIT}
+
+
+def _unsigned(d: Dpop, alg: str) -> str:
+    payload, header = _respelt(d, alg=alg)
+    return f"{enc(header)}.{payload}."
+
+
+def _mac_proof(d: Dpop, secret: bytes, **header: Any) -> str:
+    """A "proof" MACed with ``secret`` (HS256), whose header says so."""
+    payload, fields = _respelt(d, alg="HS256", **header)
+    signing_input = f"{enc(fields)}.{payload}"
+    mac = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64e(mac)}"
+
+
+def _private_jwk(key: SigningKey) -> dict[str, Any]:
+    """The key's public JWK plus its private scalar ``d`` (RFC 7518 §6.2.2.1)."""
+    d = key.private_key.private_numbers().private_value.to_bytes(32, "big")
+    return {**key.public_jwk(), "d": b64e(d)}
+
+
+def _rsa_jwk(n_bytes: int) -> dict[str, Any]:
+    """An RSA public JWK whose modulus is ``n_bytes`` long (odd, top bit set: shaped right)."""
+    n = b"\xc1" + os.urandom(n_bytes - 2) + b"\x01"
+    return {"kty": "RSA", "n": b64e(n), "e": "AQAB"}
+
+
+def _oversized(d: Dpop) -> str:
+    proof = d.proof(claims={"pad": "p" * 4200})
+    assert len(proof) > 4096
+    return proof
+
+
+add_dpop(
+    "replay",
+    {
+        "accepted-proof-again": _replayed,
+    },
+)
+add_dpop(
+    "htu",
+    {
+        "other-path": lambda d: d.send(d.proof(url=d.url("/admin"))),
+        "other-host": lambda d: d.send(d.proof(url=d.url(host=f"localhost:{d.server.port}"))),
+        "other-port": lambda d: d.send(d.proof(url=d.url(host=f"127.0.0.1:{d.server.port + 1}"))),
+        "no-port": lambda d: d.send(d.proof(url=d.url(host="127.0.0.1"))),
+        "https": lambda d: d.send(d.proof(url=d.url(scheme="https"))),
+        "relative": lambda d: d.send(d.proof(url="/me")),
+        "missing": lambda d: d.send(d.proof(claims={"htu": OMIT})),
+    },
+)
+add_dpop(
+    "htm",
+    {
+        "post": lambda d: d.send(d.proof(method="POST")),
+        "lower-case": lambda d: d.send(d.proof(method="get")),
+        "missing": lambda d: d.send(d.proof(claims={"htm": OMIT})),
+    },
+)
+add_dpop(
+    "ath",
+    {
+        "other-token": lambda d: d.send(
+            d.proof(token=d.ctx.issuer.mint(subject="alice", dpop_key=d.ctx.dpop))
+        ),
+        "missing": lambda d: d.send(d.proof(claims={"ath": OMIT})),
+    },
+)
+add_dpop(
+    "key",
+    {
+        # the thief's own key and jwk: the proof holds up, but not for cnf.jkt
+        "thief-key": lambda d: d.send(d.proof(d.ctx.thief)),
+        # the bound key's jwk in the header, signed by the thief: the signature fails
+        "thief-signs-bound-jwk": lambda d: d.send(
+            d.proof(d.ctx.thief, headers={"jwk": d.ctx.dpop.public_jwk()})
+        ),
+        "jwk-missing": lambda d: d.send(d.proof(headers={"jwk": OMIT})),
+        "jwk-with-private-d": lambda d: d.send(d.proof(headers={"jwk": _private_jwk(d.ctx.dpop)})),
+        "jwk-oct": lambda d: d.send(d.proof(headers={"jwk": {"kty": "oct", "k": b64e(b"k" * 32)}})),
+        "jwk-rsa-16384-bit": lambda d: d.send(
+            d.proof(headers={"alg": "RS256", "jwk": _rsa_jwk(2048)})
+        ),
+        "jwk-8-kib-n": lambda d: d.send(d.proof(headers={"alg": "RS256", "jwk": _rsa_jwk(8192)})),
+        "kid-instead-of-jwk": lambda d: d.send(d.proof(headers={"jwk": OMIT, "kid": d.ctx.ec.kid})),
+    },
+)
+add_dpop(
+    "alg",
+    {
+        "none": lambda d: d.send(_unsigned(d, "none")),
+        "None": lambda d: d.send(_unsigned(d, "None")),
+        "hs256-oct-jwk": lambda d: d.send(
+            _mac_proof(d, b"s" * 32, jwk={"kty": "oct", "k": b64e(b"s" * 32)})
+        ),
+        "hs256-public-jwk-as-secret": lambda d: d.send(
+            _mac_proof(d, json.dumps(d.ctx.dpop.public_jwk()).encode())
+        ),
+        "EdDSA-on-ec-jwk": lambda d: d.send(d.proof(headers={"alg": "EdDSA"})),
+    },
+)
+add_dpop(
+    "size",
+    {
+        "oversized-claims": lambda d: d.send(_oversized(d)),
+    },
+)
+add_dpop(
+    "iat",
+    {
+        "stale-400s": lambda d: d.send(d.proof(claims={"iat": int(time.time()) - 400})),
+        "future-120s": lambda d: d.send(d.proof(claims={"iat": int(time.time()) + 120})),
+        "missing": lambda d: d.send(d.proof(claims={"iat": OMIT})),
+        "string": lambda d: d.send(d.proof(claims={"iat": str(int(time.time()))})),
+    },
+)
+add_dpop(
+    "typ",
+    {
+        "missing": lambda d: d.send(d.proof(headers={"typ": OMIT})),
+        "JWT": lambda d: d.send(d.proof(headers={"typ": "JWT"})),
+        "at+jwt": lambda d: d.send(d.proof(headers={"typ": "at+jwt"})),
+    },
+)
+add_dpop(
+    "jti",
+    {
+        "missing": lambda d: d.send(d.proof(claims={"jti": OMIT})),
+        "empty": lambda d: d.send(d.proof(claims={"jti": ""})),
+        "not-a-string": lambda d: d.send(d.proof(claims={"jti": 7})),
+        "257-chars": lambda d: d.send(d.proof(claims={"jti": "j" * 257})),
+    },
+)
+add_dpop(
+    "header",
+    {
+        "missing": lambda d: d.send(None),
+        "empty": lambda d: d.send(b""),
+        "two-proofs": lambda d: [*d.send(d.proof()), (b"dpop", d.proof().encode())],
+        "same-proof-twice": lambda d: (lambda p: [*d.send(p), (b"dpop", p.encode())])(d.proof()),
+        "comma-joined": lambda d: d.send(f"{d.proof()},{d.proof()}"),
+        "not-ascii": lambda d: d.send(d.proof().encode() + b"\xff"),
+        "junk": lambda d: d.send("x.y.z"),
+        "the-access-token": lambda d: d.send(d.token),
+    },
+)
+
+
+def _in_query(name: bytes) -> Callable[[Dpop], bytes]:
+    return lambda d: b"/me?" + name + b"=" + d.proof().encode()
+
+
+# the proof in the query string: never read, so the request carries no proof at all
+DPOP_CASES += [
+    DpopCase(f"dpop-query-{name.decode()}", lambda d: d.send(None), 401, INVALID_PROOF, path=q)
+    for name, q in ((n, _in_query(n)) for n in (b"dpop", b"DPoP", b"proof"))
+]
+# the bound token sent as a bearer token: refused whatever comes with it (RFC 9449 §7.2)
+add_dpop(
+    "downgrade",
+    {
+        "bearer-without-proof": lambda d: bearer(d.token),
+        "bearer-with-proof": lambda d: [*bearer(d.token), (b"dpop", d.proof().encode())],
+    },
+    error=INVALID_TOKEN,
+    scheme="Bearer",
+)
+add_dpop(
+    "unbound",
+    {
+        # a token naming no key under DPoP, with a proof that is otherwise right for it
+        "token-under-dpop": lambda d: (lambda t: d.send(d.proof(token=t), token=t))(d.ctx.valid()),
+    },
+    error=INVALID_TOKEN,
+)
+add_dpop(
+    "unbound",
+    {
+        # a proof beside a bearer token: one request, two ways to authenticate
+        "bearer-with-proof": lambda d: (
+            lambda t: [*bearer(t), (b"dpop", d.proof(token=t).encode())]
+        )(d.ctx.valid()),
+    },
+    status=400,
+    error=INVALID_REQUEST,
+    scheme="Bearer",
+)
+
+
 # == the tests =================================================================================
 
 
@@ -1101,7 +1382,8 @@ def ctx(issuer: LocalIssuer, attacker: LocalIssuer) -> Ctx:
     return Ctx(issuer, attacker)
 
 
-def check(reply: Reply, status: int, error: str | None) -> None:
+def check(reply: Reply, status: int, error: str | None, scheme: str = "Bearer") -> None:
+    """``scheme``: the challenge that must carry the error (RFC 9449 §7.1: the request's)."""
     assert reply.status != 200, "ACCEPTED"
     assert reply.status < 500, f"server error {reply.status}: {reply.body[:300]!r}"
     assert reply.status == status, (reply.status, reply.body[:300])
@@ -1112,7 +1394,7 @@ def check(reply: Reply, status: int, error: str | None) -> None:
         assert challenge == with_dpop('Bearer realm="api"')
         assert body["error"] == "unauthorized"
     else:
-        assert challenge.startswith('Bearer realm="api", ')
+        assert challenge.startswith(f'{scheme} realm="api", ')
         assert f'error="{error}"' in challenge
         assert body["error"] == error
     assert reply.header("cache-control") == "no-store"
@@ -1206,6 +1488,33 @@ def test_public_path_variants_do_not_open_protected_routes(
         reply = servers[app].get([], path)
         assert reply.status != 200 or b"sub" not in reply.body, (path, reply.status)
         assert reply.status < 500, (path, reply.status)
+
+
+@pytest.mark.parametrize("app", APPS)
+def test_sanity_a_valid_dpop_request_is_accepted(
+    app: str, servers: dict[str, Server], ctx: Ctx, issuer: LocalIssuer
+) -> None:
+    """A DPoP-bound token with a fresh proof (ES256 or EdDSA key) for the server's URL is accepted,
+    again with another fresh proof, and with a query the proof's htu leaves out."""
+    d = Dpop(ctx, servers[app])
+    for _ in range(2):  # the token cached after the first: the proof is checked each time
+        reply = d.server.get(d.send(d.proof()))
+        assert reply.status == 200, reply.body
+        assert reply.json()["sub"] == "alice"
+    assert d.server.get(d.send(d.proof()), b"/me?page=2").status == 200
+    token = issuer.mint(subject="alice", dpop_key=ctx.dpop_ed)
+    assert d.server.get(d.send(d.proof(ctx.dpop_ed, token=token), token=token)).status == 200
+
+
+@pytest.mark.parametrize("app", APPS)
+@pytest.mark.parametrize("case", DPOP_CASES, ids=[c.id for c in DPOP_CASES])
+def test_dpop_attack_is_refused(
+    app: str, case: DpopCase, servers: dict[str, Server], ctx: Ctx
+) -> None:
+    """Each hostile DPoP request gets its case's status and error, in the challenge of the scheme
+    it used, never a 200 or a 5xx."""
+    d = Dpop(ctx, servers[app])
+    check(d.server.get(case.build(d), case.path(d)), case.status, case.error, case.scheme)
 
 
 def test_the_attacker_key_server_was_never_contacted(attacker: LocalIssuer) -> None:
