@@ -12,12 +12,9 @@ import hashlib
 import json
 import math
 import re
-import threading
 from collections.abc import Collection, Mapping
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
-
-from cachetools import LRUCache
 
 from . import _b64 as b64
 from ._errors import ConfigurationError, InvalidProof, InvalidToken, Reason, UnusableKey
@@ -138,7 +135,7 @@ class ProofRules:
     must be remembered); ``leeway``: how far ahead of our clock ``iat`` may be.
     """
 
-    __slots__ = ("_keys", "_lock", "algorithms", "leeway", "max_age", "rules")
+    __slots__ = ("_keys", "_size", "algorithms", "leeway", "max_age", "rules")
 
     def __init__(
         self,
@@ -166,17 +163,27 @@ class ProofRules:
         self.leeway = float(leeway)
         self.rules = HeaderRules(algs, "dpop+jwt", cache_size=cache_size)
         # A client signs every proof with the same key, so the header (and its jwk) repeats:
-        # parse the key and work out its thumbprint once per distinct header. Bounded, and
-        # locked as HeaderRules is, for WSGI threads.
-        self._keys: LRUCache[bytes, _ProofKey] = LRUCache(maxsize=cache_size)
-        self._lock = threading.Lock()
+        # parse the key and work out its thumbprint once per distinct header. A plain dict,
+        # emptied when full: a hit (every request) is one atomic get, safe for WSGI threads
+        # without a lock, where an LRUCache get under a lock costs about 1 us; a flood of
+        # distinct keys only costs itself re-parsing.
+        self._keys: dict[bytes, _ProofKey] = {}
+        self._size = cache_size
 
     def check(
-        self, proof: str, *, method: str, url: str, access_token: str | None, now: float
+        self,
+        proof: str,
+        *,
+        method: str,
+        url: str,
+        access_token: str | None,
+        now: float,
+        ath: str | None = None,
     ) -> Proof:
-        """Every check of RFC 9449 §4.3 but replay: InvalidToken (reason ``dpop_invalid``)
+        """Every check of RFC 9449 §4.3 but replay: InvalidProof (reason ``dpop_invalid``)
         when one fails. ``url`` is the request URL the client used; ``access_token`` the token
-        the proof must be bound to (its ``ath``), or None for a proof without one."""
+        the proof must be bound to (its ``ath``: :func:`token_hash`, unless the caller passes
+        it as ``ath``), or None for a proof without one."""
         if len(proof) > MAX_PROOF_BYTES:
             raise _invalid(f"proof of {len(proof)} bytes")
         try:
@@ -193,14 +200,22 @@ class ProofRules:
             raise _invalid("payload is not JSON") from None
         if not isinstance(claims, dict):
             raise _invalid("payload is not a JSON object")
-        jti, htm, htu, iat = (claims.get(n) for n in ("jti", "htm", "htu", "iat"))
+        jti, htm, htu, iat = (
+            claims.get("jti"),
+            claims.get("htm"),
+            claims.get("htu"),
+            claims.get("iat"),
+        )
         if not isinstance(jti, str) or not 0 < len(jti) <= MAX_JTI_CHARS:
             raise _invalid("jti missing or not a short string")
         if not isinstance(htm, str) or htm != method:
             raise _invalid(f"htm {str(htm)[:16]!r} is not the request method")
-        wanted = normalized_url(url)
-        if not isinstance(htu, str) or wanted is None or normalized_url(htu) != wanted:
-            raise _invalid(f"htu {str(htu)[:100]!r} is not the request URL")
+        # Clients mostly sign the URL exactly as we rebuild it: equal strings need no
+        # normalising (url is built from checked parts, so it is an absolute http(s) URL).
+        if htu != url:
+            wanted = normalized_url(url)
+            if not isinstance(htu, str) or wanted is None or normalized_url(htu) != wanted:
+                raise _invalid(f"htu {str(htu)[:100]!r} is not the request URL")
         if isinstance(iat, bool) or not isinstance(iat, (int, float)) or not math.isfinite(iat):
             raise _invalid("iat missing or not a number")
         if iat > now + self.leeway:
@@ -208,14 +223,13 @@ class ProofRules:
         if iat < now - self.max_age:
             raise _invalid(f"proof {now - iat:.0f}s old")
         if access_token is not None:
-            ath = claims.get("ath")
-            if not isinstance(ath, str) or ath != token_hash(access_token):
+            sent = claims.get("ath")
+            if not isinstance(sent, str) or sent != (ath or token_hash(access_token)):
                 raise _invalid("ath does not hash the access token")
         return Proof(proof_key.jkt, jti, float(iat), claims.get("nonce"))
 
     def _proof_key(self, head: bytes, header: Header) -> _ProofKey:
-        with self._lock:
-            known = self._keys.get(head)
+        known = self._keys.get(head)
         if known is not None:
             return known
         jwk = header.fields.get("jwk")
@@ -230,8 +244,9 @@ class ProofRules:
         if header.alg not in key.algorithms:
             raise _invalid(f"alg {header.alg!r} does not fit the jwk")
         made = _ProofKey(header, key, jkt)
-        with self._lock:
-            self._keys[head] = made
+        if len(self._keys) >= self._size:
+            self._keys.clear()
+        self._keys[head] = made
         return made
 
 

@@ -365,72 +365,71 @@ class Flow:
         ``Authorization: DPoP``): yields the calls the driver must make; returns the verified
         token, or raises an :class:`AuthError` (never any other exception)."""
         try:
-            return (yield from self._steps(token, digest, location, request))
+            now = self.clock()
+            tokens = self.tokens
+            found = None
+            if tokens is not None:
+                if digest is None:
+                    digest = token_digest(token.encode())
+                found = tokens.hit(digest, now)
+            if found is not None:
+                verified, issuer = found
+            else:
+                parsed, claims, issuer = self._parse(token, now)
+                keys_before = issuer.keys_now(now)
+                kid, alg = parsed.header.kid, parsed.header.alg
+                key = issuer.key_now(kid, alg)
+                if key is None:
+                    keyset = yield issuer.remote.keyset_for, (kid,)
+                    key = issuer.find(keyset, kid, alg)
+                verified = issuer.verified(parsed, claims, key)
+            for validator in issuer.validators:
+                try:
+                    outcome = yield validator, (verified.claims,)
+                except Exception as exc:
+                    raise _rejected_by_validator(exc) from None
+                if outcome is False:
+                    raise InvalidToken(
+                        Reason.VALIDATOR_REJECTED, getattr(validator, "__name__", "")
+                    )
+            if found is None and tokens is not None:
+                assert digest is not None
+                after = issuer.keys_now(now)
+                tokens.remember(
+                    digest, verified, issuer, keys_before if keys_before is after else None
+                )
+            # After the token cache took the token: a proof refused (a stale nonce, say) does not
+            # make the retry verify the token again.
+            proof = self.sender.check(verified.binding, token, location, request, now, digest)
+            store = issuer.revocation
+            if store is not None:
+                try:
+                    revoked = yield store.is_revoked, revocation_query(verified.claims)
+                except Exception as exc:  # the store's own errors, network errors, timeouts
+                    revoked = issuer.revocation_failed(exc)
+                if revoked:
+                    raise InvalidToken(Reason.TOKEN_REVOKED, "")
+            if proof is not None:
+                # Last: a request refused for any other reason must not use up its jti.
+                sender = self.sender
+                try:
+                    fresh = yield (
+                        sender.replay.first_use,
+                        (proof.jkt, proof.jti, sender.until(proof), now),
+                    )
+                except Exception as exc:
+                    fresh = sender.replay_failed(exc)
+                if not fresh:
+                    raise InvalidProof(Reason.DPOP_REPLAYED, "")
+            if issuer.events is not None:
+                issuer.events.verified(cached=found is not None)
+            return verified
         except AuthError as exc:
             if location == DPOP:
                 exc.scheme = "DPoP"  # its challenge carries the error (RFC 9449 §7.1)
             raise
         except Exception as exc:
             raise _internal_error(exc) from None
-
-    def _steps(
-        self, token: str, digest: bytes | None, location: str, request: Request | None
-    ) -> Generator[Step, Any, VerifiedToken]:
-        now = self.clock()
-        tokens = self.tokens
-        found = None
-        if tokens is not None:
-            if digest is None:
-                digest = token_digest(token.encode())
-            found = tokens.hit(digest, now)
-        if found is not None:
-            verified, issuer = found
-        else:
-            parsed, claims, issuer = self._parse(token, now)
-            keys_before = issuer.keys_now(now)
-            kid, alg = parsed.header.kid, parsed.header.alg
-            key = issuer.key_now(kid, alg)
-            if key is None:
-                keyset = yield issuer.remote.keyset_for, (kid,)
-                key = issuer.find(keyset, kid, alg)
-            verified = issuer.verified(parsed, claims, key)
-        for validator in issuer.validators:
-            try:
-                outcome = yield validator, (verified.claims,)
-            except Exception as exc:
-                raise _rejected_by_validator(exc) from None
-            if outcome is False:
-                raise InvalidToken(Reason.VALIDATOR_REJECTED, getattr(validator, "__name__", ""))
-        if found is None and tokens is not None:
-            assert digest is not None
-            after = issuer.keys_now(now)
-            tokens.remember(digest, verified, issuer, keys_before if keys_before is after else None)
-        # After the token cache took the token: a proof refused (a stale nonce, say) does not
-        # make the retry verify the token again.
-        proof = self.sender.check(verified.binding, token, location, request, now)
-        store = issuer.revocation
-        if store is not None:
-            try:
-                revoked = yield store.is_revoked, revocation_query(verified.claims)
-            except Exception as exc:  # the store's own errors, network errors, timeouts
-                revoked = issuer.revocation_failed(exc)
-            if revoked:
-                raise InvalidToken(Reason.TOKEN_REVOKED, "")
-        if proof is not None:
-            # Last: a request refused for any other reason must not use up its jti.
-            sender = self.sender
-            try:
-                fresh = yield (
-                    sender.replay.first_use,
-                    (proof.jkt, proof.jti, sender.until(proof), now),
-                )
-            except Exception as exc:
-                fresh = sender.replay_failed(exc)
-            if not fresh:
-                raise InvalidProof(Reason.DPOP_REPLAYED, "")
-        if issuer.events is not None:
-            issuer.events.verified(cached=found is not None)
-        return verified
 
     def _parse(self, token: str, now: float) -> tuple[ParsedToken, dict[str, Any], Trusted]:
         if len(token) > self.max_token_bytes:

@@ -20,12 +20,11 @@ import logging
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote, urlsplit
 
 from . import _b64 as b64
-from ._dpop import Proof, ProofRules
+from ._dpop import Proof, ProofRules, token_hash
 from ._errors import (
     InvalidProof,
     InvalidRequest,
@@ -53,11 +52,13 @@ _HOST = re.compile(
 # (always kept) and "%" (a literal % in a decoded path is an escaped one on the wire).
 _PATH_SAFE = "/:@!$&'()*+,;="
 _WS_SCHEMES = {"ws": "http", "wss": "https"}
+#: Access tokens whose ``ath`` is remembered (by digest; a dict emptied when full).
+_ATHS = 4096
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
-    """What the sender checks read from one request, in a transport-neutral shape.
+class Request(NamedTuple):
+    """What the sender checks read from one request, in a transport-neutral shape (a tuple:
+    one is built per verified request, and a frozen dataclass costs several times more).
 
     ``path``: the full path as the client sent it, decoded (the ASGI ``path``; the WSGI
     ``SCRIPT_NAME + PATH_INFO``, as text); ``headers``: lower-case byte pairs, each repeated
@@ -137,19 +138,21 @@ class Sender:
         #: The external base URL proofs name, when configured; else worked out per request.
         self.base = base
         self._warned = False
+        self._aths: dict[bytes, str] = {}
 
     def check(
         self, binding: tuple[str | None, str | None], token: str, location: str,
-        request: Request | None, now: float,
+        request: Request | None, now: float, digest: bytes | None = None,
     ) -> Proof | None:  # fmt: skip
         """Refuse the request unless it proves what the token is bound to (``binding``:
-        its ``cnf.jkt`` and ``cnf.x5t#S256``); the proof to record against replay, if any."""
+        its ``cnf.jkt`` and ``cnf.x5t#S256``); the proof to record against replay, if any.
+        ``digest``: the token's cache digest, if known (its ``ath`` is then kept)."""
         jkt, x5t = binding
         proof = None
         if location == DPOP:
             if jkt is None:
                 raise _under_dpop(InvalidToken(Reason.TOKEN_NOT_BOUND, "no cnf.jkt"))
-            proof = self._proof(jkt, token, request, now)
+            proof = self._proof(jkt, token, request, now, digest)
         elif jkt is not None:
             # RFC 9449 §7.2: the proof is the point of a bound token; without it, refuse.
             raise InvalidToken(Reason.TOKEN_BOUND, "a DPoP-bound token sent as a bearer token")
@@ -161,7 +164,9 @@ class Sender:
             self._certificate(x5t, request)
         return proof
 
-    def _proof(self, jkt: str, token: str, request: Request | None, now: float) -> Proof:
+    def _proof(
+        self, jkt: str, token: str, request: Request | None, now: float, digest: bytes | None
+    ) -> Proof:
         proofs = request.values(b"dpop") if request is not None else []
         if len(proofs) != 1:
             raise InvalidProof(Reason.DPOP_INVALID, f"{len(proofs)} DPoP headers, not one")
@@ -172,14 +177,28 @@ class Sender:
             raise InvalidProof(Reason.DPOP_INVALID, "the DPoP header is not ASCII") from None
         method = request.method.upper() if request.method else "GET"
         proof = self.rules.check(
-            value, method=method, url=self.url(request), access_token=token, now=now
-        )
+            value, method=method, url=self.url(request), access_token=token, now=now,
+            ath=self._ath(token, digest),
+        )  # fmt: skip
         if not hmac.compare_digest(proof.jkt, jkt):
             raise InvalidProof(Reason.DPOP_KEY_MISMATCH, "the proof key is not cnf.jkt")
         nonces = self.nonces
         if nonces is not None and not nonces.accepts(proof.nonce, now):
             raise UseDPoPNonce(nonces.current(now), "no nonce" if proof.nonce is None else "stale")
         return proof
+
+    def _ath(self, token: str, digest: bytes | None) -> str:
+        """The token's ``ath``, worked out once per token (by its cache digest): a client sends
+        the same token with every proof."""
+        if digest is None:
+            return token_hash(token)
+        ath = self._aths.get(digest)
+        if ath is None:
+            ath = token_hash(token)
+            if len(self._aths) >= _ATHS:
+                self._aths.clear()
+            self._aths[digest] = ath
+        return ath
 
     def url(self, request: Request) -> str:
         """The URL the client used, as its proof's ``htu`` must name it (query left out)."""

@@ -234,6 +234,16 @@ def test_a_clients_key_is_parsed_once_per_distinct_header() -> None:
     assert len(rules._keys) == 2
 
 
+def test_the_proof_key_cache_stays_bounded_under_a_flood_of_keys() -> None:
+    """Distinct keys beyond the cache size never grow it past the bound, and every proof is
+    still checked with its own key."""
+    rules = ProofRules(cache_size=3)
+    keys = [generate_key("ES256") for _ in range(7)]
+    for index, key in enumerate(keys):
+        assert check(proof(key, {"jti": str(index)}), rules).jkt == key.thumbprint
+        assert len(rules._keys) <= 3
+
+
 @pytest.mark.parametrize(
     "options",
     [{"algorithms": ["HS256"]}, {"algorithms": []}, {"max_age": -1}, {"leeway": float("inf")}],
