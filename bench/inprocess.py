@@ -198,7 +198,8 @@ def measure_dpop(alg: str, count: int, repeats: int) -> dict[str, float]:
         [dpop_proof(client_key, "GET", url, access_token=token) for _ in range(count)]
         for _ in range(repeats + 3)
     ]
-    store = MemoryReplayStore(max_entries=count * (repeats + 3))
+    size = count * (repeats + 3)  # one client key: its bound too
+    store = MemoryReplayStore(max_entries=size, max_per_key=size)
     settings = Settings(
         issuer=ISSUER,
         audience=AUDIENCE,

@@ -9,6 +9,7 @@ drivers record ``(jkt, jti)`` only once everything else has passed.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import math
 import re
@@ -19,7 +20,7 @@ from urllib.parse import urlsplit
 from . import _b64 as b64
 from ._errors import ConfigurationError, InvalidProof, InvalidToken, Reason, UnusableKey
 from ._jws import Header, HeaderRules, loads_strict, parse
-from ._keys import ASYMMETRIC_ALGORITHMS, DEFAULT_RSA_MAX_BITS, DEFAULT_RSA_MAX_EXPONENT, Key
+from ._keys import ASYMMETRIC_ALGORITHMS, DEFAULT_RSA_MAX_EXPONENT, Key
 
 __all__ = [
     "DEFAULT_PROOF_ALGORITHMS",
@@ -36,6 +37,11 @@ DEFAULT_PROOF_ALGORITHMS = ("ES256", "EdDSA", "PS256", "RS256")
 #: A proof with its public JWK is a few hundred bytes (an RSA-4096 key about 1 KiB); anything
 #: much larger is someone making us parse.
 MAX_PROOF_BYTES = 4096
+#: Numeric dates beyond this (year 5138) are mistakes or attacks, as for tokens.
+_MAX_DATE = 10**11
+#: RSA proof keys are bounded tighter than issuer keys: any client can send one, and an 8192-bit
+#: verification costs about 3x a 4096-bit one.
+MAX_PROOF_RSA_BITS = 4096
 #: jti is a nonce: 96 bits of randomness need 16-22 characters; allow generous client formats.
 MAX_JTI_CHARS = 256
 
@@ -85,7 +91,7 @@ def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
     return b64.encode(hashlib.sha256(canonical.encode("utf-8")).digest())
 
 
-def normalized_url(url: str) -> str | None:
+def normalized_url(url: str, *, dots: bool = True) -> str | None:
     """``url`` as RFC 9449 §4.3 compares ``htu``: scheme and host lower-cased, a default port
     dropped, query and fragment removed (RFC 3986 §6.2.2-6.2.3); None when it is not an
     absolute http(s) URL."""
@@ -101,23 +107,26 @@ def normalized_url(url: str) -> str | None:
     if ":" in host:  # an IPv6 literal keeps its brackets
         host = f"[{host}]"
     netloc = host if port is None or port == _DEFAULT_PORTS[scheme] else f"{host}:{port}"
-    return f"{scheme}://{netloc}{_normal_path(parts.path)}"
+    return f"{scheme}://{netloc}{_normal_path(parts.path, dots=dots)}"
 
 
 _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 
 
-def _normal_path(path: str) -> str:
+def _normal_path(path: str, *, dots: bool = True) -> str:
     """RFC 3986 §6.2.2: escapes in upper case, unreserved characters unescaped, dot segments
-    removed (§5.2.4); an empty path is ``/``."""
+    removed (§5.2.4; kept with ``dots=False``); an empty path is ``/``."""
 
     def escape(match: re.Match[str]) -> str:
         char = chr(int(match.group(1), 16))
         return char if char in _UNRESERVED else f"%{match.group(1).upper()}"
 
+    escaped = _ESCAPE.sub(escape, path)
+    if not dots:
+        return escaped or "/"
     out: list[str] = []
-    for segment in _ESCAPE.sub(escape, path).split("/")[1:]:
+    for segment in escaped.split("/")[1:]:
         if segment == "..":
             if out:
                 out.pop()
@@ -179,11 +188,13 @@ class ProofRules:
         access_token: str | None,
         now: float,
         ath: str | None = None,
+        jkt: str | None = None,
     ) -> Proof:
         """Every check of RFC 9449 §4.3 but replay: InvalidProof (reason ``dpop_invalid``)
         when one fails. ``url`` is the request URL the client used; ``access_token`` the token
         the proof must be bound to (its ``ath``: :func:`token_hash`, unless the caller passes
-        it as ``ath``), or None for a proof without one."""
+        it as ``ath``), or None for a proof without one; ``jkt``: the thumbprint the proof key
+        must have (``cnf.jkt``), checked before the signature (``dpop_key_mismatch``)."""
         if len(proof) > MAX_PROOF_BYTES:
             raise _invalid(f"proof of {len(proof)} bytes")
         try:
@@ -192,6 +203,9 @@ class ProofRules:
             raise _invalid(f"{exc.reason}: {exc.detail}") from None
         head = parsed.signing_input.split(b".", 1)[0]
         proof_key = self._proof_key(head, parsed.header)
+        if jkt is not None and not hmac.compare_digest(proof_key.jkt, jkt):
+            # Before the signature: a proof by any other key is refused without its cost.
+            raise InvalidProof(Reason.DPOP_KEY_MISMATCH, "the proof key is not cnf.jkt")
         if not proof_key.key.verify(parsed.header.alg, parsed.signing_input, parsed.signature):
             raise _invalid("signature does not verify with the header's jwk")
         try:
@@ -213,11 +227,14 @@ class ProofRules:
         # Clients mostly sign the URL exactly as we rebuild it: equal strings need no
         # normalising (url is built from checked parts, so it is an absolute http(s) URL).
         if htu != url:
-            wanted = normalized_url(url)
+            # The request's own dot segments stay: the app routes on the path as sent, so a
+            # proof for /admin must not pass on /public/../admin.
+            wanted = normalized_url(url, dots=False)
             if not isinstance(htu, str) or wanted is None or normalized_url(htu) != wanted:
                 raise _invalid(f"htu {str(htu)[:100]!r} is not the request URL")
-        if isinstance(iat, bool) or not isinstance(iat, (int, float)) or not math.isfinite(iat):
-            raise _invalid("iat missing or not a number")
+        # The range first: math.isfinite(10**400) raises OverflowError.
+        if isinstance(iat, bool) or not isinstance(iat, (int, float)) or not 0 <= iat <= _MAX_DATE:
+            raise _invalid("iat missing, not a number or out of range")
         if iat > now + self.leeway:
             raise _invalid(f"iat {iat - now:.0f}s ahead")
         if iat < now - self.max_age:
@@ -237,7 +254,7 @@ class ProofRules:
             raise _invalid("no jwk header")
         try:
             key = Key.from_jwk(jwk)  # refuses private members and oct keys
-            key.check_rsa_bounds(DEFAULT_RSA_MAX_BITS, DEFAULT_RSA_MAX_EXPONENT)
+            key.check_rsa_bounds(MAX_PROOF_RSA_BITS, DEFAULT_RSA_MAX_EXPONENT)
             jkt = jwk_thumbprint(jwk)
         except UnusableKey as exc:
             raise _invalid(f"jwk: {exc}") from None

@@ -383,6 +383,16 @@ class Flow:
                     keyset = yield issuer.remote.keyset_for, (kid,)
                     key = issuer.find(keyset, kid, alg)
                 verified = issuer.verified(parsed, claims, key)
+            if found is None and tokens is not None:
+                assert digest is not None
+                after = issuer.keys_now(now)
+                tokens.remember(
+                    digest, verified, issuer, keys_before if keys_before is after else None
+                )
+            # After the token cache took the token (a proof refused, for a stale nonce say, does
+            # not make the retry verify the token again; validators run on every use anyway),
+            # and before the validators: a token without its proof never reaches their I/O.
+            proof = self.sender.check(verified.binding, token, location, request, now, digest)
             for validator in issuer.validators:
                 try:
                     outcome = yield validator, (verified.claims,)
@@ -392,15 +402,6 @@ class Flow:
                     raise InvalidToken(
                         Reason.VALIDATOR_REJECTED, getattr(validator, "__name__", "")
                     )
-            if found is None and tokens is not None:
-                assert digest is not None
-                after = issuer.keys_now(now)
-                tokens.remember(
-                    digest, verified, issuer, keys_before if keys_before is after else None
-                )
-            # After the token cache took the token: a proof refused (a stale nonce, say) does not
-            # make the retry verify the token again.
-            proof = self.sender.check(verified.binding, token, location, request, now, digest)
             store = issuer.revocation
             if store is not None:
                 try:
@@ -429,7 +430,10 @@ class Flow:
                 exc.scheme = "DPoP"  # its challenge carries the error (RFC 9449 §7.1)
             raise
         except Exception as exc:
-            raise _internal_error(exc) from None
+            error = _internal_error(exc)
+            if location == DPOP:
+                error.scheme = "DPoP"
+            raise error from None
 
     def _parse(self, token: str, now: float) -> tuple[ParsedToken, dict[str, Any], Trusted]:
         if len(token) > self.max_token_bytes:

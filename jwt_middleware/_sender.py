@@ -36,7 +36,7 @@ from ._errors import (
 )
 from ._extract import DPOP
 from ._settings import Settings
-from .replay import MemoryReplayStore
+from .replay import MemoryReplayStore, ReplayFull
 
 __all__ = ["UNBOUND", "Nonces", "Request", "Sender", "binding"]
 
@@ -178,10 +178,8 @@ class Sender:
         method = request.method.upper() if request.method else "GET"
         proof = self.rules.check(
             value, method=method, url=self.url(request), access_token=token, now=now,
-            ath=self._ath(token, digest),
+            ath=self._ath(token, digest), jkt=jkt,
         )  # fmt: skip
-        if not hmac.compare_digest(proof.jkt, jkt):
-            raise InvalidProof(Reason.DPOP_KEY_MISMATCH, "the proof key is not cnf.jkt")
         nonces = self.nonces
         if nonces is not None and not nonces.accepts(proof.nonce, now):
             raise UseDPoPNonce(nonces.current(now), "no nonce" if proof.nonce is None else "stale")
@@ -257,7 +255,9 @@ class Sender:
         """Fail closed (raise 503) unless configured to fail open; logged either way."""
         if not isinstance(exc, ReplayStoreError):
             logger.error("jwt_middleware: the DPoP replay store raised", exc_info=exc)
-        if self.fail_open:
+        if self.fail_open and not isinstance(exc, ReplayFull):
+            # Never for a full store: it answered, and recording nothing while letting proofs
+            # in would make every unrecorded proof replayable for as long as it stays full.
             logger.warning("jwt_middleware: DPoP replay unknown (%s); letting the proof in", exc)
             return True
         logger.warning("jwt_middleware: DPoP replay unknown (%s); refusing", exc)
@@ -284,8 +284,9 @@ def binding(claims: Any) -> tuple[str | None, str | None]:
         raise InvalidToken(Reason.CLAIM_INVALID, "cnf is not an object")
     jkt, x5t = cnf.get("jkt"), cnf.get("x5t#S256")
     for name, value in (("jkt", jkt), ("x5t#S256", x5t)):
-        if value is not None and (not isinstance(value, str) or not value):
-            raise InvalidToken(Reason.CLAIM_INVALID, f"cnf.{name} is not a string")
+        # Thumbprints are base64url: ASCII (compare_digest refuses other text with TypeError).
+        if value is not None and (not isinstance(value, str) or not value or not value.isascii()):
+            raise InvalidToken(Reason.CLAIM_INVALID, f"cnf.{name} is not a thumbprint")
     return UNBOUND if jkt is None and x5t is None else (jkt, x5t)
 
 

@@ -411,7 +411,7 @@ class Settings(Issuer):
     this resource (a proof replayed to another worker is refused only if they share it)."""
     dpop_replay_fail_open: bool = False
     """Accept a proof when the replay store cannot answer (logged), instead of 503."""
-    dpop_nonce_secret: str | bytes | None = None
+    dpop_nonce_secret: str | bytes | None = field(default=None, repr=False)
     """Set (32 bytes or more, the same on every instance), proofs must carry a server nonce
     (RFC 9449 §9): an HMAC of the current time step, so every instance agrees without shared
     state. A proof without it, or with a stale one, is answered ``use_dpop_nonce`` with the

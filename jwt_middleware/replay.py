@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import deque
 from typing import Any, Protocol, runtime_checkable
 
 from ._errors import ConfigurationError, ReplayStoreError, UsageError
@@ -57,15 +58,26 @@ class MemoryReplayStore:
     When full, expired entries make room; if every entry is still live, :meth:`first_use`
     raises :class:`ReplayFull` and records nothing. No live entry is ever evicted: forgetting
     one would let its proof be replayed, while a refusal only costs the client a retry.
+
+    One key (one client) holds at most ``max_per_key`` live entries (default a quarter of the
+    store): a client sending proofs as fast as it can is refused itself (``ReplayFull``) before
+    it fills the store for every other client.
     """
 
-    __slots__ = ("_earliest", "_lock", "_seen", "max_entries")
+    __slots__ = ("_by_key", "_earliest", "_lock", "_seen", "max_entries", "max_per_key")
 
-    def __init__(self, *, max_entries: int = 100_000) -> None:
-        if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
-            raise ConfigurationError(f"max_entries must be an integer >= 1, got {max_entries!r}")
+    def __init__(self, *, max_entries: int = 100_000, max_per_key: int | None = None) -> None:
+        if max_per_key is None:
+            max_per_key = max(1, max_entries // 4) if isinstance(max_entries, int) else 0
+        for name, value in (("max_entries", max_entries), ("max_per_key", max_per_key)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigurationError(f"{name} must be an integer >= 1, got {value!r}")
         self.max_entries = max_entries
+        self.max_per_key = max_per_key
         self._seen: dict[tuple[str, str], float] = {}  # (jkt, jti) -> forget after
+        # Per key, when its entries expire, oldest first (proofs arrive roughly in iat order;
+        # one out of order only delays a count going down, never lets one too many in).
+        self._by_key: dict[str, deque[float]] = {}
         # Nothing expires before this: a full store stays full until then without a rescan, so
         # a flood of fresh proofs cannot make each one scan the whole store.
         self._earliest = math.inf
@@ -81,9 +93,17 @@ class MemoryReplayStore:
             known = self._seen.get(key)
             if known is not None and now < known:
                 return False
+            times = self._by_key.get(jkt)
+            if times is None:
+                times = self._by_key[jkt] = deque()
+            while times and times[0] <= now:
+                times.popleft()
+            if len(times) >= self.max_per_key:
+                raise ReplayFull(f"one DPoP key holds {len(times)} live proofs")
             if known is None and len(self._seen) >= self.max_entries:
                 self._make_room(now)
             self._seen[key] = until
+            times.append(until)
             self._earliest = min(self._earliest, until)
             return True
 
@@ -91,6 +111,10 @@ class MemoryReplayStore:
         if now >= self._earliest:
             self._seen = {k: t for k, t in self._seen.items() if now < t}
             self._earliest = min(self._seen.values(), default=math.inf)
+            by_key: dict[str, list[float]] = {}
+            for (jkt, _), until in self._seen.items():
+                by_key.setdefault(jkt, []).append(until)
+            self._by_key = {jkt: deque(sorted(times)) for jkt, times in by_key.items()}
         if len(self._seen) >= self.max_entries:
             raise ReplayFull(f"{len(self._seen)} live DPoP proofs recorded")
 

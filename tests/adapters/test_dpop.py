@@ -579,3 +579,55 @@ def test_no_token_or_proof_reaches_the_logs(
         text = record.getMessage() + repr(record.__dict__)
         for secret in secrets:
             assert secret not in text, record
+
+
+# -- reviewer R's findings ------------------------------------------------------------------
+
+
+def test_an_unbound_token_under_dpop_is_refused_even_once_cached(
+    serve: Callable[..., Api], issuer: LocalIssuer
+) -> None:
+    """The token cache never answers for the DPoP scheme: an unbound token sent as ``DPoP``
+    without a proof is token_not_bound on every request, never 200 with location "dpop"."""
+    api, token = serve(), issuer.mint(subject="user-1")
+    for _ in range(4):
+        _refused(api.call(token), 401, "invalid_token", "token_not_bound")
+
+
+def test_a_proof_beside_a_bearer_token_is_refused_even_once_cached(
+    serve: Callable[..., Api], issuer: LocalIssuer, key: SigningKey
+) -> None:
+    """Bearer plus a DPoP header stays a 400 after the token is cached."""
+    api, token = serve(), issuer.mint(subject="user-1")
+    for _ in range(4):
+        answer = api.call(token, api.proof(key, token), scheme="Bearer")
+        _refused(answer, 400, "invalid_request", "dpop_invalid")
+
+
+def test_a_proof_with_an_absurd_iat_is_an_invalid_proof(
+    serve: Callable[..., Api], issuer: LocalIssuer, key: SigningKey
+) -> None:
+    """iat = 10**400 (which math.isfinite cannot even take) is dpop_invalid, not a bug."""
+    api = serve()
+    token = issuer.mint(subject="user-1", dpop_key=key)
+    _bad_proof(api.call(token, api.proof(key, token, now=10**400)))
+
+
+def test_validators_never_run_for_a_bound_token_without_its_proof(
+    serve: Callable[..., Api], issuer: LocalIssuer, key: SigningKey
+) -> None:
+    """The sender check comes before the validators: a stolen bound token sent without its
+    proof never reaches them (nor their I/O); with its proof, they run."""
+    seen: list[str] = []
+
+    def audit(claims: Any) -> bool:
+        seen.append(str(claims["sub"]))
+        return True
+
+    api = serve(validators=[audit])
+    token = issuer.mint(subject="user-1", dpop_key=key)
+    _refused(api.call(token, scheme="Bearer"), 401, "invalid_token", "token_bound")
+    _bad_proof(api.call(token))  # no proof at all
+    assert seen == []
+    _ok(api.call(token, api.proof(key, token)))
+    assert seen == ["user-1"]

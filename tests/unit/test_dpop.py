@@ -284,7 +284,7 @@ def test_a_proof_is_accepted_once_and_replays_are_seen() -> None:
 
 def test_a_full_store_refuses_rather_than_forget_a_live_proof() -> None:
     """Full of live entries: ReplayFull and nothing recorded; once entries expire, room again."""
-    store = MemoryReplayStore(max_entries=2)
+    store = MemoryReplayStore(max_entries=2, max_per_key=2)
     assert store.first_use("k", "1", until=NOW + 10, now=NOW)
     assert store.first_use("k", "2", until=NOW + 20, now=NOW)
     with pytest.raises(ReplayFull):
@@ -307,7 +307,7 @@ class _CountingStore(MemoryReplayStore):
 
 def test_a_full_store_does_not_rescan_before_anything_can_expire() -> None:
     """A flood against a full store is refused without a scan per proof (bounded work)."""
-    store = _CountingStore(max_entries=1000)
+    store = _CountingStore(max_entries=1000, max_per_key=1000)
     for i in range(1000):
         store.first_use("k", str(i), until=NOW + 300, now=NOW)
     for i in range(2000):
@@ -347,3 +347,88 @@ def test_a_token_that_is_not_ascii_is_an_invalid_token_not_a_crash() -> None:
     """``token_hash`` of a non-ASCII string (a latin-1 header) raises InvalidToken."""
     with pytest.raises(InvalidToken):
         token_hash("tok\xe9n")
+
+
+def test_a_proof_by_another_key_is_refused_before_its_signature_is_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the expected jkt given, a proof key that is not it is dpop_key_mismatch without a
+    public-key operation (a client could otherwise make us verify 4096-bit RSA for nothing)."""
+    from jwt_middleware._keys import Key
+
+    calls: list[str] = []
+    real = Key.verify
+
+    def spy(self: Key, alg: str, signing_input: bytes, signature: bytes) -> bool:
+        calls.append(alg)
+        return real(self, alg, signing_input, signature)
+
+    monkeypatch.setattr(Key, "verify", spy)
+    key, other = generate_key("ES256"), generate_key("ES256")
+    rules = ProofRules()
+    with pytest.raises(InvalidToken) as refused:
+        rules.check(proof(other), method="GET", url=URL, access_token=TOKEN, now=NOW,
+                    jkt=key.thumbprint)  # fmt: skip
+    assert refused.value.reason == Reason.DPOP_KEY_MISMATCH
+    assert calls == []
+    rules.check(proof(key), method="GET", url=URL, access_token=TOKEN, now=NOW, jkt=key.thumbprint)
+    assert calls == ["ES256"]
+
+
+def test_an_rsa_proof_key_over_4096_bits_is_refused() -> None:
+    """Proof keys are bounded tighter than issuer keys: any client can send one."""
+    big = generate_key("RS256", rsa_bits=4160)
+    with pytest.raises(InvalidToken, match="jwk"):
+        check(proof(big))
+
+
+@pytest.mark.parametrize(
+    ("htu", "path", "accepted"),
+    [
+        ("https://api.example.com/admin", "/public/../admin", False),
+        ("https://api.example.com/admin", "/files/../../admin", False),
+        ("https://api.example.com/public/../admin", "/public/../admin", True),
+        ("https://api.example.com/public/../admin", "/admin", True),
+        ("https://api.example.com/a/./b", "/a/b", True),
+    ],
+)
+def test_dot_segments_are_resolved_in_htu_only(htu: str, path: str, accepted: bool) -> None:
+    """The app routes on the request path as sent: a proof for /admin must not pass on
+    /public/../admin. The proof's own htu is normalised (RFC 3986 §6.2.2)."""
+    request_url = "https://api.example.com" + path
+    made = proof(generate_key("ES256"), {"htu": htu})
+    if accepted:
+        check(made, url=request_url)
+    else:
+        with pytest.raises(InvalidToken, match="htu"):
+            check(made, url=request_url)
+
+
+def test_one_key_cannot_fill_the_replay_store_for_the_others() -> None:
+    """A key holds at most max_per_key live entries (default a quarter of the store): over it,
+    that key gets ReplayFull while other keys still record; once its entries expire, it may
+    record again."""
+    store = MemoryReplayStore(max_entries=8)
+    assert store.max_per_key == 2
+    assert store.first_use("mallory", "1", 200.0, 100.0)
+    assert store.first_use("mallory", "2", 200.0, 100.0)
+    with pytest.raises(ReplayFull, match="one DPoP key"):
+        store.first_use("mallory", "3", 200.0, 100.0)
+    assert store.first_use("alice", "1", 200.0, 100.0)
+    assert store.first_use("mallory", "3", 400.0, 250.0)  # the first two expired at 200
+    assert not store.first_use("mallory", "3", 400.0, 260.0)
+
+
+def test_the_per_key_bound_holds_across_a_purge_of_the_full_store() -> None:
+    """When a full store purges expired entries, each key's count is rebuilt from what is
+    left, so the bound and the replay answers still hold."""
+    store = MemoryReplayStore(max_entries=4, max_per_key=2)
+    store.first_use("a", "1", 110.0, 100.0)
+    store.first_use("b", "1", 110.0, 100.0)
+    store.first_use("c", "1", 500.0, 100.0)
+    store.first_use("c", "2", 500.0, 100.0)
+    assert store.first_use("d", "1", 500.0, 200.0)  # full: a and b expired, purged
+    assert len(store) == 3
+    with pytest.raises(ReplayFull):
+        store.first_use("c", "3", 500.0, 200.0)
+    assert not store.first_use("c", "2", 500.0, 200.0)

@@ -50,7 +50,8 @@ def test_the_binding_names_jkt_and_the_certificate_thumbprint() -> None:
 
 
 @pytest.mark.parametrize(
-    "cnf", ["jkt", ["jkt"], {"jkt": 5}, {"jkt": ""}, {"x5t#S256": None, "jkt": {"a": 1}}]
+    "cnf",
+    ["jkt", ["jkt"], {"jkt": 5}, {"jkt": ""}, {"x5t#S256": None, "jkt": {"a": 1}}, {"jkt": "é"}],
 )
 def test_an_unreadable_cnf_is_refused_not_read_as_unbound(cnf: Any) -> None:
     """A binding we cannot read must not become no binding: claim_invalid."""
@@ -275,3 +276,20 @@ def test_the_settings_choose_the_challenge_schemes() -> None:
     assert settings(dpop="off").challenge.schemes == ("Bearer",)
     assert settings(header=False, cookie="t").challenge.schemes == ("Bearer",)
     assert settings(dpop_algorithms=["EdDSA", "EdDSA"]).challenge.dpop_algs == ("EdDSA",)
+
+
+def test_a_full_replay_store_is_refused_even_when_failing_open() -> None:
+    """dpop_replay_fail_open covers a store that cannot answer, never a full one: letting
+    unrecorded proofs in would make each of them replayable."""
+    from jwt_middleware import ReplayStoreError, ReplayUnavailable
+    from jwt_middleware.replay import ReplayFull
+
+    sender = Sender(settings(dpop_replay_fail_open=True))
+    assert sender.replay_failed(ReplayStoreError("down")) is True
+    with pytest.raises(ReplayUnavailable):
+        sender.replay_failed(ReplayFull("full"))
+
+
+def test_the_nonce_secret_is_not_in_the_settings_repr() -> None:
+    """repr(Settings) ends up in logs and tracebacks: the nonce secret stays out of it."""
+    assert "s3cret" not in repr(settings(dpop_nonce_secret="s3cret" * 8))
