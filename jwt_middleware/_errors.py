@@ -99,6 +99,8 @@ class Reason(str, Enum):
     LIFETIME_TOO_LONG = "lifetime_too_long"
     CLAIM_MISSING = "claim_missing"
     CLAIM_INVALID = "claim_invalid"
+    #: The token's client (``client_id``, else ``azp``) is not in ``allowed_clients``.
+    CLIENT_NOT_ALLOWED = "client_not_allowed"
     VALIDATOR_REJECTED = "validator_rejected"
     VALIDATOR_FAILED = "validator_failed"
     # keys and signature

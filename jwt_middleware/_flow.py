@@ -163,6 +163,14 @@ class Trusted:
         for name in s.required_claims:
             if claims.get(name) is None:
                 raise InvalidToken(Reason.CLAIM_MISSING, f"claim {name!r} missing")
+        clients = s.allowed_clients
+        if clients is not None:
+            # RFC 9068's client_id first; azp (OIDC's authorized party) where there is none.
+            client = claims.get("client_id")
+            if client is None:
+                client = claims.get("azp")
+            if not isinstance(client, str) or client not in clients:
+                raise InvalidToken(Reason.CLIENT_NOT_ALLOWED, f"client {str(client)[:100]!r}")
         sub = claims.get("sub")
         if sub is not None and not isinstance(sub, str):
             raise InvalidToken(Reason.CLAIM_INVALID, "sub is not a string")

@@ -49,6 +49,9 @@ DEFAULT_ALGORITHMS = ("RS256", "ES256", "PS256", "EdDSA")
 Validator = Callable[[Mapping[str, Any]], "bool | Awaitable[bool | None] | None"]
 
 _CSRF_MODES = frozenset({"both", "double_submit", "origin", "off"})
+#: RFC 9068 §2.2: the claims a JWT access token must carry.
+_RFC9068 = ("iss", "exp", "aud", "sub", "client_id", "iat", "jti")
+_AT_JWT = frozenset({"at+jwt", "application/at+jwt"})
 #: The authentication schemes each ``dpop`` mode accepts, in challenge order.
 _SCHEMES = {"off": ("Bearer",), "allowed": ("Bearer", "DPoP"), "required": ("DPoP",)}
 logger = logging.getLogger("jwt_middleware")
@@ -111,6 +114,15 @@ class Issuer:
     typ: str | None = None
     """The ``typ`` header tokens must carry, compared as a media type, e.g. ``"at+jwt"``
     (RFC 9068), which keeps the issuer's ID tokens out. ``None``: not checked."""
+    profile: str | None = None
+    """``"rfc9068"``: the JWT access-token profile in one word: ``typ`` ``at+jwt`` (so the
+    issuer's ID and refresh tokens are refused) and ``iss``, ``exp``, ``aud``, ``sub``,
+    ``client_id``, ``iat`` and ``jti`` required (RFC 9068 §2.2). ``None``: what the other
+    fields say."""
+    allowed_clients: Collection[str] | None = None
+    """The clients whose tokens this API takes: the token's ``client_id`` (RFC 9068), or its
+    ``azp`` (OIDC, Keycloak, Entra) when it has none, must be one of these; a token naming no
+    client is refused. ``None``: any client."""
     max_lifetime: float | None = None
     """Seconds: refuse tokens whose ``exp - iat`` is longer (``iat`` is then required).
     ``None``: no limit."""
@@ -175,6 +187,7 @@ class Issuer:
         put(self, "keys", tuple(self.keys))
         self._check_algorithms()
         self._check_numbers()
+        self._check_profile()
         self._check_rules()
         put(self, "static_keys", self._static_keys())
         put(self, "discovery_issuer", self._discovery())
@@ -213,6 +226,27 @@ class Issuer:
             if alg not in ASYMMETRIC_ALGORITHMS and alg not in HMAC_ALGORITHMS:
                 supported = ", ".join(sorted(ASYMMETRIC_ALGORITHMS | HMAC_ALGORITHMS.keys()))
                 raise ConfigurationError(f"unsupported algorithm {alg!r}; supported: {supported}")
+
+    def _check_profile(self) -> None:
+        put = object.__setattr__
+        if self.allowed_clients is not None:
+            clients = frozenset(self.allowed_clients)
+            if not clients or not all(isinstance(c, str) and c for c in clients):
+                raise ConfigurationError(
+                    "allowed_clients must be a non-empty list of client ids (None: any client)"
+                )
+            put(self, "allowed_clients", clients)
+        if self.profile is None:
+            return
+        if self.profile != "rfc9068":
+            raise ConfigurationError(f"profile must be 'rfc9068' or None, got {self.profile!r}")
+        if self.typ is None:
+            put(self, "typ", "at+jwt")
+        elif not isinstance(self.typ, str) or self.typ.strip().lower() not in _AT_JWT:
+            raise ConfigurationError(f"profile='rfc9068' means typ 'at+jwt', not {self.typ!r}")
+        if not self.require_exp:
+            raise ConfigurationError("profile='rfc9068' requires exp: leave require_exp=True")
+        put(self, "required_claims", tuple(dict.fromkeys((*self.required_claims, *_RFC9068))))
 
     def _check_numbers(self) -> None:
         positive = {
@@ -728,6 +762,8 @@ class Options(TypedDict, total=False):
     require_exp: bool
     required_claims: Sequence[str]
     typ: str | None
+    profile: str | None
+    allowed_clients: Collection[str] | None
     max_lifetime: float | None
     max_token_bytes: int
     validators: Sequence[Validator]
@@ -795,7 +831,7 @@ _LISTS = frozenset({
     "algorithms", "required_claims", "scope_claims", "public_paths", "allowed_origins",
     "cors_origins", "cors_methods", "cors_headers", "validators", "keys", "trust",
     "challenge_scopes", "authorization_servers", "scopes_supported", "dpop_algorithms",
-    "trusted_proxies",
+    "trusted_proxies", "allowed_clients",
 })  # fmt: skip
 _METADATA_FIELDS = (
     "authorization_servers", "scopes_supported", "resource_name", "resource_documentation"

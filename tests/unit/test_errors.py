@@ -86,6 +86,7 @@ REASON_CODES = {
     "LIFETIME_TOO_LONG": "lifetime_too_long",
     "CLAIM_MISSING": "claim_missing",
     "CLAIM_INVALID": "claim_invalid",
+    "CLIENT_NOT_ALLOWED": "client_not_allowed",
     "VALIDATOR_REJECTED": "validator_rejected",
     "VALIDATOR_FAILED": "validator_failed",
     "KID_UNKNOWN": "kid_unknown",
