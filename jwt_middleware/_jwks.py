@@ -202,10 +202,14 @@ def _proxy_for(url: httpx.URL) -> _Proxy | None:
     bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]  # untyped
     if not proxy or bypass(url.host, proxies):
         return None
+    return _proxy(proxy if "://" in proxy else f"http://{proxy}", "the environment")
+
+
+def _proxy(url: str, where: str) -> _Proxy:
     try:
-        parsed = httpx.URL(proxy if "://" in proxy else f"http://{proxy}")
+        parsed = httpx.URL(url)
     except httpx.InvalidURL:
-        raise KeyFetchError("the proxy URL in the environment is not valid") from None
+        raise KeyFetchError(f"the proxy URL in {where} is not valid") from None
     if parsed.scheme not in ("http", "https"):
         raise KeyFetchError(f"proxy scheme {parsed.scheme[:20]!r} is not supported")
     auth = (parsed.username.encode(), parsed.password.encode()) if parsed.username else None
@@ -230,7 +234,12 @@ class _Target:
     proxy: _Proxy | None
 
     @classmethod
-    def of(cls, url: str, media_types: frozenset[str]) -> _Target:
+    def of(
+        cls,
+        url: str,
+        media_types: frozenset[str],
+        proxy_for: Callable[[httpx.URL], _Proxy | None] = _proxy_for,
+    ) -> _Target:
         shown = _redact(url)
         try:
             parsed = httpx.URL(url)
@@ -246,7 +255,7 @@ class _Target:
             userpass = f"{parsed.username}:{parsed.password}".encode()
             headers.append((b"authorization", b"Basic " + base64.b64encode(userpass)))
         wire = _wire_url(parsed, parsed.raw_path)
-        return cls(wire, headers, shown, media_types, _proxy_for(parsed))
+        return cls(wire, headers, shown, media_types, proxy_for(parsed))
 
 
 class _Body:
@@ -401,25 +410,68 @@ def _network_error(target: _Target, exc: Exception) -> KeyFetchError:
 
 @dataclass(frozen=True)
 class _Limits:
-    """What bounds each GET of a fetch: every socket operation's timeout (httpcore's timeout
-    extension), the body size, and the trust store."""
+    """What bounds and routes each GET of a fetch: every socket operation's timeout (httpcore's
+    timeout extension), the body size, the trust store, and the proxy (``proxy``: the one
+    configured; ``trust_env``: else the environment's)."""
 
     extensions: dict[str, Any]
     max_bytes: int
     ssl_context: ssl.SSLContext
+    proxy: _Proxy | None = None
+    trust_env: bool = True
 
     @classmethod
-    def of(cls, timeout: float, max_bytes: int) -> _Limits:
+    def of(
+        cls,
+        timeout: float,
+        max_bytes: int,
+        *,
+        ca_bundle: str | ssl.SSLContext | None = None,
+        proxy: str | None = None,
+        trust_env: bool = True,
+    ) -> _Limits:
         phases = {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
-        # The trust store httpx would use (certifi, or SSL_CERT_FILE / SSL_CERT_DIR).
-        return cls({"timeout": phases}, max_bytes, httpx.create_ssl_context())
+        if isinstance(ca_bundle, ssl.SSLContext):
+            context = ca_bundle
+        elif ca_bundle is not None:
+            context = ssl.create_default_context(cafile=ca_bundle)
+        else:
+            # The trust store httpx would use (certifi, or SSL_CERT_FILE / SSL_CERT_DIR).
+            context = httpx.create_ssl_context(trust_env=trust_env)
+        chosen = None if proxy is None else _proxy(proxy, "jwks_proxy")
+        return cls({"timeout": phases}, max_bytes, context, chosen, trust_env)
+
+    @classmethod
+    def for_issuer(cls, settings: Issuer) -> _Limits:
+        return cls.of(
+            settings.jwks_timeout,
+            settings.jwks_max_bytes,
+            ca_bundle=settings.jwks_ca_bundle,
+            proxy=settings.jwks_proxy,
+            trust_env=settings.jwks_trust_env,
+        )
+
+    def proxy_for(self, url: httpx.URL) -> _Proxy | None:
+        """The proxy to reach ``url`` through, if any."""
+        if self.proxy is not None:
+            return self.proxy
+        return _proxy_for(url) if self.trust_env else None
 
     def pool_options(self, target: _Target) -> dict[str, Any]:
         """Keywords for httpcore's connection pool, or for its proxy when ``target`` has one."""
         if target.proxy is None:
             return {"ssl_context": self.ssl_context}
         proxy = target.proxy
-        return {"ssl_context": self.ssl_context, "proxy_url": proxy.url, "proxy_auth": proxy.auth}
+        options = {
+            "ssl_context": self.ssl_context,
+            "proxy_url": proxy.url,
+            "proxy_auth": proxy.auth,
+        }
+        if proxy.url.scheme == b"https":
+            # The same trust store for the hop to the proxy (a private CA signs both, often);
+            # httpcore refuses a context for a plain http proxy.
+            options["proxy_ssl_context"] = self.ssl_context
+        return options
 
 
 # What a transport sends back to the flow for one request: the body it read, or the exception
@@ -465,7 +517,7 @@ class _Remote:
         self.issuer = settings.discovery_issuer
         # Whole fetch, in real (monotonic) time: the injected clock is for tokens and cooldowns.
         self.total = settings.jwks_timeout * 2
-        self.limits = _Limits.of(settings.jwks_timeout, settings.jwks_max_bytes)
+        self.limits = _Limits.for_issuer(settings)
         self._document: Any = None
 
     # -- the lookup the verifier calls -----------------------------------------------------------
@@ -511,9 +563,10 @@ class _Remote:
         if url is None:
             assert self.issuer is not None
             url = discovery_url(self.issuer)
-            document, _ = yield from _request(_Target.of(url, _DISCOVERY_TYPES))
+            discovery = _Target.of(url, _DISCOVERY_TYPES, self.limits.proxy_for)
+            document, _ = yield from _request(discovery)
             url = self.jwks_uri = _jwks_uri_from(document, url, self.issuer)
-        document, max_age = yield from _request(_Target.of(url, _JWKS_TYPES))
+        document, max_age = yield from _request(_Target.of(url, _JWKS_TYPES, self.limits.proxy_for))
         return self._keyset(document, url), max_age
 
     def _keyset(self, document: Any, url: str) -> KeySet:
@@ -664,9 +717,12 @@ def _exchange(target: _Target, limits: _Limits, budget: _Budget) -> _Body:
     what the request ends with (httpcore's network errors as they are)."""
     pool_class = httpcore.ConnectionPool if target.proxy is None else httpcore.HTTPProxy
     pool = pool_class(network_backend=_ClampedBackend(budget), **limits.pool_options(target))
-    with pool, pool.stream(
-        "GET", target.url, headers=target.headers, extensions=limits.extensions
-    ) as response:
+    with (
+        pool,
+        pool.stream(
+            "GET", target.url, headers=target.headers, extensions=limits.extensions
+        ) as response,
+    ):
         body = _Body(target, response.status, response.headers, limits.max_bytes)
         for chunk in response.iter_stream():
             body.feed(chunk)

@@ -103,9 +103,12 @@ class AsyncJWKS(_Remote):
         pool_class = httpcore.AsyncHTTPProxy if proxied else httpcore.AsyncConnectionPool
         pool = pool_class(**limits.pool_options(target))
         try:
-            async with pool, pool.stream(
-                "GET", target.url, headers=target.headers, extensions=limits.extensions
-            ) as response:
+            async with (
+                pool,
+                pool.stream(
+                    "GET", target.url, headers=target.headers, extensions=limits.extensions
+                ) as response,
+            ):
                 body = _Body(target, response.status, response.headers, limits.max_bytes)
                 async for chunk in response.aiter_stream():
                     body.feed(chunk)

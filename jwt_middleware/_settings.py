@@ -8,6 +8,7 @@ import ipaddress
 import logging
 import math
 import re
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -152,6 +153,19 @@ class Issuer:
     jwks_max_stale: float = 24 * 3600.0
     """Seconds held keys keep serving past their freshness while refreshes fail, so an outage
     of the key server is not one of this API. 0: never serve stale keys."""
+    jwks_ca_bundle: str | ssl.SSLContext | None = None
+    """The CA certificates (a PEM file) to trust for key fetches, e.g. a private CA's, instead
+    of the default trust store; they also apply to an ``https://`` proxy. An ``ssl.SSLContext``
+    gives full control. ``None``: certifi's bundle, or ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` while
+    ``jwks_trust_env`` holds."""
+    jwks_proxy: str | None = field(default=None, repr=False)
+    """The proxy (``http://`` or ``https://``; credentials allowed, never logged) every key fetch
+    of this issuer goes through, whatever the environment says. ``None``: the environment's
+    proxy, while ``jwks_trust_env`` holds."""
+    jwks_trust_env: bool = True
+    """Let the environment shape key fetches as it would httpx's: ``http_proxy`` /
+    ``https_proxy`` / ``all_proxy`` / ``no_proxy``, and ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``.
+    False: ignore them all (direct connections, certifi's bundle)."""
     # -- revocation ----------------------------------------------------------------------------
     revocation: Any = None
     """A revocation store (``jwt_middleware.revocation``), consulted after the signature holds
@@ -189,6 +203,7 @@ class Issuer:
         self._check_numbers()
         self._check_profile()
         self._check_rules()
+        self._check_fetch_client()
         put(self, "static_keys", self._static_keys())
         put(self, "discovery_issuer", self._discovery())
         if self.jwks_url is not None:
@@ -294,6 +309,28 @@ class Issuer:
             raise ConfigurationError("typ must be a non-empty string such as 'at+jwt'")
         if not callable(self.clock):
             raise ConfigurationError("clock must be a callable returning the time in seconds")
+
+    def _check_fetch_client(self) -> None:
+        bundle = self.jwks_ca_bundle
+        if isinstance(bundle, str):
+            # Loaded now, so that a wrong path or a file that is no PEM fails at startup, not as
+            # a 503 on the first request that needs keys.
+            try:
+                ssl.create_default_context(cafile=bundle)
+            except FileNotFoundError:
+                raise ConfigurationError(f"jwks_ca_bundle: no file {bundle!r}") from None
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                raise ConfigurationError(
+                    f"jwks_ca_bundle {bundle!r} holds no PEM CA certificate that loads "
+                    f"({type(exc).__name__})"
+                ) from None
+        elif bundle is not None and not isinstance(bundle, ssl.SSLContext):
+            raise ConfigurationError(
+                "jwks_ca_bundle must be the path of a PEM file or an ssl.SSLContext, "
+                f"got {type(bundle).__name__}"
+            )
+        if self.jwks_proxy is not None:
+            check_proxy_url(self.jwks_proxy, "jwks_proxy")
 
     def _static_keys(self) -> KeySet:
         self._check_rsa_bounds()
@@ -773,6 +810,9 @@ class Options(TypedDict, total=False):
     jwks_timeout: float
     jwks_max_bytes: int
     jwks_max_stale: float
+    jwks_ca_bundle: str | ssl.SSLContext | None
+    jwks_proxy: str | None
+    jwks_trust_env: bool
     revocation: Any
     revocation_fail_open: bool
     events: Any
@@ -950,6 +990,26 @@ def check_key_url(url: str, what: str) -> None:
         f"{what} {redact(url)!r} must be an https:// URL "
         "(plain http is allowed for loopback hosts only)"
     )
+
+
+def check_proxy_url(url: object, what: str) -> None:
+    """A proxy for key fetches: an absolute http(s) URL naming a host, as httpx parses it."""
+    if not isinstance(url, str):
+        raise ConfigurationError(f"{what} must be a URL string such as 'http://proxy:3128'")
+    # The value is never echoed: a proxy URL often carries a password, and one malformed
+    # enough to fail here may be too malformed for redact() to find it.
+    try:
+        parts = httpx.URL(url)
+    except httpx.InvalidURL:
+        raise ConfigurationError(f"{what} is not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not parts.host:
+        # Without "://" the "scheme" httpx finds may be a user name ("user:pw@proxy:3128").
+        scheme = f"scheme {parts.scheme[:20]!r}" if "://" in url else "no scheme"
+        raise ConfigurationError(
+            f"{what} must be an http:// or https:// URL with a host (it has {scheme})"
+        )
+    if parts.port is not None and not 0 < parts.port < 65536:
+        raise ConfigurationError(f"{what} has port {parts.port}, not one from 1 to 65535")
 
 
 def _is_loopback(host: str) -> bool:
