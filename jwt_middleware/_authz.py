@@ -27,17 +27,29 @@ from ._errors import (
 )
 from ._gate import SCOPE_GATE, Gate
 from ._identity import JWTUser
+from ._stepup import NONE as NO_STEP_UP
+from ._stepup import StepUp, step_up
 
 __all__ = ["check_scopes", "requires_scopes", "scopes_granted"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def check_scopes(conn: HTTPConnection, scopes: Iterable[str] = (), *, any_of: bool = False) -> None:
+def check_scopes(
+    conn: HTTPConnection,
+    scopes: Iterable[str] = (),
+    *,
+    any_of: bool = False,
+    acr_values: Iterable[str] = (),
+    max_age: float | None = None,
+) -> None:
     """Raise MissingToken/InsufficientScope unless the request's token grants ``scopes``.
 
     With ``any_of=True`` one of them suffices; otherwise all are needed. No scopes: any valid
     token passes (useful on routes of an app that runs the middleware in anonymous mode).
+    ``acr_values``/``max_age``: step-up (RFC 9470): the token's ``acr`` must be one of
+    ``acr_values``, its ``auth_time`` at most ``max_age`` seconds ago, or
+    InsufficientAuthentication (401 ``insufficient_user_authentication``).
 
     The raise becomes the RFC 6750 answer only where JWTMiddleware runs inside the app's error
     handling (``app.add_middleware`` / ``Middleware(...)``). Where it wraps the app object or a
@@ -45,10 +57,12 @@ def check_scopes(conn: HTTPConnection, scopes: Iterable[str] = (), *, any_of: bo
     500; use :func:`requires_scopes` (or, in FastAPI, ``RequireScopes``) there, which answer
     the refusal themselves.
     """
-    authorize(conn.scope, tuple(scopes), any_of)
+    authorize(conn.scope, scope_names(scopes), any_of, step_up(acr_values, max_age))
 
 
-def authorize(scope: Scope, required: tuple[str, ...], any_of: bool) -> None:
+def authorize(
+    scope: Scope, required: tuple[str, ...], any_of: bool, login: StepUp = NO_STEP_UP
+) -> None:
     # Straight from the ASGI scope: this runs on every request to a protected route, and the
     # HTTPConnection properties add an assert and a call per attribute.
     user = scope.get("user")
@@ -57,6 +71,9 @@ def authorize(scope: Scope, required: tuple[str, ...], any_of: bool) -> None:
         raise NotInstalled("JWTMiddleware is not installed in front of this route")
     if type(user) is not JWTUser and not user.is_authenticated:
         raise MissingToken(scopes=required)
+    if login is not NO_STEP_UP:
+        # Before the scopes: the user logs in again once, and may grant more scopes then.
+        login.check(user.token.claims, scope[SCOPE_GATE].settings.clock())
     if required and not scopes_granted(auth.scopes, required, any_of=any_of):
         raise InsufficientScope(required, any_of=any_of)
 
@@ -82,13 +99,17 @@ async def _refused(exc: AuthError, conn: HTTPConnection) -> Response | None:
     return _response(exc, conn)
 
 
-def requires_scopes(*scopes: str, any_of: bool = False) -> Callable[[F], F]:
-    """Decorate a Starlette endpoint (sync or async; HTTP or WebSocket) to require scopes.
+def requires_scopes(
+    *scopes: str, any_of: bool = False, acr_values: Iterable[str] = (), max_age: float | None = None
+) -> Callable[[F], F]:
+    """Decorate a Starlette endpoint (sync or async; HTTP or WebSocket) to require scopes, and
+    with ``acr_values``/``max_age`` a strong or recent enough login (see :func:`check_scopes`).
 
     A refusal is answered here with the same RFC 6750 response (or WebSocket close) the
     middleware gives, so every refusal in the app looks the same.
     """
     required = scope_names(scopes)
+    login = step_up(acr_values, max_age)
 
     def decorator(func: F) -> F:
         # Classes seen to be HTTPConnections. isinstance() against it goes through ABCMeta (it
@@ -108,7 +129,7 @@ def requires_scopes(*scopes: str, any_of: bool = False) -> Callable[[F], F]:
             if conn is None:
                 conn = connection(args, kwargs)
             try:
-                authorize(conn.scope, required, any_of)
+                authorize(conn.scope, required, any_of, login)
             except AuthError as exc:
                 return conn, exc
             return conn, None

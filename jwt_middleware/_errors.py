@@ -16,6 +16,7 @@
      │    │    └── InvalidProof       401  error="invalid_dpop_proof"  (RFC 9449 §7.1)
      │    │         └── UseDPoPNonce  401  error="use_dpop_nonce" + DPoP-Nonce  (§9)
      │    ├── InsufficientScope       403  error="insufficient_scope"
+     │    ├── InsufficientAuthentication  401  error="insufficient_user_authentication" (RFC 9470)
      │    ├── CSRFRejected            403  error="csrf_failed" (cookie token, no CSRF proof)
      │    └── Unavailable             503  Retry-After; the request cannot be checked right now
      │         ├── KeysUnavailable         no usable key could be fetched
@@ -41,13 +42,14 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import ClassVar
+from typing import Any, ClassVar
 
 __all__ = [
     "AuthError",
     "CSRFRejected",
     "Challenge",
     "ConfigurationError",
+    "InsufficientAuthentication",
     "InsufficientScope",
     "InvalidProof",
     "InvalidRequest",
@@ -139,6 +141,8 @@ class Reason(str, Enum):
     VERIFIER_ERROR = "verifier_error"  # a bug of ours; the request is refused, never let in
     # authorization
     INSUFFICIENT_SCOPE = "insufficient_scope"
+    #: The route needs a stronger (``acr``) or more recent (``auth_time``) login (RFC 9470).
+    INSUFFICIENT_AUTHENTICATION = "insufficient_user_authentication"
     #: An MCP request whose tool cannot be told (headers disagree with the body, a body over
     #: the limit, a ``tools/call`` without a name): refused before any tool runs.
     MCP_REQUEST_INVALID = "mcp_request_invalid"
@@ -239,7 +243,12 @@ class AuthError(JWTMiddlewareError):
             params.append(f'scope="{_quote(" ".join(scopes))}"')
         if challenge.resource_metadata is not None:
             params.append(f'resource_metadata="{_quote(challenge.resource_metadata)}"')
+        params.extend(f'{name}="{_quote(value)}"' for name, value in self.challenge_params())
         return f"{scheme} " + ", ".join(params) + (_algs(challenge) if scheme == "DPoP" else "")
+
+    def challenge_params(self) -> list[tuple[str, str]]:
+        """Parameters this kind of refusal adds to its challenge (RFC 9470's, say)."""
+        return []
 
     def description(self, expose: bool = False) -> str:
         return f"{self.public_description} ({self.reason})" if expose else self.public_description
@@ -343,6 +352,29 @@ class InsufficientScope(AuthError):
         # All the scopes the operation needs, in one challenge: the client asks for them (on
         # top of what it holds) in one go, rather than one denial per missing scope.
         self.scopes = self.required
+
+
+class InsufficientAuthentication(AuthError):
+    """The token is valid, but the route needs a stronger or more recent login (RFC 9470 §3):
+    the challenge names the ``acr_values`` and/or ``max_age`` to ask the authorization server
+    for (a new token from a new login)."""
+
+    status_code = 401
+    error = "insufficient_user_authentication"
+    public_description = "A stronger or more recent authentication is required."
+
+    def __init__(self, requirement: Any, detail: str = "") -> None:
+        super().__init__(Reason.INSUFFICIENT_AUTHENTICATION, detail)
+        self.acr_values: tuple[str, ...] = tuple(requirement.acr_values)
+        self.max_age: int | None = requirement.max_age
+
+    def challenge_params(self) -> list[tuple[str, str]]:
+        params = []
+        if self.acr_values:
+            params.append(("acr_values", " ".join(self.acr_values)))
+        if self.max_age is not None:
+            params.append(("max_age", str(self.max_age)))
+        return params
 
 
 class CSRFRejected(AuthError):

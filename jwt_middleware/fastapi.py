@@ -21,6 +21,8 @@ Replace it the FastAPI way: ``@app.exception_handler(AuthHTTPException)``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from fastapi import HTTPException, Request
 from fastapi.security import HTTPBearer
 
@@ -28,6 +30,7 @@ from ._authz import authorize
 from ._errors import AuthError, JWTMiddlewareError, render, scope_names
 from ._gate import SCOPE_GATE, Gate
 from ._identity import JWTUser
+from ._stepup import step_up
 from ._verify import VerifiedToken
 
 __all__ = ["AuthHTTPException", "RequireScopes"]
@@ -53,25 +56,34 @@ class RequireScopes(HTTPBearer):
     """Dependency: the request's verified token, which must grant ``scopes``.
 
     ``RequireScopes()`` requires just a valid token; ``RequireScopes("a", "b")`` all of them;
-    ``RequireScopes("a", "b", any_of=True)`` one of them. Refusals raise
-    :class:`AuthHTTPException` (401 without a token, 403 ``insufficient_scope``).
+    ``RequireScopes("a", "b", any_of=True)`` one of them; ``acr_values=[...]``/``max_age=``
+    a strong or recent enough login (RFC 9470). Refusals raise :class:`AuthHTTPException`
+    (401 without a token, 401 ``insufficient_user_authentication``, 403 ``insufficient_scope``).
 
     It *is* the ``bearerAuth`` security scheme (an ``HTTPBearer``), so FastAPI lists it in the
     OpenAPI document without a second, per-request dependency: the middleware has already
     verified the token, and a nested scheme would cost every request for nothing.
     """
 
-    def __init__(self, *scopes: str, any_of: bool = False) -> None:
+    def __init__(
+        self,
+        *scopes: str,
+        any_of: bool = False,
+        acr_values: Iterable[str] = (),
+        max_age: float | None = None,
+    ) -> None:
         required = scope_names(scopes)
         super().__init__(auto_error=False, bearerFormat="JWT", scheme_name="bearerAuth")
         self.scopes = required
         self.any_of = any_of
+        #: Step-up (RFC 9470): the ``acr``/``auth_time`` the token must show.
+        self.login = step_up(acr_values, max_age)
 
     async def __call__(self, request: Request) -> VerifiedToken:  # type: ignore[override]
         # async on purpose: FastAPI would run a plain function in a worker thread.
         scope = request.scope
         try:
-            authorize(scope, self.scopes, self.any_of)
+            authorize(scope, self.scopes, self.any_of, self.login)
         except AuthError as exc:
             # Reported here, once: FastAPI answers the HTTPException itself, so no middleware
             # outside ever sees this refusal.

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import Flask, request
@@ -36,6 +36,7 @@ from ._errors import (
     scopes_granted,
 )
 from ._settings import Options, Settings
+from ._stepup import step_up
 from ._verify import VerifiedToken
 from ._wsgi import JWTWSGIMiddleware, get_token, lookup
 
@@ -98,10 +99,15 @@ def current_token() -> VerifiedToken | None:
     return get_token(request.environ)
 
 
-def require_scopes(*scopes: str, any_of: bool = False) -> Callable[[F], F]:
-    """The view needs a valid token granting ``scopes`` (all of them, or one with ``any_of``).
-    Without a token: 401; without the scopes: 403 ``insufficient_scope``."""
+def require_scopes(
+    *scopes: str, any_of: bool = False, acr_values: Iterable[str] = (), max_age: float | None = None
+) -> Callable[[F], F]:
+    """The view needs a valid token granting ``scopes`` (all of them, or one with ``any_of``),
+    and with ``acr_values``/``max_age`` a strong or recent enough login (RFC 9470). Without a
+    token: 401; a login too weak or too old: 401 ``insufficient_user_authentication``; without
+    the scopes: 403 ``insufficient_scope``."""
     required = scope_names(scopes)
+    login = step_up(acr_values, max_age)
 
     def decorator(view: F) -> F:
         @functools.wraps(view)
@@ -111,7 +117,18 @@ def require_scopes(*scopes: str, any_of: bool = False) -> Callable[[F], F]:
             error: AuthError | None = None
             if token is None:
                 error = MissingToken(scopes=required)
-            elif required and not scopes_granted(token.scopes, required, any_of=any_of):
+            else:
+                try:
+                    login.check(token.claims, gate.settings.clock())
+                except AuthError as exc:
+                    error = exc
+            if (
+                error is None
+                and required
+                and not scopes_granted(
+                    token.scopes if token is not None else (), required, any_of=any_of
+                )
+            ):
                 error = InsufficientScope(required, any_of=any_of)
             if error is not None:
                 gate.report(error, "http", environ.get("PATH_INFO", ""))

@@ -22,12 +22,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 PUBLIC = [
     "AsyncVerifier", "AuthError", "CSRFRejected", "ConfigurationError", "DEFAULT_ALGORITHMS",
-    "InsufficientScope", "InvalidProof", "InvalidRequest", "InvalidToken", "Issuer",
-    "JWTCredentials", "JWTMiddleware", "JWTMiddlewareError", "JWTUser", "JWTWSGIMiddleware", "Key",
-    "KeyFetchError", "KeySet", "KeysUnavailable", "MissingToken", "NotInstalled", "Reason",
-    "ReplayStoreError", "ReplayUnavailable", "RevocationStoreError", "RevocationUnavailable",
-    "Settings", "SyncVerifier", "Unavailable", "UnusableKey", "UsageError", "UseDPoPNonce",
-    "VerifiedToken", "__version__", "check_scopes", "get_token", "requires_scopes",
+    "InsufficientAuthentication", "InsufficientScope", "InvalidProof", "InvalidRequest",
+    "InvalidToken", "Issuer", "JWTCredentials", "JWTMiddleware", "JWTMiddlewareError", "JWTUser",
+    "JWTWSGIMiddleware", "Key", "KeyFetchError", "KeySet", "KeysUnavailable", "MissingToken",
+    "NotInstalled", "Reason", "ReplayStoreError", "ReplayUnavailable", "RevocationStoreError",
+    "RevocationUnavailable", "Settings", "SyncVerifier", "Unavailable", "UnusableKey",
+    "UsageError", "UseDPoPNonce", "VerifiedToken", "__version__", "check_scopes", "get_token",
+    "requires_scopes",
 ]  # fmt: skip
 
 MODULES = {

@@ -110,6 +110,7 @@ REASON_CODES = {
     "REPLAY_UNAVAILABLE": "replay_unavailable",
     "VERIFIER_ERROR": "verifier_error",
     "INSUFFICIENT_SCOPE": "insufficient_scope",
+    "INSUFFICIENT_AUTHENTICATION": "insufficient_user_authentication",
     "MCP_REQUEST_INVALID": "mcp_request_invalid",
 }
 
