@@ -43,8 +43,9 @@ AUTHENTICATED = "authenticated"
 
 
 class JWTCredentials(AuthCredentials):
-    """``request.auth``: the scopes, the verified token, where it was found, and the token as
-    sent (``raw_token``, for apps that forward it).
+    """``request.auth``: the scopes, the verified token, where it was found (``location``:
+    ``"header"``, ``"dpop"`` for ``Authorization: DPoP`` with its proof checked, or
+    ``"cookie"``), and the token as sent (``raw_token``, for apps that forward it).
 
     ``scopes`` is ``"authenticated"`` followed by the token's scopes, as Starlette's own
     authentication backends do; ``token.scopes`` holds the token's scopes alone.
