@@ -72,8 +72,13 @@ def authorize(
     if type(user) is not JWTUser and not user.is_authenticated:
         raise MissingToken(scopes=required)
     if login is not NO_STEP_UP:
+        if type(user) is not JWTUser:
+            # Authenticated some other way (a session backend inside an anonymous-mode
+            # middleware): no token claims to prove the login with.
+            raise MissingToken(scopes=required)
         # Before the scopes: the user logs in again once, and may grant more scopes then.
-        login.check(user.token.claims, scope[SCOPE_GATE].settings.clock())
+        settings = scope[SCOPE_GATE].settings
+        login.check(user.token.claims, settings.clock(), settings.leeway)
     if required and not scopes_granted(auth.scopes, required, any_of=any_of):
         raise InsufficientScope(required, any_of=any_of)
 

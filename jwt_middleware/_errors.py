@@ -42,7 +42,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, ClassVar
+from typing import ClassVar
 
 __all__ = [
     "AuthError",
@@ -363,10 +363,12 @@ class InsufficientAuthentication(AuthError):
     error = "insufficient_user_authentication"
     public_description = "A stronger or more recent authentication is required."
 
-    def __init__(self, requirement: Any, detail: str = "") -> None:
+    def __init__(
+        self, acr_values: Sequence[str] = (), max_age: int | None = None, detail: str = ""
+    ) -> None:
         super().__init__(Reason.INSUFFICIENT_AUTHENTICATION, detail)
-        self.acr_values: tuple[str, ...] = tuple(requirement.acr_values)
-        self.max_age: int | None = requirement.max_age
+        self.acr_values = tuple(acr_values)
+        self.max_age = max_age
 
     def challenge_params(self) -> list[tuple[str, str]]:
         params = []

@@ -166,14 +166,17 @@ class Trusted:
         clients = s.allowed_clients
         if clients is not None:
             # RFC 9068's client_id first; azp (OIDC's authorized party) where there is none.
-            client = claims.get("client_id")
-            if client is None:
-                client = claims.get("azp")
+            # Present at all, client_id decides: a null one does not hand over to azp.
+            client = claims["client_id"] if "client_id" in claims else claims.get("azp")
             if not isinstance(client, str) or client not in clients:
                 raise InvalidToken(Reason.CLIENT_NOT_ALLOWED, f"client {str(client)[:100]!r}")
         sub = claims.get("sub")
         if sub is not None and not isinstance(sub, str):
             raise InvalidToken(Reason.CLAIM_INVALID, "sub is not a string")
+        if s.profile == "rfc9068":
+            for name in ("client_id", "jti"):  # RFC 9068 §2.2: strings
+                if not isinstance(claims.get(name), str):
+                    raise InvalidToken(Reason.CLAIM_INVALID, f"{name} is not a string")
 
     def key_now(self, kid: str | None, alg: str) -> Key | None:
         """The key for ``kid``/``alg`` if finding it needs no fetch; None: fetch first."""

@@ -119,7 +119,7 @@ def require_scopes(
                 error = MissingToken(scopes=required)
             else:
                 try:
-                    login.check(token.claims, gate.settings.clock())
+                    login.check(token.claims, gate.settings.clock(), gate.settings.leeway)
                 except AuthError as exc:
                     error = exc
             if (

@@ -45,6 +45,7 @@ def _reason(answer: Any) -> str | None:
         ({"azp": "intruder"}, "client_not_allowed"),
         ({}, "client_not_allowed"),
         ({"client_id": ["web"]}, "client_not_allowed"),
+        ({"client_id": None, "azp": "web"}, "client_not_allowed"),  # null does not hand over
     ],
 )
 def test_only_the_allowed_clients_get_in(
@@ -98,6 +99,8 @@ def _rfc9068_token(issuer: LocalIssuer, **changes: Any) -> str:
         ({"jti": False}, "claim_missing"),
         ({"claims": {"iat": OMIT}}, "claim_missing"),
         ({"audience": None, "claims": {}}, "audience_mismatch"),
+        ({"claims": {"jti": 5}}, "claim_invalid"),
+        ({"claims": {"client_id": {"x": 1}}}, "claim_invalid"),
     ],
 )
 def test_the_rfc9068_profile_in_one_word(

@@ -123,6 +123,8 @@ def _reason(body: Any) -> str:
         ({"acr": "mfa"}, False),  # no auth_time
         ({"acr": "mfa", "auth_time": "yesterday"}, False),
         ({"acr": ["mfa"], "auth_time": -10}, False),
+        ({"acr": "mfa", "auth_time": 30}, True),  # ahead, within the 60 s leeway
+        ({"acr": "mfa", "auth_time": 10**9}, False),  # "logged in" in 2058: no proof at all
     ],
 )
 def test_a_login_too_weak_or_too_old_is_told_how_to_step_up(
@@ -136,8 +138,10 @@ def test_a_login_too_weak_or_too_old_is_told_how_to_step_up(
     """acr must be one of acr_values and auth_time within max_age; otherwise 401
     insufficient_user_authentication naming both in the challenge (RFC 9470 §3)."""
     now = time.time()
-    if isinstance(claims.get("auth_time"), int):
+    if isinstance(claims.get("auth_time"), int) and claims["auth_time"] < 10**9:
         claims = {**claims, "auth_time": now + claims["auth_time"]}
+    elif claims.get("auth_time") == 10**9:
+        claims = {**claims, "auth_time": now + 10**9}
     status, headers, body = call(framework, path, issuer.mint(claims, scope="read"))
     if accepted:
         assert status == 200, body
@@ -171,6 +175,8 @@ def test_the_scopes_are_still_checked_after_a_strong_login(
         ({"max_age": -1}, "max_age"),
         ({"max_age": float("inf")}, "max_age"),
         ({"max_age": True}, "max_age"),
+        ({"acr_values": ["naïve"]}, "visible ASCII"),
+        ({"acr_values": ['a"b']}, "visible ASCII"),
     ],
 )
 def test_bad_step_up_rules_fail_where_they_are_written(
@@ -183,3 +189,44 @@ def test_bad_step_up_rules_fail_where_they_are_written(
         RequireScopes(**options)
     with pytest.raises(ConfigurationError, match=message):
         jwt_flask.require_scopes(**options)
+
+
+def test_step_up_for_a_user_authenticated_another_way_is_a_401_not_a_500(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """An anonymous-mode middleware with a session backend inside: a non-JWT user has no claims
+    to prove a login with, so a step-up route answers 401 (the plain route lets it in)."""
+    from starlette.authentication import AuthCredentials, AuthenticationBackend, SimpleUser
+    from starlette.middleware.authentication import AuthenticationMiddleware
+
+    class Session(AuthenticationBackend):
+        async def authenticate(self, conn: Any) -> tuple[AuthCredentials, SimpleUser]:
+            return AuthCredentials(["read"]), SimpleUser("bob")
+
+    @requires_scopes("read")
+    async def plain(request: Request) -> JSONResponse:
+        return JSONResponse({"ok": True})
+
+    @requires_scopes("read", acr_values=["mfa"])
+    async def strong(request: Request) -> JSONResponse:
+        return JSONResponse({"ok": True})
+
+    app = Starlette(routes=[Route("/plain", plain), Route("/strong", strong)])
+    app.add_middleware(AuthenticationMiddleware, backend=Session())
+    app.add_middleware(JWTMiddleware, settings=make_settings(anonymous=True))
+    with TestClient(app) as client:
+        assert client.get("/plain").status_code == 200
+        refused = client.get("/strong")
+    assert refused.status_code == 401
+    assert refused.json()["error"] == "unauthorized"
+
+
+def test_the_refusal_can_be_raised_by_hand() -> None:
+    """InsufficientAuthentication takes its acr_values and max_age as keywords, as an app's own
+    check would raise it, and renders them in the challenge."""
+    from jwt_middleware import InsufficientAuthentication
+    from jwt_middleware._errors import Challenge, render
+
+    error = InsufficientAuthentication(acr_values=["mfa"], max_age=60)
+    value = dict(render(error, Challenge()).headers)["www-authenticate"]
+    assert value.endswith('acr_values="mfa", max_age="60"')
