@@ -9,19 +9,13 @@ what a request gets: 200, 401 ``certificate_mismatch`` or 400 ``malformed_client
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import httpx
 import pytest
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
-from jwt_middleware import ConfigurationError, JWTMiddleware, Settings
-from jwt_middleware._wsgi import ENVIRON_LOCATION, JWTWSGIMiddleware, get_token
+from jwt_middleware import ConfigurationError, Settings
 from jwt_middleware.testing import (
     ClientCertificate,
     LocalIssuer,
@@ -29,7 +23,7 @@ from jwt_middleware.testing import (
     dpop_proof,
     generate_key,
 )
-from tests.support.servers import uvicorn_in_thread, werkzeug_in_thread
+from tests.support.orders import serve_orders
 
 CERT_HEADER = "client-cert"
 PROXY_SETTINGS: dict[str, Any] = {
@@ -39,18 +33,6 @@ PROXY_SETTINGS: dict[str, Any] = {
 }
 
 Headers = Sequence[tuple[str, str]]
-
-
-async def _orders(request: Request) -> JSONResponse:
-    return JSONResponse({"sub": request.user.identity, "location": request.auth.location})
-
-
-def _wsgi_orders(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-    token = get_token(environ)
-    location = environ[ENVIRON_LOCATION]
-    body = {"sub": token.subject, "location": location} if token is not None else {}
-    start_response("200 OK", [("content-type", "application/json")])
-    return [json.dumps(body).encode()]
 
 
 class Api:
@@ -74,14 +56,7 @@ def serve(adapter: str, make_settings: Callable[..., Settings]) -> Iterator[Call
 
         def start(**overrides: Any) -> Api:
             settings = make_settings(**overrides)
-            if adapter == "asgi":
-                app = Starlette(routes=[Route("/orders", _orders)])
-                app.add_middleware(JWTMiddleware, settings=settings)
-                port = stack.enter_context(uvicorn_in_thread(app))
-            else:
-                middleware = JWTWSGIMiddleware(_wsgi_orders, settings=settings)
-                stack.callback(middleware.close)
-                port = stack.enter_context(werkzeug_in_thread(middleware))
+            port = serve_orders(stack, adapter, settings)
             return Api(f"http://127.0.0.1:{port}")
 
         yield start

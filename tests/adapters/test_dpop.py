@@ -22,30 +22,15 @@ from typing import Any
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
-from jwt_middleware import JWTMiddleware, ReplayStoreError, Settings
-from jwt_middleware._wsgi import ENVIRON_LOCATION, JWTWSGIMiddleware, get_token
+from jwt_middleware import ReplayStoreError, Settings
 from jwt_middleware.testing import LocalIssuer, SigningKey, dpop_proof, generate_key
 from tests.support.challenges import DPOP_ALGS
-from tests.support.servers import raw_request, uvicorn_in_thread, werkzeug_in_thread
+from tests.support.orders import serve_orders
+from tests.support.servers import raw_request
 
 Headers = Sequence[tuple[str, str]]
 DPOP_CHALLENGE = f'DPoP realm="api", algs="{DPOP_ALGS}"'
-
-
-async def _orders(request: Request) -> JSONResponse:
-    return JSONResponse({"sub": request.user.identity, "location": request.auth.location})
-
-
-def _wsgi_orders(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-    token = get_token(environ)
-    body = {"sub": token.subject if token else None, "location": environ[ENVIRON_LOCATION]}
-    start_response("200 OK", [("content-type", "application/json")])
-    return [json.dumps(body).encode()]
 
 
 @dataclass
@@ -85,14 +70,7 @@ def serve(adapter: str, make_settings: Callable[..., Settings]) -> Iterator[Call
 
         def start(**overrides: Any) -> Api:
             settings = make_settings(**{"expose_error_details": True, **overrides})
-            if adapter == "asgi":
-                app = Starlette(routes=[Route("/orders", _orders, methods=["GET", "POST"])])
-                app.add_middleware(JWTMiddleware, settings=settings)
-                port = stack.enter_context(uvicorn_in_thread(app))
-            else:
-                middleware = JWTWSGIMiddleware(_wsgi_orders, settings=settings)
-                stack.callback(middleware.close)
-                port = stack.enter_context(werkzeug_in_thread(middleware))
+            port = serve_orders(stack, adapter, settings)
             return Api(port)
 
         yield start
