@@ -19,6 +19,8 @@ from ._errors import (
     CSRFRejected,
     InsufficientAuthentication,
     InsufficientScope,
+    IntrospectionError,
+    IntrospectionUnavailable,
     InvalidProof,
     InvalidRequest,
     InvalidToken,
@@ -39,6 +41,7 @@ from ._errors import (
 )
 from ._flow import VerifiedToken
 from ._keys import Key, KeySet
+from ._resolve import IssuerPattern
 from ._settings import DEFAULT_ALGORITHMS, Issuer, Settings
 from ._verify import AsyncVerifier, SyncVerifier
 from ._wsgi import JWTWSGIMiddleware, get_token
@@ -58,10 +61,13 @@ __all__ = [
     "ConfigurationError",
     "InsufficientAuthentication",
     "InsufficientScope",
+    "IntrospectionError",
+    "IntrospectionUnavailable",
     "InvalidProof",
     "InvalidRequest",
     "InvalidToken",
     "Issuer",
+    "IssuerPattern",
     "JWTCredentials",
     "JWTMiddleware",
     "JWTMiddlewareError",

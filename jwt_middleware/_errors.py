@@ -8,6 +8,7 @@
      ├── KeyFetchError                     the key server gave no usable document (safe to log)
      ├── RevocationStoreError              the revocation store could not answer
      ├── ReplayStoreError                  the DPoP replay store could not answer (or is full)
+     ├── IntrospectionError                the introspection endpoint gave no usable answer
      ├── ConnectionClosed (OSError)        the client went away (WebSocket expiry; ASGI only)
      ├── AuthError                         a request is refused; carries a stable ``reason``
      │    ├── InvalidRequest          400  error="invalid_request"   (RFC 6750 §3.1)
@@ -21,7 +22,8 @@
      │    └── Unavailable             503  Retry-After; the request cannot be checked right now
      │         ├── KeysUnavailable         no usable key could be fetched
      │         ├── RevocationUnavailable   the revocation store did not answer (fail closed)
-     │         └── ReplayUnavailable       the DPoP replay store did not answer (fail closed)
+     │         ├── ReplayUnavailable       the DPoP replay store did not answer (fail closed)
+     │         └── IntrospectionUnavailable  the introspection endpoint did not answer (RFC 7662)
      ├── flask.AuthHTTPException (werkzeug HTTPException)    an AuthError raised in a view,
      └── fastapi.AuthHTTPException (FastAPI HTTPException)   for the framework to answer
 
@@ -51,6 +53,8 @@ __all__ = [
     "ConfigurationError",
     "InsufficientAuthentication",
     "InsufficientScope",
+    "IntrospectionError",
+    "IntrospectionUnavailable",
     "InvalidProof",
     "InvalidRequest",
     "InvalidToken",
@@ -113,6 +117,13 @@ class Reason(str, Enum):
     KEYS_UNAVAILABLE = "keys_unavailable"
     REVOCATION_UNAVAILABLE = "revocation_unavailable"
     TOKEN_REVOKED = "token_revoked"
+    #: The introspection endpoint says the (opaque) token is not active (RFC 7662 §2.2).
+    TOKEN_INACTIVE = "token_inactive"
+    #: The introspection endpoint could not be asked, or gave no usable answer.
+    INTROSPECTION_UNAVAILABLE = "introspection_unavailable"
+    #: The token names an issuer that ``issuer_resolver`` would accept but that cannot be
+    #: admitted now: too many new issuers were admitted in the last minute (a flood bound).
+    ISSUER_RATE_LIMITED = "issuer_rate_limited"
     CSRF_FAILED = "csrf_failed"
     # sender-constrained tokens (RFC 9449 DPoP, RFC 8705 certificate-bound)
     #: A DPoP proof failed one of its checks (missing, several, shape, key, signature, htm,
@@ -188,6 +199,13 @@ class RevocationStoreError(JWTMiddlewareError):
 
 class ReplayStoreError(JWTMiddlewareError):
     """The DPoP replay store could not record a proof (network, timeout, full, …)."""
+
+
+class IntrospectionError(JWTMiddlewareError):
+    """The introspection endpoint did not give a usable answer. The message is safe to log."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))
 
 
 class AuthError(JWTMiddlewareError):
@@ -430,6 +448,13 @@ class ReplayUnavailable(Unavailable):
 
     def __init__(self, detail: str = "", *, retry_after: float = 5.0) -> None:
         super().__init__(Reason.REPLAY_UNAVAILABLE, detail, retry_after=retry_after)
+
+
+class IntrospectionUnavailable(Unavailable):
+    """The introspection endpoint could not say whether the token is active; refused."""
+
+    def __init__(self, detail: str = "", *, retry_after: float = 5.0) -> None:
+        super().__init__(Reason.INTROSPECTION_UNAVAILABLE, detail, retry_after=retry_after)
 
 
 @dataclass(frozen=True)

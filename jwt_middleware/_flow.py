@@ -16,17 +16,23 @@ from __future__ import annotations
 
 import logging
 import math
+import ssl
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from hashlib import blake2b as _blake2b
 from typing import Any
 
+from cachetools import LRUCache
+
 from . import _b64 as b64
 from ._errors import (
     AuthError,
+    ConfigurationError,
     InvalidProof,
     InvalidToken,
+    KeysUnavailable,
     Reason,
     RevocationStoreError,
     RevocationUnavailable,
@@ -34,6 +40,7 @@ from ._errors import (
 from ._extract import DPOP
 from ._jws import HeaderRules, ParsedToken, loads_strict, parse
 from ._keys import Key, KeySet
+from ._resolve import MAX_ISS, IssuerPattern, Resolved, with_shared
 from ._sender import UNBOUND, Request, Sender, binding
 from ._settings import Issuer, Settings
 from .revocation import revocation_query
@@ -121,20 +128,32 @@ class Trusted:
         self.validators = settings.validators
         self.revocation = settings.revocation
         self.events = settings.events
+        #: The introspection client (RFC 7662; by the driver), or None.
+        self.introspector: Any = None
+        #: Whether its JWTs are introspected too, after their own checks.
+        self.introspects_jwts = settings.introspection is not None and settings.introspection.jwts
         #: Whether a cached token of this issuer needs nothing more (no validator, no store,
-        #: both of which must run on every use and may do I/O).
-        self.plain = not settings.validators and settings.revocation is None
+        #: no introspection, all of which must run on every use and may do I/O).
+        self.plain = (
+            not settings.validators and settings.revocation is None and not self.introspects_jwts
+        )
+        #: Found by ``issuer_resolver`` and no token of it verified yet (see Resolved).
+        self.pending = False
 
     def keys_now(self, now: float) -> KeySet | None:
         """The key set a verification at ``now`` is bound to; None when it needs a refresh."""
         source = self.source
         return source.keyset if now < source.fresh_until else None
 
-    def check_claims(self, claims: Mapping[str, Any], now: float) -> None:
+    def check_claims(
+        self, claims: Mapping[str, Any], now: float, default_iss: str | None = None
+    ) -> None:
+        """Refuse ``claims`` that break this issuer's rules at ``now``. ``default_iss``: the
+        ``iss`` of claims that may leave it out (an introspection answer, RFC 7662 §2.2)."""
         s = self.settings
         leeway = s.leeway
         if s.issuers:
-            iss = claims.get("iss")
+            iss = claims.get("iss", default_iss)
             if not isinstance(iss, str) or iss not in s.issuers:
                 raise InvalidToken(Reason.ISSUER_MISMATCH, f"iss {str(iss)[:100]!r}")
         exp = _numeric_date(claims, "exp", required=s.require_exp)
@@ -314,22 +333,55 @@ class Flow:
     """Every rule of verification, for one or several trusted issuers, without I/O."""
 
     def __init__(
-        self, settings: Settings, entries: Sequence[Issuer], remote: Callable[[Issuer], Any]
+        self,
+        settings: Settings,
+        entries: Sequence[Issuer],
+        remote: Callable[[Issuer], Any],
+        introspector: Callable[[Issuer], Any] | None = None,
     ) -> None:
         """``settings``: the shared options; ``entries``: the trusted issuers; ``remote``:
-        builds the key cache of an issuer whose keys are fetched."""
-        self.issuers = [
-            Trusted(
-                i,
-                remote(i) if i.remote else None,
-                resource=settings.resource,
-                implied=settings.implied,
+        builds the key cache of an issuer whose keys are fetched; ``introspector``: the
+        introspection client of an issuer with ``introspection``."""
+        self._settings = settings
+        self._remote = remote
+        self.issuers = [self._trusted(i, remote(i) if i.remote else None) for i in entries]
+        #: The key caches of resolved issuers, by what they fetch: tenants of a provider with
+        #: one JWKS share one, so a new tenant costs no fetch. Bounded like the issuers.
+        self._shared: LRUCache[tuple[Any, ...], Any] = LRUCache(
+            maxsize=settings.issuer_cache_size + 2 * settings.new_issuers_per_minute + 16
+        )
+        self._shared_lock = threading.Lock()
+        opaque = [t for t in self.issuers if t.settings.introspection is not None]
+        if len(opaque) > 1:
+            raise ConfigurationError(
+                "only one trusted issuer can have introspection: an opaque token names no "
+                "issuer to choose by"
             )
-            for i in entries
-        ]
+        for trusted in opaque:
+            if introspector is None:
+                raise ConfigurationError("introspection needs a driver that can introspect")
+            trusted.introspector = introspector(trusted.settings)
+        #: The issuer asked about tokens that are not JWTs, if any.
+        self.opaque = opaque[0] if opaque else None
         self.clock = settings.clock
-        self.max_token_bytes = max(i.max_token_bytes for i in entries)
-        self._only = self.issuers[0] if len(self.issuers) == 1 else None
+        resolver = settings.issuer_resolver
+        bounds = [i.max_token_bytes for i in entries]
+        if resolver is not None:  # a resolved issuer's own bound applies once it is chosen
+            fields = resolver.fields if isinstance(resolver, IssuerPattern) else {}
+            bounds.append(fields.get("max_token_bytes", settings.max_token_bytes))
+        self.max_token_bytes = max(bounds)
+        #: What ``issuer_resolver`` answered, bounded; None without one.
+        self.resolved = (
+            Resolved(
+                resolver,
+                settings.issuer_cache_size,
+                settings.new_issuers_per_minute,
+                self._admitted,
+            )
+            if resolver is not None
+            else None
+        )
+        self._only = self.issuers[0] if len(self.issuers) == 1 and resolver is None else None
         self._by_iss = {iss: i for i in self.issuers for iss in i.settings.issuers}
         size = settings.token_cache_size
         self.tokens = TokenCache(size) if size > 0 else None
@@ -337,11 +389,37 @@ class Flow:
         #: (a bound token needs its proof checked on every request).
         self.caches = (
             self.tokens is not None
-            and any(i.plain for i in self.issuers)
+            and (resolver is not None or any(i.plain for i in self.issuers))
             and settings.dpop != "required"
         )
         #: The sender-constraint rules (DPoP, certificate-bound tokens).
         self.sender = Sender(settings)
+
+    def _trusted(self, issuer: Issuer, remote: Any) -> Trusted:
+        settings = self._settings
+        return Trusted(issuer, remote, resource=settings.resource, implied=settings.implied)
+
+    def _admitted(self, issuer: Issuer) -> Trusted:
+        """The flow's view of an issuer the resolver admitted."""
+        settings = self._settings
+        issuer = with_shared(issuer, settings.clock, settings.events)
+        remote = None
+        if issuer.remote:
+            key = _remote_key(issuer)
+            with self._shared_lock:
+                remote = self._shared.get(key)
+                if remote is None:
+                    remote = self._shared[key] = self._remote(issuer)
+        trusted = self._trusted(issuer, remote)
+        trusted.pending = True
+        return trusted
+
+    @property
+    def remotes(self) -> list[Any]:
+        """Every key cache: the configured issuers', then the resolved ones' (each once)."""
+        with self._shared_lock:
+            shared = list(self._shared.values())
+        return [i.remote for i in self.issuers if i.remote is not None] + shared
 
     def cached(self, digest: bytes) -> VerifiedToken | None:
         """The verified token with this :func:`token_digest` if the token cache holds it and
@@ -383,10 +461,15 @@ class Flow:
                 if digest is None:
                     digest = token_digest(token.encode())
                 found = tokens.hit(digest, now)
+            opaque = None
             if found is not None:
                 verified, issuer = found
+            elif self.opaque is not None and token.count(".") != 2:
+                # Not a JWS (three segments): an opaque token, for the introspection endpoint.
+                issuer = opaque = self.opaque
+                verified = yield from self._introspected(opaque, token, now)
             else:
-                parsed, claims, issuer = self._parse(token, now)
+                parsed, claims, issuer = yield from self._parse(token, now)
                 keys_before = issuer.keys_now(now)
                 kid, alg = parsed.header.kid, parsed.header.alg
                 key = issuer.key_now(kid, alg)
@@ -394,12 +477,15 @@ class Flow:
                     keyset = yield issuer.remote.keyset_for, (kid,)
                     key = issuer.find(keyset, kid, alg)
                 verified = issuer.verified(parsed, claims, key)
-            if found is None and tokens is not None:
-                assert digest is not None
-                after = issuer.keys_now(now)
-                tokens.remember(
-                    digest, verified, issuer, keys_before if keys_before is after else None
-                )
+                if issuer.pending:
+                    self.resolved.prove(claims["iss"], issuer)  # type: ignore[union-attr]
+                    issuer.pending = False
+                if tokens is not None:
+                    assert digest is not None
+                    after = issuer.keys_now(now)
+                    tokens.remember(
+                        digest, verified, issuer, keys_before if keys_before is after else None
+                    )
             # After the token cache took the token (a proof refused, for a stale nonce say, does
             # not make the retry verify the token again; validators run on every use anyway),
             # and before the validators: a token without its proof never reaches their I/O.
@@ -421,6 +507,9 @@ class Flow:
                     revoked = issuer.revocation_failed(exc)
                 if revoked:
                     raise InvalidToken(Reason.TOKEN_REVOKED, "")
+            if opaque is None and issuer.introspects_jwts:
+                # The issuer's word on a JWT that holds up on its own (revoked early?).
+                yield issuer.introspector.introspect, (token,)
             if proof is not None:
                 # Last: a request refused for any other reason must not use up its jti.
                 sender = self.sender
@@ -446,7 +535,9 @@ class Flow:
                 error.scheme = "DPoP"
             raise error from None
 
-    def _parse(self, token: str, now: float) -> tuple[ParsedToken, dict[str, Any], Trusted]:
+    def _parse(
+        self, token: str, now: float
+    ) -> Generator[Step, Any, tuple[ParsedToken, dict[str, Any], Trusted]]:
         if len(token) > self.max_token_bytes:
             raise InvalidToken(Reason.TOKEN_TOO_LARGE, f"{len(token)} bytes")
         issuer = self._only
@@ -455,21 +546,78 @@ class Flow:
             claims = _claims(parsed.payload)
         else:
             claims = _claims(_unverified_payload(token))
-            issuer = self._route(claims)
+            iss = claims.get("iss")
+            issuer = self._by_iss.get(iss) if isinstance(iss, str) else None
+            if issuer is None:
+                issuer = yield from self._resolve(claims, now)
             if len(token) > issuer.settings.max_token_bytes:
                 raise InvalidToken(Reason.TOKEN_TOO_LARGE, f"{len(token)} bytes")
             parsed = parse(token, issuer.rules)
         issuer.check_claims(claims, now)
         return parsed, claims, issuer
 
-    def _route(self, claims: Mapping[str, Any]) -> Trusted:
+    def _resolve(self, claims: Mapping[str, Any], now: float) -> Generator[Step, Any, Trusted]:
         # The (unverified) iss only chooses whose rules apply; that issuer's checks then do
         # everything, with that issuer's keys alone.
         iss = claims.get("iss")
-        issuer = self._by_iss.get(iss) if isinstance(iss, str) else None
-        if issuer is None:
+        resolved = self.resolved
+        if resolved is None or not isinstance(iss, str) or not 0 < len(iss) <= MAX_ISS:
             raise InvalidToken(Reason.ISSUER_MISMATCH, f"iss {str(iss)[:100]!r} not configured")
-        return issuer
+        found = resolved.known(iss)
+        if found is False:
+            raise InvalidToken(Reason.ISSUER_MISMATCH, f"iss {iss[:100]!r} not accepted")
+        if found is not None:
+            return found  # type: ignore[no-any-return]
+        try:
+            answer = yield resolved.resolver, (iss,)
+        except AuthError:
+            raise
+        except Exception as exc:
+            # The resolver's own failure (a tenant database down, say): this token's keys
+            # cannot be known now, which is not the token's fault.
+            logger.error("jwt_middleware: issuer_resolver raised", exc_info=exc)
+            raise KeysUnavailable(f"issuer_resolver raised {type(exc).__name__}") from None
+        return resolved.admit(iss, answer, now)  # type: ignore[no-any-return]
+
+    def _introspected(
+        self, issuer: Trusted, token: str, now: float
+    ) -> Generator[Step, Any, VerifiedToken]:
+        """An opaque token's verification: the introspection endpoint's answer about it, held
+        to the issuer's rules as a JWT's claims would be."""
+        if len(token) > issuer.settings.max_token_bytes:
+            raise InvalidToken(Reason.TOKEN_TOO_LARGE, f"{len(token)} bytes")
+        claims = yield issuer.introspector.introspect, (token,)
+        # RFC 7662 §2.2: iss is optional; the endpoint asked is the issuer's own.
+        iss = next(iter(issuer.settings.issuers)) if len(issuer.settings.issuers) == 1 else None
+        issuer.check_claims(claims, now, default_iss=iss)
+        exp = claims.get("exp")
+        valid_until = exp + issuer.settings.leeway if exp is not None else None
+        return VerifiedToken(
+            claims, _NO_HEADER, issuer.scopes(claims), valid_until, binding(claims)
+        )
+
+
+def _remote_key(issuer: Issuer) -> tuple[Any, ...]:
+    """What a key cache's fetches and key rules depend on: issuers equal in these can share
+    one (the JWKS, discovery and key rules alike)."""
+    bundle = issuer.jwks_ca_bundle
+    return (
+        issuer.jwks_url,
+        issuer.discovery_issuer,
+        issuer.rsa_max_bits,
+        issuer.rsa_max_exponent,
+        issuer.jwks_max_age,
+        issuer.jwks_cooldown,
+        issuer.jwks_timeout,
+        issuer.jwks_max_bytes,
+        issuer.jwks_max_stale,
+        id(bundle) if isinstance(bundle, ssl.SSLContext) else bundle,
+        issuer.jwks_proxy,
+        issuer.jwks_trust_env,
+        id(issuer.key_store),
+        id(issuer.events),
+        id(issuer.clock),
+    )
 
 
 def _unverified_payload(token: str) -> bytes:
@@ -510,6 +658,9 @@ def _internal_error(exc: Exception) -> AuthError:
     logger.error("jwt_middleware: unexpected error while verifying a token", exc_info=exc)
     return InvalidToken(Reason.VERIFIER_ERROR, type(exc).__name__)
 
+
+#: The header of a token that has none (an opaque token): read-only, like every JWT's.
+_NO_HEADER: Mapping[str, Any] = loads_strict(b"{}", frozen=True)
 
 _MAX_DATE = 10**11  # year 5138: beyond it a date is a mistake or an attack
 

@@ -166,6 +166,18 @@ class Issuer:
     """Let the environment shape key fetches as it would httpx's: ``http_proxy`` /
     ``https_proxy`` / ``all_proxy`` / ``no_proxy``, and ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``.
     False: ignore them all (direct connections, certifi's bundle)."""
+    key_store: Any = None
+    """A store the fetched JWKS and discovery documents are shared through
+    (``jwt_middleware.keystore``), with their fetch time: a worker that starts finds the keys
+    there, and the workers of a cluster fetch once per ``jwks_max_age`` between them, one at a
+    time. When the store cannot answer, keys are fetched directly. ``None``: each key cache
+    fetches for itself."""
+    # -- opaque tokens (RFC 7662) --------------------------------------------------------------
+    introspection: Any = None
+    """An ``jwt_middleware.introspection.Introspection``: tokens that are not JWTs are asked
+    about at the issuer's introspection endpoint (RFC 7662), and then checked like the claims
+    of a JWT (``iss``, ``aud``, ``exp``, scopes, clients...). At most one trusted issuer has
+    one. ``None``: a token that is not a JWT is refused."""
     # -- revocation ----------------------------------------------------------------------------
     revocation: Any = None
     """A revocation store (``jwt_middleware.revocation``), consulted after the signature holds
@@ -331,6 +343,18 @@ class Issuer:
             )
         if self.jwks_proxy is not None:
             check_proxy_url(self.jwks_proxy, "jwks_proxy")
+        if self.key_store is not None:
+            from .keystore import check_key_store  # here: most settings never need it
+
+            check_key_store(self.key_store)
+        if self.introspection is not None:
+            from .introspection import Introspection
+
+            if not isinstance(self.introspection, Introspection):
+                raise ConfigurationError(
+                    "introspection must be an Introspection(url=..., client_id=..., ...), "
+                    f"got {type(self.introspection).__name__}"
+                )
 
     def _static_keys(self) -> KeySet:
         self._check_rsa_bounds()
@@ -413,6 +437,20 @@ class Settings(Issuer):
     trust: Sequence[Issuer] = ()
     """Several trusted issuers, each with its own keys, audience and rules; a token's
     (unverified) ``iss`` chooses the one whose checks then apply, with its keys only."""
+    issuer_resolver: Callable[[str], Any] | None = None
+    """Issuers found at run time, for multi-tenant providers: called (sync, or async on the
+    ASGI side) with the unverified ``iss`` of a token that no configured issuer names, before
+    any key fetch; returns that issuer's :class:`Issuer` (naming that ``iss``), or None to
+    refuse the token. :class:`~jwt_middleware.IssuerPattern` covers tenant URL templates.
+    Answers are kept in bounded caches; see ``new_issuers_per_minute``."""
+    issuer_cache_size: int = 1000
+    """Resolved issuers kept, those whose tokens verified (least recently used go first).
+    Issuers admitted whose tokens have not verified yet have a small cache of their own, so
+    made-up issuers never push real ones out."""
+    new_issuers_per_minute: int = 10
+    """How many new issuers ``issuer_resolver`` may admit per minute (each may cost a discovery
+    and a key fetch): beyond that, a token of a not yet admitted issuer is answered 503
+    (``issuer_rate_limited``, with Retry-After). Issuers already admitted are never slowed."""
     # -- the verified-token cache --------------------------------------------------------------
     token_cache_size: int = 4096
     """Verified tokens remembered (by a BLAKE2b-256 digest of the whole token), so a reused
@@ -554,8 +592,15 @@ class Settings(Issuer):
         put = object.__setattr__
         _check_types(self, REQUEST_FIELDS)
         check_resource(self.resource)
+        self._check_resolver()
         if self.trust:
             put(self, "trusted", self._trusted())
+        elif self.issuer_resolver is not None and self.issuer is None:
+            self._no_own_issuer(
+                "with issuer_resolver and no issuer",
+                "the Issuers it returns (IssuerPattern keywords)",
+            )
+            put(self, "trusted", ())
         else:
             if self.resource is not None and self.audience is None and not self.allow_any_audience:
                 # RFC 8707: a token requested for this resource names it in aud.
@@ -661,17 +706,24 @@ class Settings(Issuer):
                 )
             put(self, "client_cert_header", header.lower())
 
-    def _trusted(self) -> tuple[Issuer, ...]:
-        if isinstance(self.trust, (str, bytes, Issuer)) or not all(
-            type(i) is Issuer for i in self.trust
-        ):
-            raise ConfigurationError("trust must be a list of Issuer(...) objects")
-        trust = tuple(self.trust)
+    def _check_resolver(self) -> None:
+        resolver = self.issuer_resolver
+        if resolver is not None and not callable(resolver):
+            raise ConfigurationError(
+                "issuer_resolver must be a callable (iss) -> Issuer | None, or an IssuerPattern"
+            )
+        for name in ("issuer_cache_size", "new_issuers_per_minute"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigurationError(f"{name} must be an integer >= 1, got {value!r}")
+
+    def _no_own_issuer(self, where: str, whom: str = "each Issuer") -> None:
+        """The settings name no issuer of their own (``trust`` or a resolver does)."""
         mine = [f.name for f in _ISSUER_INIT if f.name not in ("clock", "events")
                 and getattr(self, f.name) != _default(f)]  # fmt: skip
         if mine:
             raise ConfigurationError(
-                f"with trust=[...], set {', '.join(mine)} on each Issuer, not on the settings"
+                f"{where}, set {', '.join(mine)} on {whom}, not on the settings"
             )
         for name in ("issuers", "audiences", "discovery_issuer"):
             object.__setattr__(self, name, frozenset() if name != "discovery_issuer" else None)
@@ -679,6 +731,14 @@ class Settings(Issuer):
         _check_types(self, ("clock", "events"))
         if not callable(self.clock):
             raise ConfigurationError("clock must be a callable returning the time in seconds")
+
+    def _trusted(self) -> tuple[Issuer, ...]:
+        if isinstance(self.trust, (str, bytes, Issuer)) or not all(
+            type(i) is Issuer for i in self.trust
+        ):
+            raise ConfigurationError("trust must be a list of Issuer(...) objects")
+        trust = tuple(self.trust)
+        self._no_own_issuer("with trust=[...]")
         _check_distinct(trust, "trust")
         shared = []
         for index, issuer in enumerate(trust):
@@ -813,11 +873,16 @@ class Options(TypedDict, total=False):
     jwks_ca_bundle: str | ssl.SSLContext | None
     jwks_proxy: str | None
     jwks_trust_env: bool
+    key_store: Any
+    introspection: Any
     revocation: Any
     revocation_fail_open: bool
     events: Any
     clock: Callable[[], float]
     trust: Sequence[Issuer]
+    issuer_resolver: Callable[[str], Any] | None
+    issuer_cache_size: int
+    new_issuers_per_minute: int
     token_cache_size: int
     header: bool
     cookie: str | None

@@ -23,7 +23,7 @@ class _Driver:
         self.settings, entries = issuer_entries(settings)
         #: The trusted issuers, in the order given.
         self.issuers: tuple[Issuer, ...] = tuple(entries)
-        self._flow = Flow(self.settings, entries, self._key_cache)
+        self._flow = Flow(self.settings, entries, self._key_cache, self._introspector)
         #: Whether :meth:`cached` can ever answer (the adapters skip the lookup otherwise).
         self.caches = self._flow.caches
         #: The verified token for a :func:`token_digest`, from the token cache, when nothing
@@ -31,6 +31,9 @@ class _Driver:
         self.cached = self._flow.cached
 
     def _key_cache(self, settings: Issuer) -> Any:
+        raise NotImplementedError
+
+    def _introspector(self, settings: Issuer) -> Any:
         raise NotImplementedError
 
     def _known(
@@ -57,7 +60,12 @@ class _Driver:
 
     @property
     def _remotes(self) -> list[Any]:
-        return [i.remote for i in self._flow.issuers if i.remote is not None]
+        return self._flow.remotes
+
+    @property
+    def _introspectors(self) -> list[Any]:
+        opaque = self._flow.opaque
+        return [opaque.introspector] if opaque is not None else []
 
 
 class AsyncVerifier(_Driver):
@@ -69,6 +77,11 @@ class AsyncVerifier(_Driver):
         from ._jwks_async import AsyncJWKS  # here: a WSGI process never imports asyncio
 
         return AsyncJWKS(settings)
+
+    def _introspector(self, settings: Issuer) -> Any:
+        from ._introspect import AsyncIntrospector
+
+        return AsyncIntrospector(settings.introspection, settings.clock)
 
     async def verify(
         self,
@@ -111,6 +124,8 @@ class AsyncVerifier(_Driver):
     async def aclose(self) -> None:
         for remote in self._remotes:
             await remote.aclose()
+        for introspector in self._introspectors:
+            await introspector.aclose()
 
 
 class SyncVerifier(_Driver):
@@ -121,6 +136,11 @@ class SyncVerifier(_Driver):
         from ._jwks import SyncJWKS
 
         return SyncJWKS(settings)
+
+    def _introspector(self, settings: Issuer) -> Any:
+        from ._introspect import SyncIntrospector
+
+        return SyncIntrospector(settings.introspection, settings.clock)
 
     def __init__(self, settings: Settings | Sequence[Settings]) -> None:
         super().__init__(settings)
@@ -133,6 +153,11 @@ class SyncVerifier(_Driver):
                 raise ConfigurationError(
                     "an async revocation store cannot run under WSGI; use RedisRevocationStore"
                 )
+        resolver = self.settings.issuer_resolver
+        if inspect.iscoroutinefunction(resolver) or inspect.iscoroutinefunction(
+            getattr(resolver, "__call__", None)  # noqa: B004 - an object with async __call__
+        ):
+            raise ConfigurationError("an async issuer_resolver cannot run under WSGI")
         if inspect.iscoroutinefunction(self._flow.sender.replay.first_use):
             raise ConfigurationError(
                 "an async DPoP replay store cannot run under WSGI; use RedisReplayStore"
@@ -179,6 +204,8 @@ class SyncVerifier(_Driver):
     def close(self) -> None:
         for remote in self._remotes:
             remote.close()
+        for introspector in self._introspectors:
+            introspector.close()
 
 
 def _discard(awaitable: Any) -> None:

@@ -22,8 +22,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 PUBLIC = [
     "AsyncVerifier", "AuthError", "CSRFRejected", "ConfigurationError", "DEFAULT_ALGORITHMS",
-    "InsufficientAuthentication", "InsufficientScope", "InvalidProof", "InvalidRequest",
-    "InvalidToken", "Issuer", "JWTCredentials", "JWTMiddleware", "JWTMiddlewareError", "JWTUser",
+    "InsufficientAuthentication", "InsufficientScope", "IntrospectionError",
+    "IntrospectionUnavailable", "InvalidProof", "InvalidRequest", "InvalidToken", "Issuer",
+    "IssuerPattern", "JWTCredentials", "JWTMiddleware", "JWTMiddlewareError", "JWTUser",
     "JWTWSGIMiddleware", "Key", "KeyFetchError", "KeySet", "KeysUnavailable", "MissingToken",
     "NotInstalled", "Reason", "ReplayStoreError", "ReplayUnavailable", "RevocationStoreError",
     "RevocationUnavailable", "Settings", "SyncVerifier", "Unavailable", "UnusableKey",
