@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import re
 import threading
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -221,10 +221,6 @@ class Resolved:
         with self._lock:
             if self.pending.pop(iss, None) is not None:
                 self.proven[iss] = trusted
-
-    def __iter__(self) -> Iterator[Any]:
-        with self._lock:
-            return iter([*self.proven.values(), *self.pending.values()])
 
 
 def with_shared(issuer: Issuer, clock: Any, events: Any) -> Issuer:
