@@ -47,6 +47,7 @@ Transport limits (every key server is hostile):
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import os
 import re
@@ -65,11 +66,12 @@ from typing import Any
 import httpcore
 import httpx
 
-from ._errors import KeyFetchError, KeysUnavailable, UnusableKey
+from ._errors import ConfigurationError, KeyFetchError, KeysUnavailable, UnusableKey
 from ._errors import redact as _redact
 from ._jws import loads_strict
 from ._keys import KeySet
 from ._settings import Issuer, check_key_url
+from .keystore import CorruptEntry, KeyStoreError, StoredDocument, is_async
 
 __all__ = ["JWKSPolicy", "KeyFetchError", "Plan", "SyncJWKS", "fetch_jwks"]
 
@@ -144,8 +146,13 @@ class JWKSPolicy:
             self.last_attempt = now
         self.fetches += 1
 
+    def ttl(self, max_age: float | None) -> float:
+        """How long a document the server gave ``max_age`` (None: none) stays fresh."""
+        return self.max_age if max_age is None else min(max(max_age, self.cooldown), self.max_age)
+
     def succeeded(self, keyset: KeySet, now: float, max_age: float | None) -> None:
-        ttl = self.max_age if max_age is None else min(max(max_age, self.cooldown), self.max_age)
+        """Keys fetched at ``now`` (a shared document: when it was fetched, not when read)."""
+        ttl = self.ttl(max_age)
         self.keyset = keyset
         self.fresh_until = now + ttl
         self.stale_until = now + ttl + self.max_stale
@@ -323,7 +330,11 @@ class _Body:
         """The document and its max age, once the whole body is in."""
         if self._inflate is not None and not self._inflate.eof:
             raise KeyFetchError(f"{self._shown} sent a truncated {self._coding} body")
-        return _decode_json(b"".join(self._chunks), self._shown), self.max_age
+        return _decode_json(self.data(), self._shown), self.max_age
+
+    def data(self) -> bytes:
+        """The body as read (decoded), for the key store."""
+        return b"".join(self._chunks)
 
 
 def _check_media_type(values: list[str], target: _Target) -> None:
@@ -475,30 +486,134 @@ class _Limits:
 
 
 # What a transport sends back to the flow for one request: the body it read, or the exception
-# the request ended with (the flow turns it into the fetch's failure).
+# the request ended with (the flow turns it into the fetch's failure). For a store call: what
+# the store returned, or the exception it raised.
 _Answer = _Body | Exception
-_Keys = tuple[KeySet, float | None]  # a fetched key set and its max age
+_Keys = tuple[KeySet, float | None, float | None]  # keys, max age, fetched at (None: just now)
 _Outcome = _Keys | KeyFetchError
-_Flow = Generator[_Target, _Answer, _Outcome]
 
 
-def _request(target: _Target) -> Generator[_Target, _Answer, tuple[Any, float | None]]:
-    """One GET, sans I/O: the document and its max age, or the request's failure, raised."""
+@dataclass(frozen=True)
+class _StoreCall:
+    """One call of the flow on the key store; the transport makes it (awaited, directly, or in
+    a worker thread for a sync store on the event loop)."""
+
+    method: str
+    args: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class _Pause:
+    """Wait this long (real time), then carry on: polling the store for another's fetch."""
+
+    seconds: float
+
+
+_Step = _Target | _StoreCall | _Pause
+_Flow = Generator[_Step, Any, _Outcome]
+
+
+def _is_step(value: object) -> bool:
+    return isinstance(value, (_Target, _StoreCall, _Pause))
+
+
+def _request(target: _Target) -> Generator[_Step, Any, tuple[Any, float | None, bytes]]:
+    """One GET, sans I/O: the document, its max age and its body, or the request's failure,
+    raised."""
     answer = yield target
     if isinstance(answer, _NETWORK_ERRORS):
         raise _network_error(target, answer)
     if isinstance(answer, Exception):
         raise answer
-    return answer.result()
+    assert isinstance(answer, _Body)
+    document, max_age = answer.result()
+    return document, max_age, answer.data()
 
 
-def _advance(flow: _Flow, answer: _Answer | None) -> _Target | _Outcome:
-    """Feed the flow ``answer`` (None: start it); its next request, or its outcome once done."""
+def _advance(flow: _Flow, answer: Any) -> Any:
+    """Feed the flow ``answer`` (None: start it); its next step, or its outcome once done."""
     try:
-        return next(flow) if answer is None else flow.send(answer)
+        return flow.send(answer)
     except StopIteration as done:
         outcome: _Outcome = done.value
         return outcome
+
+
+def _store_name(kind: str, url: str) -> str:
+    # A digest, not the URL: key URLs may carry credentials, which must not become key names
+    # that anyone listing the store sees. The whole URL, so two credentials stay two entries.
+    return f"{kind}:{hashlib.sha256(url.encode()).hexdigest()[:40]}"
+
+
+#: Polling the store for the fetch another process is making: first and longest wait.
+_POLL_FIRST = 0.02
+_POLL_MAX = 0.2
+
+
+class _Shared:
+    """The key store as one fetch sees it, each call a step of the flow. The first failure to
+    reach the store ends its use for this fetch (each further call could cost its timeout
+    again); an entry that is junk is only skipped (a fetch then overwrites it). Both are
+    logged, neither fails the fetch."""
+
+    def __init__(self, store: Any, max_bytes: int, lock_name: str) -> None:
+        self.store = store
+        self.max_bytes = max_bytes
+        self.lock_name = lock_name
+        self.down = False
+        self.token: str | None = None
+
+    def _call(self, method: str, *args: Any) -> Generator[_Step, Any, Any]:
+        if self.down:
+            return None
+        answer = yield _StoreCall(method, args)
+        if isinstance(answer, Exception):
+            self._failed(method, answer)
+            return None
+        return answer
+
+    def _failed(self, method: str, exc: Exception) -> None:
+        # A store's own errors say what failed and are safe to log; anything else (a custom
+        # store) by its type only, in case its message names a host or a password.
+        why = str(exc) if isinstance(exc, KeyStoreError) else type(exc).__name__
+        if isinstance(exc, CorruptEntry):
+            logger.warning(
+                "jwt_middleware: key store entry ignored (%s); fetching the keys instead",
+                why,
+                extra={"jwt_event": "key_store_failed"},
+            )
+            return
+        self.down = True
+        logger.warning(
+            "jwt_middleware: key store %s() failed (%s); fetching the keys directly",
+            method,
+            why,
+            extra={"jwt_event": "key_store_failed"},
+        )
+
+    def load(self, name: str) -> Generator[_Step, Any, StoredDocument | None]:
+        entry = yield from self._call("load", name, self.max_bytes)
+        if entry is None or isinstance(entry, StoredDocument):
+            return entry
+        self._failed("load", CorruptEntry(f"load() returned a {type(entry).__name__}"))
+        return None
+
+    def save(
+        self, name: str, body: bytes, fetched_at: float, max_age: float | None, ttl: float
+    ) -> Generator[_Step, Any, None]:
+        yield from self._call("save", name, StoredDocument(body, fetched_at, max_age), ttl)
+
+    def lock(self, ttl: float) -> Generator[_Step, Any, bool]:
+        """True: fetch now (the lock is ours, or the store cannot lock); False: another process
+        holds it."""
+        token = yield from self._call("acquire", self.lock_name, ttl)
+        self.token = token if isinstance(token, str) else None
+        return self.token is not None or self.down
+
+    def unlock(self) -> Generator[_Step, Any, None]:
+        token, self.token = self.token, None
+        if token is not None:
+            yield from self._call("release", self.lock_name, token)
 
 
 class _Remote:
@@ -519,6 +634,12 @@ class _Remote:
         self.total = settings.jwks_timeout * 2
         self.limits = _Limits.for_issuer(settings)
         self._document: Any = None
+        self.store: Any = settings.key_store
+        # When the document held was fetched (by us or another process), by the clock.
+        self._fetched_at = float("-inf")
+        # The jwks_uri came from the store: if it fails, discover it ourselves next time.
+        self._uri_shared = False
+        self._discover_directly = False
 
     # -- the lookup the verifier calls -----------------------------------------------------------
 
@@ -550,24 +671,153 @@ class _Remote:
 
     # -- one fetch, sans I/O -----------------------------------------------------------------
 
-    def _flow(self) -> _Flow:
-        """One fetch, sans I/O: yields each request to make, is sent back its :data:`_Answer`,
-        and returns the outcome. Both transports drive this (see :func:`_advance`)."""
+    def _flow(self, kid: str | None = None) -> _Flow:
+        """One fetch, sans I/O: yields each step (a request, a store call, a pause), is sent
+        back its answer, and returns the outcome. Both transports drive this (see
+        :func:`_advance`). ``kid``: the unknown key id the fetch is for, if any."""
         try:
-            return (yield from self._steps())
+            if self.store is None:
+                return (yield from self._steps())
+            return (yield from self._shared_steps(kid))
         except Exception as exc:  # KeyFetchError, and anything a hostile document provokes
             return self._failed(exc)
 
-    def _steps(self) -> Generator[_Target, _Answer, _Keys]:
+    def _steps(self) -> Generator[_Step, Any, _Keys]:
         url = self.jwks_uri
         if url is None:
-            assert self.issuer is not None
-            url = discovery_url(self.issuer)
-            discovery = _Target.of(url, _DISCOVERY_TYPES, self.limits.proxy_for)
-            document, _ = yield from _request(discovery)
-            url = self.jwks_uri = _jwks_uri_from(document, url, self.issuer)
-        document, max_age = yield from _request(_Target.of(url, _JWKS_TYPES, self.limits.proxy_for))
-        return self._keyset(document, url), max_age
+            url = yield from self._discover(None)
+        target = _Target.of(url, _JWKS_TYPES, self.limits.proxy_for)
+        document, max_age, _ = yield from _request(target)
+        return self._keyset(document, url), max_age, None
+
+    def _discover(self, shared: _Shared | None) -> Generator[_Step, Any, str]:
+        assert self.issuer is not None
+        url = discovery_url(self.issuer)
+        discovery = _Target.of(url, _DISCOVERY_TYPES, self.limits.proxy_for)
+        document, _, body = yield from _request(discovery)
+        self.jwks_uri = _jwks_uri_from(document, url, self.issuer)
+        self._uri_shared = self._discover_directly = False
+        if shared is not None:
+            ttl = self.policy.max_age + self.policy.max_stale
+            yield from shared.save(self._discovery_name(), body, self.clock(), None, ttl)
+        return self.jwks_uri
+
+    def _discovery_name(self) -> str:
+        assert self.issuer is not None
+        return _store_name("discovery", discovery_url(self.issuer))
+
+    # -- one fetch through the key store -----------------------------------------------------
+
+    def _shared_steps(self, kid: str | None) -> Generator[_Step, Any, _Keys]:
+        """The fetch with a key store: a document another process fetched recently enough is
+        taken from the store; else one process at a time fetches and fills the store, while
+        the others wait for it (bounded), then fetch themselves."""
+        shared = _Shared(self.store, self.limits.max_bytes, self._lock_name())
+        seen = self._fetched_at  # an entry newer than this is news
+        if self.jwks_uri is None:
+            yield from self._stored_uri(shared)
+        if self.jwks_uri is not None:
+            entry = yield from shared.load(_store_name("jwks", self.jwks_uri))
+            if entry is not None:
+                keys = self._stored_keys(entry, seen, kid)
+                if keys is not None:
+                    return keys
+                seen = max(seen, entry.fetched_at)
+        if not (yield from shared.lock(self.total)):
+            keys = yield from self._wait_for_another(shared, seen)
+            if keys is not None:
+                return keys
+        try:
+            if self.jwks_uri is None:
+                yield from self._discover(shared)
+            url = self.jwks_uri
+            assert url is not None
+            target = _Target.of(url, _JWKS_TYPES, self.limits.proxy_for)
+            document, max_age, body = yield from _request(target)
+            keyset = self._keyset(document, url)
+        except Exception:
+            yield from shared.unlock()  # let the next one try now, not when the lock expires
+            raise
+        fetched_at = self.clock()
+        ttl = self.policy.ttl(max_age) + self.policy.max_stale
+        yield from shared.save(_store_name("jwks", url), body, fetched_at, max_age, ttl)
+        yield from shared.unlock()
+        return keyset, max_age, None
+
+    def _lock_name(self) -> str:
+        # One lock per key source (configured or discovered from the issuer), so discovery too
+        # is made by one process at a time.
+        if self.settings.jwks_url is not None:
+            return _store_name("jwks", self.settings.jwks_url)
+        return self._discovery_name()
+
+    def _stored_uri(self, shared: _Shared) -> Generator[_Step, Any, None]:
+        """The jwks_uri another process discovered, checked as a fetched discovery is."""
+        if self._discover_directly:
+            return
+        entry = yield from shared.load(self._discovery_name())
+        if entry is None or self.clock() - entry.fetched_at >= (
+            self.policy.max_age + self.policy.max_stale
+        ):
+            return
+        assert self.issuer is not None
+        url = discovery_url(self.issuer)
+        try:
+            document = _decode_json(entry.body, _redact(url))
+            self.jwks_uri = _jwks_uri_from(document, url, self.issuer)
+        except KeyFetchError as exc:
+            shared._failed("load", CorruptEntry(f"stored discovery document refused: {exc}"))
+            return
+        self._uri_shared = True
+
+    def _stored_keys(self, entry: StoredDocument, seen: float, kid: str | None) -> _Keys | None:
+        """The keys of a stored JWKS when it is fresh and newer than ours, and holds ``kid``
+        (the key the fetch is for); parsed as a fetched one is."""
+        now = self.clock()
+        fetched_at = min(entry.fetched_at, now)  # a host whose clock runs ahead: from now
+        if fetched_at <= seen or now >= fetched_at + self.policy.ttl(entry.max_age):
+            return None
+        keyset = self._stored_keyset(entry)
+        if keyset is None or (kid is not None and kid not in keyset.by_kid):
+            return None
+        return keyset, entry.max_age, fetched_at
+
+    def _stored_keyset(self, entry: StoredDocument) -> KeySet | None:
+        url = self.jwks_uri
+        assert url is not None
+        try:
+            return self._keyset(_decode_json(entry.body, _redact(url)), url)
+        except KeyFetchError as exc:
+            logger.warning(
+                "jwt_middleware: key store JWKS refused (%s); fetching the keys instead",
+                exc,
+                extra={"jwt_event": "key_store_failed"},
+            )
+            return None
+
+    def _wait_for_another(
+        self, shared: _Shared, seen: float
+    ) -> Generator[_Step, Any, _Keys | None]:
+        """Another process holds the lock: poll the store for the document it fetches, for at
+        most half the fetch's deadline (None: give up and fetch ourselves with the rest)."""
+        give_up = time.monotonic() + self.total / 2
+        pause = _POLL_FIRST
+        while time.monotonic() < give_up and not shared.down:
+            yield _Pause(min(pause, max(0.0, give_up - time.monotonic())))
+            pause = min(pause * 2, _POLL_MAX)
+            if self.jwks_uri is None:
+                yield from self._stored_uri(shared)
+                if self.jwks_uri is None:
+                    continue
+            entry = yield from shared.load(_store_name("jwks", self.jwks_uri))
+            if entry is None or entry.fetched_at <= seen:
+                continue
+            keyset = self._stored_keyset(entry)
+            if keyset is not None:
+                # Fetched after we asked: as good as our own fetch, whatever kid it holds.
+                return keyset, entry.max_age, min(entry.fetched_at, self.clock())
+            seen = entry.fetched_at
+        return None
 
     def _keyset(self, document: Any, url: str) -> KeySet:
         # An unchanged document keeps the same KeySet object: no re-parsing of keys, and the
@@ -582,8 +832,9 @@ class _Remote:
     def _failed(self, exc: Exception) -> KeyFetchError:
         if self.issuer is not None and self.settings.jwks_url is None:
             # Discovered, not configured: look the jwks_uri up again next time, in case the
-            # provider fixed or moved it.
+            # provider fixed or moved it (ourselves, if the store's was the one that failed).
             self.jwks_uri = None
+            self._discover_directly = self._uri_shared
         if isinstance(exc, KeyFetchError):
             return exc
         logger.error("jwt_middleware: unexpected error while fetching keys", exc_info=exc)
@@ -596,8 +847,11 @@ class _Remote:
         if isinstance(outcome, KeyFetchError):
             self.policy.failed(str(outcome))
         else:
-            keyset, max_age = outcome
-            self.policy.succeeded(keyset, self.clock(), max_age)
+            keyset, max_age, fetched_at = outcome
+            if fetched_at is None:
+                fetched_at = self.clock()
+            self._fetched_at = fetched_at
+            self.policy.succeeded(keyset, fetched_at, max_age)
 
     def _report(self, outcome: _Outcome) -> None:
         """Log the outcome and call the user's ``events.key_fetch`` hook, once it is recorded
@@ -611,8 +865,9 @@ class _Remote:
                 extra={"jwt_event": "key_fetch_failed"},
             )
         else:
-            keyset = outcome[0]
-            logger.info("jwt_middleware: fetched %d keys: %s", len(keyset), keyset.kids[:20])
+            keyset, _, shared_at = outcome
+            how = "fetched" if shared_at is None else "took from the key store"
+            logger.info("jwt_middleware: %s %d keys: %s", how, len(keyset), keyset.kids[:20])
         events = self.settings.events
         if events is None:
             return
@@ -771,6 +1026,11 @@ class SyncJWKS(_Remote):
 
     def __init__(self, settings: Issuer) -> None:
         super().__init__(settings)
+        if self.store is not None and is_async(self.store):
+            raise ConfigurationError(
+                f"key_store {type(self.store).__name__} is async and cannot run under WSGI; "
+                "use RedisKeyStore (or MemoryKeyStore)"
+            )
         self._pid = -1
         self._forked()
         # Also reset right at fork (not only on the next refresh): a child forked while a
@@ -793,20 +1053,23 @@ class SyncJWKS(_Remote):
         the policy says so; raises KeysUnavailable."""
         plan, now = self._plan(kid)
         if plan is Plan.FETCH:
-            return self._keys_after_fetch(kid, self.refresh())
+            return self._keys_after_fetch(kid, self.refresh(kid=kid))
         return self.policy.usable_keyset(kid, now)
 
     def _refresh_in_background(self) -> None:
         self.refresh(wait=False)
 
-    def refresh(self, *, wait: bool = True, rate_limited: bool = True) -> bool:
+    def refresh(
+        self, *, wait: bool = True, rate_limited: bool = True, kid: str | None = None
+    ) -> bool:
         """Fetch now, or join the fetch in flight (``wait=False``: do not wait for it). Never
-        raises: failures go to the policy. False: the fetch was still running at its deadline."""
+        raises: failures go to the policy. False: the fetch was still running at its deadline.
+        ``kid``: the unknown key the fetch is for (a shared document without it is no answer)."""
         if os.getpid() != self._pid:
             self._forked()
         with self._lock:
             if self.policy.may_fetch(self.clock()):
-                self._start(rate_limited)
+                self._start(rate_limited, kid)
             if not wait:
                 return True
             # The fetch has its own thread, so every waiter (the request that started it too)
@@ -814,11 +1077,12 @@ class SyncJWKS(_Remote):
             left = max(0.0, self._deadline - time.monotonic())
             return self._done.wait_for(lambda: not self.policy.in_flight, timeout=left)
 
-    def _start(self, rate_limited: bool) -> None:
+    def _start(self, rate_limited: bool, kid: str | None = None) -> None:
         self.policy.begin(self.clock(), rate_limited=rate_limited)
         self._deadline = time.monotonic() + self.total
+        budget = _Budget(self._deadline)
         thread = threading.Thread(
-            target=self._run, args=(_Budget(self._deadline),), name="jwks-refresh", daemon=True
+            target=self._run, args=(budget, kid), name="jwks-refresh", daemon=True
         )
         try:
             thread.start()
@@ -827,13 +1091,13 @@ class SyncJWKS(_Remote):
             return
         self._thread = thread
 
-    def _run(self, budget: _Budget) -> None:
+    def _run(self, budget: _Budget, kid: str | None) -> None:
         outcome: _Outcome = KeyFetchError("fetch aborted")
         try:
-            flow = self._flow()
+            flow = self._flow(kid)
             step = _advance(flow, None)
-            while isinstance(step, _Target):
-                step = _advance(flow, _answer(step, self.limits, budget))
+            while _is_step(step):
+                step = _advance(flow, self._make(step, budget))
             outcome = step
         finally:
             with self._lock:
@@ -842,6 +1106,20 @@ class SyncJWKS(_Remote):
                 finally:
                     self._done.notify_all()
         self._report(outcome)
+
+    def _make(self, step: _Step, budget: _Budget) -> Any:
+        """The answer to one step of the flow, made in the fetch's thread."""
+        if isinstance(step, _Target):
+            return _answer(step, self.limits, budget)
+        if isinstance(step, _Pause):
+            time.sleep(max(0.0, min(step.seconds, budget.deadline - time.monotonic())))
+            return None
+        if budget.spent:  # the store's own timeout must not carry the fetch past its deadline
+            return KeyStoreError(_TOO_SLOW)
+        try:
+            return getattr(self.store, step.method)(*step.args)
+        except Exception as exc:
+            return exc
 
     def close(self) -> None:
         """Wait (until its deadline at most) for a fetch in flight to finish, its logging and

@@ -8,13 +8,28 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import httpcore
 
 from ._errors import KeyFetchError
-from ._jwks import _TOO_SLOW, Plan, _advance, _Answer, _Body, _Outcome, _Remote, _Target
+from ._jwks import (
+    _TOO_SLOW,
+    Plan,
+    _advance,
+    _Answer,
+    _Body,
+    _is_step,
+    _Outcome,
+    _Pause,
+    _Remote,
+    _Step,
+    _StoreCall,
+    _Target,
+)
 from ._keys import KeySet
 from ._settings import Issuer
+from .keystore import MemoryKeyStore, is_async
 
 __all__ = ["AsyncJWKS"]
 
@@ -33,19 +48,20 @@ class AsyncJWKS(_Remote):
         the policy says so; raises KeysUnavailable."""
         plan, now = self._plan(kid)
         if plan is Plan.FETCH:
-            return self._keys_after_fetch(kid, await self.refresh())
+            return self._keys_after_fetch(kid, await self.refresh(kid=kid))
         return self.policy.usable_keyset(kid, now)
 
     def _refresh_in_background(self) -> None:
         self._start()
 
-    async def refresh(self, *, rate_limited: bool = True) -> bool:
+    async def refresh(self, *, rate_limited: bool = True, kid: str | None = None) -> bool:
         """Fetch now, or join the fetch in flight. Never raises: failures go to the policy.
-        False: the fetch was still running at its deadline."""
+        False: the fetch was still running at its deadline. ``kid``: the unknown key the fetch
+        is for (a shared document without it is no answer)."""
         if self._flight is None:
             if not self.policy.may_fetch(self.clock()):
                 return True
-            self._start(rate_limited=rate_limited)
+            self._start(rate_limited=rate_limited, kid=kid)
         flight = self._flight
         assert flight is not None
         # The fetch runs in its own task and the waiters are shielded from it: a client that
@@ -57,20 +73,20 @@ class AsyncJWKS(_Remote):
             return flight.done()
         return True
 
-    def _start(self, *, rate_limited: bool = True) -> None:
+    def _start(self, *, rate_limited: bool = True, kid: str | None = None) -> None:
         loop = asyncio.get_running_loop()
         self.policy.begin(self.clock(), rate_limited=rate_limited)
         self._deadline = time.monotonic() + self.total
         flight: asyncio.Future[None] = loop.create_future()
         self._flight = flight
-        task = loop.create_task(self._run(flight))
+        task = loop.create_task(self._run(flight, kid))
         self._tasks.add(task)  # asyncio keeps only weak references to tasks
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, flight: asyncio.Future[None]) -> None:
+    async def _run(self, flight: asyncio.Future[None], kid: str | None) -> None:
         outcome: _Outcome = KeyFetchError("fetch cancelled")
         try:
-            outcome = await asyncio.wait_for(self._fetch(), timeout=self.total)
+            outcome = await asyncio.wait_for(self._fetch(kid), timeout=self.total)
         except asyncio.TimeoutError:
             outcome = KeyFetchError(_TOO_SLOW)
         finally:
@@ -88,12 +104,33 @@ class AsyncJWKS(_Remote):
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _fetch(self) -> _Outcome:
-        flow = self._flow()
+    async def _fetch(self, kid: str | None) -> _Outcome:
+        flow = self._flow(kid)
         step = _advance(flow, None)
-        while isinstance(step, _Target):
-            step = _advance(flow, await self._answer(step))
-        return step
+        while _is_step(step):
+            step = _advance(flow, await self._make(step))
+        outcome: _Outcome = step
+        return outcome
+
+    async def _make(self, step: _Step) -> Any:
+        """The answer to one step of the flow."""
+        if isinstance(step, _Target):
+            return await self._answer(step)
+        if isinstance(step, _Pause):
+            await asyncio.sleep(step.seconds)
+            return None
+        assert isinstance(step, _StoreCall)
+        method = getattr(self.store, step.method)
+        try:
+            if is_async(self.store):
+                return await method(*step.args)
+            if isinstance(self.store, MemoryKeyStore):
+                return method(*step.args)  # a dict behind a lock: it never blocks for long
+            # A sync store (redis-py, a database client) blocks on its socket: off the loop.
+            # Its calls are few (a fetch's worth, once per max age), so a thread costs nothing.
+            return await asyncio.to_thread(method, *step.args)
+        except Exception as exc:
+            return exc
 
     async def _answer(self, target: _Target) -> _Answer:
         """One GET, or the exception it ended with."""

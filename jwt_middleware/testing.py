@@ -22,6 +22,8 @@ from __future__ import annotations
 import base64
 import enum
 import errno
+import hashlib
+import html
 import json
 import secrets
 import socket
@@ -36,7 +38,7 @@ from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import TCPServer
 from typing import Any, Final, cast
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote, unquote_plus, urlencode, urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -62,6 +64,8 @@ __all__ = [
 JWKS_PATH: Final = "/.well-known/jwks.json"
 DISCOVERY_PATH: Final = "/.well-known/openid-configuration"
 TOKEN_PATH: Final = "/token"
+INTROSPECTION_PATH: Final = "/introspect"
+AUTHORIZE_PATH: Final = "/authorize"
 # Redirect faults point here by default: a different URL on the same server that answers with
 # the normal, fault-free document, so a client that wrongly follows redirects visibly succeeds.
 MOVED_PREFIX: Final = "/moved"
@@ -97,6 +101,10 @@ _ALGORITHMS: Final[dict[str, Algorithm]] = get_default_algorithms()
 
 def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64url_decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def _uint(value: int, length: int | None = None) -> bytes:
@@ -350,6 +358,13 @@ FAULT_MODES: Final[dict[str | None, frozenset[str]]] = {
 """Fault modes accepted by :meth:`LocalIssuer.set_fault`, each with the parameters it takes."""
 
 _FAULT_TARGETS: Final = {"jwks": JWKS_PATH, "discovery": DISCOVERY_PATH}
+# POST endpoints that faults can also target (the introspection endpoint), and the modes that
+# make sense for an answer built per request.
+_POST_FAULT_TARGETS: Final = {"introspection": INTROSPECTION_PATH}
+_POST_FAULT_MODES: Final = frozenset(
+    {"down", "slow", "status", "garbage", "wrong_shape", "huge", "redirect", "encoding"}
+    | {"content_type", "truncated"}
+)
 
 
 @dataclass(frozen=True)
@@ -377,6 +392,34 @@ def _encode(chunks: Iterable[bytes], encoding: str) -> bytes:
         tail = layer.compress(tail) + layer.flush()
     out.append(tail)
     return b"".join(out)
+
+
+def _basic_credentials(authorization: str) -> tuple[str, str] | None:
+    """The (id, secret) of an HTTP Basic header, each form-decoded (RFC 6749 §2.3.1)."""
+    scheme, _, encoded = authorization.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    client_id, colon, secret = decoded.partition(":")
+    if not colon:
+        return None
+    return unquote_plus(client_id), unquote_plus(secret)
+
+
+@dataclass(frozen=True)
+class _CodeGrant:
+    """What one authorization code stands for, until it is redeemed or expires."""
+
+    client_id: str
+    redirect_uri: str
+    challenge: str
+    subject: str
+    scope: str | None
+    resource: str | None
+    expires: float  # time.monotonic()
 
 
 class _Server(ThreadingHTTPServer):
@@ -456,7 +499,29 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-    do_POST = do_PUT = do_DELETE = do_PATCH = _method_not_allowed
+    def do_POST(self) -> None:
+        server = cast(_Server, self.server)
+        server.issuer._serve_post(self, server)
+
+    def do_OPTIONS(self) -> None:
+        cast(_Server, self.server).issuer._serve_preflight(self)
+
+    do_PUT = do_DELETE = do_PATCH = _method_not_allowed
+
+    def read_form(self) -> dict[str, list[str]] | None:
+        """The request's form body (``application/x-www-form-urlencoded``, at most 64 KiB), or
+        None when it has none or is malformed."""
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            return None
+        if not 0 <= length <= 65536:
+            self.close_connection = True  # the body is left unread
+            return None
+        try:
+            return parse_qs(self.rfile.read(length).decode("ascii"), strict_parsing=False)
+        except UnicodeDecodeError:
+            return None
 
     def send_body(
         self,
@@ -488,6 +553,10 @@ class LocalIssuer:
       gives a valid token to anyone who can reach the port.
     * ``/moved/<path>``: the fault-free document of ``<path>``; default target of ``redirect``.
 
+    And ``POST /introspect``: RFC 7662 introspection of the tokens :meth:`opaque_token` made,
+    for the client ``introspection_client`` (id, secret) authenticated by HTTP Basic or in the
+    form (RFC 6749 §2.3.1); other credentials get 401 ``invalid_client``.
+
     All state changes are thread-safe and take effect for the next request.
     """
 
@@ -500,8 +569,14 @@ class LocalIssuer:
         host: str = "127.0.0.1",
         port: int = 0,
         cache_control: str | None = None,
+        introspection_client: tuple[str, str] = ("resource-server", "introspection-secret"),
     ) -> None:
         self.algorithm = algorithm
+        self.introspection_client = introspection_client
+        # Opaque tokens and their claims, server side as an authorization server keeps them.
+        self._opaque: dict[str, dict[str, Any]] = {}
+        self._revoked: set[str] = set()
+        self._introspection_requests = 0
         self.audience = audience
         self.host = host
         self._configured_issuer = issuer
@@ -515,6 +590,9 @@ class LocalIssuer:
         self._jwks_requests = 0
         self._discovery_requests = 0
         self._request_log: list[tuple[str, float]] = []
+        # The authorization-code clients (id -> redirect URIs) and the codes not yet redeemed.
+        self._clients: dict[str, frozenset[str]] = {}
+        self._codes: dict[str, _CodeGrant] = {}
         self._running = False
         self._bound = False
         self._server: _Server | None = None
@@ -616,6 +694,16 @@ class LocalIssuer:
     def token_url(self) -> str:
         return self.url + TOKEN_PATH
 
+    @property
+    def authorization_url(self) -> str:
+        """The authorization endpoint (GET: a login page; see :meth:`register_client`)."""
+        return self.url + AUTHORIZE_PATH
+
+    @property
+    def introspection_url(self) -> str:
+        """The RFC 7662 introspection endpoint (POST)."""
+        return self.url + INTROSPECTION_PATH
+
     # -- keys --------------------------------------------------------------------------------
 
     @property
@@ -672,7 +760,11 @@ class LocalIssuer:
             "issuer": self.issuer,
             "jwks_uri": self.jwks_url,
             "token_endpoint": self.token_url,
-            "response_types_supported": ["token"],
+            "introspection_endpoint": self.introspection_url,
+            "authorization_endpoint": self.authorization_url,
+            "code_challenge_methods_supported": ["S256"],
+            "grant_types_supported": ["authorization_code"],
+            "response_types_supported": ["code", "token"],
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": algs or [self.current_key.alg],
         }
@@ -736,6 +828,44 @@ class LocalIssuer:
         signer = key if key is not None else self.current_key
         return signer.sign(_strip_omitted(payload), headers, kid=kid)
 
+    def opaque_token(
+        self,
+        *,
+        subject: str = "user-1",
+        scope: str | None = None,
+        audience: str | list[str] | _Default | None = _DEFAULT,
+        expires_in: float | None = 300,
+        client_id: str = "client-1",
+        now: float | None = None,
+        **claims: Any,
+    ) -> str:
+        """A random opaque access token (no dots: never taken for a JWT) whose claims stay here
+        and are told only to the introspection endpoint: ``iss``, ``sub``, ``aud`` (as in
+        :meth:`mint`), ``iat``, ``exp`` (``None`` leaves it out), ``client_id``, ``jti``,
+        ``scope`` (if given), ``token_type: "Bearer"``, then ``claims`` (:data:`OMIT` removes)."""
+        moment = int(time.time()) if now is None else now
+        chosen_audience = self.audience if audience is _DEFAULT else audience
+        values: dict[str, Any] = {"iss": self.issuer, "sub": subject, "aud": chosen_audience}
+        values.update(iat=_numeric(moment), client_id=client_id, jti=uuid.uuid4().hex)
+        values["token_type"] = "Bearer"
+        if expires_in is not None:
+            values["exp"] = _numeric(moment + expires_in)
+        if scope is not None:
+            values["scope"] = scope
+        values.update(claims)
+        token = secrets.token_urlsafe(32)
+        kept = _strip_omitted({name: value for name, value in values.items() if value is not None})
+        with self._lock:
+            self._opaque[token] = kept
+        return token
+
+    def revoke_opaque(self, token: str) -> None:
+        """Revoke ``token``, an opaque one or a JWT this issuer signed: introspection answers
+        ``active: false`` for it from now on."""
+        with self._lock:
+            self._opaque.pop(token, None)
+            self._revoked.add(token)
+
     # -- accounting --------------------------------------------------------------------------
 
     @property
@@ -756,10 +886,17 @@ class LocalIssuer:
         with self._lock:
             return list(self._request_log)
 
+    @property
+    def introspection_requests(self) -> int:
+        """Requests that reached the introspection path (faulty and refused ones included)."""
+        with self._lock:
+            return self._introspection_requests
+
     def reset_counts(self) -> None:
         """Zero the request counters and clear the request log."""
         with self._lock:
             self._jwks_requests = self._discovery_requests = 0
+            self._introspection_requests = 0
             self._request_log.clear()
 
     # -- faults ------------------------------------------------------------------------------
@@ -786,8 +923,11 @@ class LocalIssuer:
     ) -> None:
         """Make the key server misbehave from the next request on (``None``: behave again).
 
-        ``paths`` picks the endpoints affected, among ``"jwks"`` (default) and ``"discovery"``;
-        ``"down"`` affects the whole server. Modes and their parameters:
+        ``paths`` picks the endpoints affected, among ``"jwks"`` (default), ``"discovery"`` and
+        ``"introspection"`` (not with ``rotate_each`` or the drip modes; ``redirect`` there points
+        at ``/moved/introspect`` by default, which answers ``active: true`` for any token, so a
+        client that follows it visibly fails); ``"down"`` affects the whole server. Modes and
+        their parameters:
 
         * ``"down"``: close the listening socket and cut open connections (connections are
           refused); leaving this mode listens again on the same port.
@@ -823,13 +963,15 @@ class LocalIssuer:
         if unknown:
             raise UsageError(f"fault {mode!r} takes no parameter(s) {sorted(unknown)}")
         targets = frozenset(paths)
-        if not targets or not targets <= _FAULT_TARGETS.keys():
-            raise ConfigurationError(
-                f"paths must be among {sorted(_FAULT_TARGETS)}, got {sorted(targets)}"
-            )
+        known = {**_FAULT_TARGETS, **_POST_FAULT_TARGETS}
+        if not targets or not targets <= known.keys():
+            raise ConfigurationError(f"paths must be among {sorted(known)}, got {sorted(targets)}")
+        posted = targets & _POST_FAULT_TARGETS.keys()
+        if mode is not None and posted and mode not in _POST_FAULT_MODES:
+            raise ConfigurationError(f"fault {mode!r} does not apply to the introspection path")
         if mode == "rotate_each" and targets != {"jwks"}:
             raise ConfigurationError("rotate_each applies to the JWKS path only")
-        fault = _Fault(mode, dict(params), frozenset(_FAULT_TARGETS[t] for t in targets))
+        fault = _Fault(mode, dict(params), frozenset(known[t] for t in targets))
         with self._lifecycle:
             with self._lock:
                 was_down = self._fault.mode == "down"
@@ -860,6 +1002,9 @@ class LocalIssuer:
                 return
         if path == TOKEN_PATH:
             self._serve_token(handler)
+            return
+        if path == AUTHORIZE_PATH:
+            self._serve_authorize(handler, parse_qs(urlsplit(handler.path).query))
             return
         if path not in _FAULT_TARGETS.values():
             handler.send_body(404, b'{"error":"not_found"}')
@@ -989,3 +1134,307 @@ class LocalIssuer:
             {"access_token": token, "token_type": "Bearer", "expires_in": expires_in}
         ).encode()
         handler.send_body(200, body, headers={"Cache-Control": "no-store"})
+
+    # -- authorization code with PKCE (RFC 6749 §4.1, RFC 7636) -------------------------------
+
+    #: How long an authorization code can be redeemed, in seconds.
+    code_lifetime: float = 60.0
+    _AUTHORIZE_PARAMS: Final = frozenset(
+        {"response_type", "client_id", "redirect_uri", "scope", "state", "resource"}
+        | {"code_challenge", "code_challenge_method"}
+    )
+    # RFC 7636 §4.1: the unreserved characters a code verifier (and an S256 challenge) is made of.
+    _PKCE_CHARS: Final = frozenset(
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
+    )
+
+    def register_client(self, client_id: str, redirect_uris: Iterable[str]) -> None:
+        """Let the public client ``client_id`` log users in, redirecting only to exactly these
+        ``redirect_uris`` (a second call replaces them); the token endpoint then answers CORS
+        requests from their origins, as the page of a single-page app or API docs needs.
+
+        ``GET /authorize`` (``response_type=code``, ``client_id``, ``redirect_uri``, ``state``,
+        ``code_challenge`` with ``code_challenge_method=S256``; ``scope``, ``resource``
+        optional) answers with a login page whose button sends the browser back to the redirect
+        URI with a ``code`` for the subject typed in (``user-1`` by default). ``POST /token``
+        with ``grant_type=authorization_code`` redeems a code once, within
+        :attr:`code_lifetime` seconds, given its ``client_id``, ``redirect_uri`` and PKCE
+        ``code_verifier``: a token with the requested ``scope``, ``aud`` (``resource``, else
+        :attr:`audience`) and ``client_id``. **For tests and demos**: the page logs anyone in.
+        """
+        if not isinstance(client_id, str) or not client_id:
+            raise ConfigurationError("client_id must be a non-empty string")
+        uris = frozenset(redirect_uris)
+        for uri in uris:
+            parts = urlsplit(uri)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.fragment:
+                raise ConfigurationError(
+                    f"redirect URI {uri!r} must be an absolute http(s) URL without a fragment"
+                )
+        with self._lock:
+            self._clients[client_id] = uris
+
+    def _authorization_request(
+        self, form: Mapping[str, list[str]] | None
+    ) -> tuple[dict[str, str], str | None, str | None]:
+        """``(parameters, redirect URI errors may go to (None: none checked), error or None)``."""
+        if form is None or any(len(form[n]) > 1 for n in self._AUTHORIZE_PARAMS & form.keys()):
+            return {}, None, "invalid_request"  # RFC 6749 §3.1: no parameter twice
+        params = {name: form[name][0] for name in self._AUTHORIZE_PARAMS & form.keys()}
+        with self._lock:
+            allowed = self._clients.get(params.get("client_id", ""))
+        redirect_uri = params.get("redirect_uri")
+        if allowed is None or redirect_uri not in allowed:
+            # §4.1.2.1: an unknown client or redirect URI is told to the user, never redirected.
+            return params, None, "unauthorized_client" if allowed is None else "invalid_request"
+        if params.get("response_type") != "code":
+            return params, redirect_uri, "unsupported_response_type"
+        challenge = params.get("code_challenge", "")
+        if (
+            not params.get("state")
+            or params.get("code_challenge_method") != "S256"
+            or len(challenge) != 43
+            or not self._PKCE_CHARS.issuperset(challenge)
+        ):
+            return params, redirect_uri, "invalid_request"
+        return params, redirect_uri, None
+
+    def _serve_authorize(self, handler: _Handler, query: Mapping[str, list[str]]) -> None:
+        params, redirect_uri, error = self._authorization_request(query)
+        if error is not None:
+            self._refuse_authorization(handler, params, redirect_uri, error)
+            return
+        fields = "".join(
+            f'<input type="hidden" name="{html.escape(n)}" value="{html.escape(v)}">'
+            for n, v in sorted(params.items())
+        )
+        page = (
+            "<!doctype html><title>LocalIssuer login</title>"
+            f'<form method="post" action="{AUTHORIZE_PATH}">{fields}'
+            '<label>User <input id="login-subject" name="subject" value="user-1"></label> '
+            '<button id="login-button" type="submit">Log in</button></form>'
+        )
+        headers = {"Cache-Control": "no-store", "X-Frame-Options": "DENY"}
+        handler.send_body(200, page.encode(), "text/html; charset=utf-8", headers=headers)
+
+    def _approve(self, handler: _Handler, form: dict[str, list[str]] | None) -> None:
+        """The login page's button: a code for the subject, sent to the redirect URI."""
+        params, redirect_uri, error = self._authorization_request(form)
+        if error is not None or redirect_uri is None:
+            self._refuse_authorization(handler, params, redirect_uri, error or "invalid_request")
+            return
+        subject = ((form or {}).get("subject") or [""])[0] or "user-1"
+        code = secrets.token_urlsafe(32)
+        grant = _CodeGrant(
+            client_id=params["client_id"],
+            redirect_uri=redirect_uri,
+            challenge=params["code_challenge"],
+            subject=subject,
+            scope=params.get("scope") or None,
+            resource=params.get("resource") or None,
+            expires=time.monotonic() + self.code_lifetime,
+        )
+        with self._lock:
+            self._codes[code] = grant
+        # RFC 9207: iss tells the client which issuer answered.
+        self._redirect(handler, redirect_uri, code=code, state=params["state"], iss=self.issuer)
+
+    def _refuse_authorization(
+        self, handler: _Handler, params: Mapping[str, str], redirect_uri: str | None, error: str
+    ) -> None:
+        if redirect_uri is None:
+            page = f"<!doctype html><title>Login refused</title><p id=error>{html.escape(error)}"
+            handler.send_body(400, page.encode(), "text/html; charset=utf-8")
+            return
+        extra = {"state": params["state"]} if params.get("state") else {}
+        self._redirect(handler, redirect_uri, error=error, **extra)
+
+    def _redirect(self, handler: _Handler, uri: str, **values: str) -> None:
+        location = uri + ("&" if urlsplit(uri).query else "?") + urlencode(values)
+        headers = {"Location": location, "Cache-Control": "no-store"}
+        handler.send_body(303, b"", None, headers=headers)
+
+    def _serve_code_grant(self, handler: _Handler) -> None:
+        status, answer = self._redeem(handler.read_form())
+        headers = {"Cache-Control": "no-store", "Pragma": "no-cache", **self._cors(handler)}
+        handler.send_body(status, json.dumps(answer).encode(), headers=headers)
+
+    def _redeem(self, form: dict[str, list[str]] | None) -> tuple[int, dict[str, Any]]:
+        if form is None or any(len(values) != 1 for values in form.values()):
+            return 400, {"error": "invalid_request"}
+        params = {name: values[0] for name, values in form.items()}
+        if params.get("grant_type") != "authorization_code":
+            return 400, {"error": "unsupported_grant_type"}
+        with self._lock:
+            # Single use: a code is gone once presented, whether or not the rest holds.
+            grant = self._codes.pop(params.get("code", ""), None)
+        verifier = params.get("code_verifier", "")
+        if (
+            grant is None
+            or grant.expires <= time.monotonic()
+            or params.get("client_id") != grant.client_id
+            or params.get("redirect_uri") != grant.redirect_uri
+            or not 43 <= len(verifier) <= 128
+            or not self._PKCE_CHARS.issuperset(verifier)
+            or not secrets.compare_digest(
+                _b64url(hashlib.sha256(verifier.encode("ascii")).digest()), grant.challenge
+            )
+        ):
+            return 400, {"error": "invalid_grant"}
+        audience = grant.resource if grant.resource is not None else _DEFAULT
+        expires_in = 300
+        token = self.mint(
+            {"client_id": grant.client_id},
+            subject=grant.subject,
+            scope=grant.scope,
+            audience=audience,
+            expires_in=expires_in,
+        )
+        answer: dict[str, Any] = {
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": expires_in,
+        }
+        if grant.scope is not None:
+            answer["scope"] = grant.scope
+        return 200, answer
+
+    def _cors(self, handler: _Handler) -> dict[str, str]:
+        """CORS headers for a request from the origin of a registered redirect URI, else none."""
+        origin = handler.headers.get("Origin")
+        with self._lock:
+            uris = [uri for registered in self._clients.values() for uri in registered]
+        origins = {f"{p.scheme}://{p.netloc}" for p in map(urlsplit, uris)}
+        if origin is None or origin not in origins:
+            return {"Vary": "Origin"}
+        return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+
+    def _serve_preflight(self, handler: _Handler) -> None:
+        """OPTIONS: a CORS preflight of the token endpoint (the only cross-origin endpoint)."""
+        if urlsplit(handler.path).path != TOKEN_PATH:
+            handler._method_not_allowed()
+            return
+        headers = self._cors(handler)
+        if "Access-Control-Allow-Origin" in headers:
+            requested = handler.headers.get("Access-Control-Request-Headers", "")
+            safe = {"accept", "content-type", "x-requested-with"}
+            names = [n.strip().lower() for n in requested.split(",") if n.strip()]
+            headers["Access-Control-Allow-Methods"] = "POST"
+            headers["Access-Control-Allow-Headers"] = ", ".join(n for n in names if n in safe)
+            headers["Access-Control-Max-Age"] = "600"
+        handler.send_body(204, b"", None, headers=headers)
+
+    # -- introspection (RFC 7662) ------------------------------------------------------------
+
+    def _serve_post(self, handler: _Handler, server: _Server) -> None:
+        path = urlsplit(handler.path).path
+        if path == INTROSPECTION_PATH:
+            self._serve_introspection(handler, server)
+        elif path == MOVED_PREFIX + INTROSPECTION_PATH:
+            # Where a redirect fault points: "active" for anything, so following it shows.
+            handler.read_form()
+            handler.send_body(200, b'{"active":true,"sub":"redirected"}')
+        elif path == TOKEN_PATH:
+            self._serve_code_grant(handler)
+        elif path == AUTHORIZE_PATH:
+            self._approve(handler, handler.read_form())
+        else:
+            handler._method_not_allowed()
+
+    def _serve_introspection(self, handler: _Handler, server: _Server) -> None:
+        with self._lock:
+            self._request_log.append((INTROSPECTION_PATH, time.monotonic()))
+            self._introspection_requests += 1
+            fault = self._fault
+        status, answer = self._introspect(handler)
+        headers = {"Cache-Control": "no-store"}
+        if status == 401:
+            headers["WWW-Authenticate"] = 'Basic realm="introspection"'
+        body = json.dumps(answer).encode()
+        if fault.mode is None or INTROSPECTION_PATH not in fault.paths:
+            handler.send_body(status, body, headers=headers)
+            return
+        params = fault.params
+        if fault.mode == "slow":
+            if server.closing.wait(float(params.get("delay", 1.0))):
+                handler.close_connection = True
+                return
+            handler.send_body(status, body, headers=headers)
+        elif fault.mode == "status":
+            code = int(params.get("status", 500))
+            handler.send_body(code, json.dumps({"error": f"injected status {code}"}).encode())
+        elif fault.mode == "garbage":
+            handler.send_body(200, b"<html>this is not JSON {", "text/html")
+        elif fault.mode == "wrong_shape":
+            handler.send_body(200, json.dumps(params.get("body", {"active": "true"})).encode())
+        elif fault.mode == "huge":
+            # Padded to exactly ``size`` bytes (or the bare answer, if that is longer).
+            bare = len(json.dumps({**answer, "padding": ""}))
+            padding = "A" * max(0, int(params.get("size", 1 << 20)) - bare)
+            handler.send_body(200, json.dumps({**answer, "padding": padding}).encode())
+        elif fault.mode == "redirect":
+            location = str(params.get("location", self.url + MOVED_PREFIX + INTROSPECTION_PATH))
+            handler.send_body(int(params.get("status", 307)), b"", headers={"Location": location})
+        elif fault.mode == "encoding":
+            encoding = str(params.get("encoding", "gzip"))
+            filler = max(0, int(params.get("size", 0)) - len(body))
+            encoded = _encode([body, b" " * filler], encoding)
+            handler.send_body(200, encoded, headers={"Content-Encoding": encoding})
+        elif fault.mode == "content_type":
+            content_type = params.get("content_type")
+            handler.send_body(200, body, None if content_type is None else str(content_type))
+        else:  # "truncated"; set_fault admits no other mode here
+            handler.close_connection = True
+            handler.send_response(200)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(len(body)))
+            handler.send_header("Connection", "close")
+            handler.end_headers()
+            handler.wfile.write(body[: len(body) // 2])
+
+    def _signed_claims(self, token: str) -> dict[str, Any] | None:
+        """The claims of a JWT that a published asymmetric key of this issuer signed (as an
+        authorization server introspects its own JWTs), or None."""
+        try:
+            head, body, signature = token.split(".")
+            header = json.loads(_b64url_decode(head))
+            claims = json.loads(_b64url_decode(body))
+            key = next(k for k in self.published_keys if k.kid == header.get("kid"))
+            algorithm = _ALGORITHMS[key.alg]
+            public = algorithm.prepare_key(key.public_key())
+            valid = algorithm.verify(f"{head}.{body}".encode(), public, _b64url_decode(signature))
+        except (ValueError, TypeError, KeyError, StopIteration, ConfigurationError):
+            return None
+        return claims if valid and isinstance(claims, dict) else None
+
+    def _introspect(self, handler: _Handler) -> tuple[int, dict[str, Any]]:
+        """The status and JSON answer to one introspection request, faults aside."""
+        form = handler.read_form()
+        if form is None:
+            return 400, {"error": "invalid_request"}
+        authorization = handler.headers.get("Authorization")
+        in_form = "client_id" in form or "client_secret" in form
+        if authorization is not None and in_form:
+            return 400, {"error": "invalid_request"}  # RFC 6749 §2.3: one method only
+        if authorization is not None:
+            credentials = _basic_credentials(authorization)
+        else:
+            credentials = (form.get("client_id", [""])[0], form.get("client_secret", [""])[0])
+        expected = self.introspection_client
+        if credentials is None or not all(
+            secrets.compare_digest(given.encode(), wanted.encode())
+            for given, wanted in zip(credentials, expected, strict=True)
+        ):
+            return 401, {"error": "invalid_client"}
+        tokens = form.get("token", [])
+        if len(tokens) != 1:
+            return 400, {"error": "invalid_request"}
+        with self._lock:
+            revoked = tokens[0] in self._revoked
+            claims = None if revoked else self._opaque.get(tokens[0])
+        if claims is None and not revoked and tokens[0].count(".") == 2:
+            claims = self._signed_claims(tokens[0])
+        exp = None if claims is None else claims.get("exp")
+        if claims is None or (isinstance(exp, int | float) and exp <= time.time()):
+            return 200, {"active": False}
+        return 200, {"active": True, **claims}

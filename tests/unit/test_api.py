@@ -34,7 +34,12 @@ PUBLIC = [
 
 MODULES = {
     "jwt_middleware.cookies": ["clear_token_cookie", "set_token_cookie"],
-    "jwt_middleware.fastapi": ["AuthHTTPException", "RequireScopes"],
+    "jwt_middleware.fastapi": ["AuthHTTPException", "RequireScopes", "openapi_login"],
+    "jwt_middleware.introspection": ["Introspection"],
+    "jwt_middleware.keystore": [
+        "AsyncKeyStore", "AsyncRedisKeyStore", "CorruptEntry", "KeyStore", "KeyStoreError",
+        "MemoryKeyStore", "RedisKeyStore", "StoredDocument", "check_key_store",
+    ],
     "jwt_middleware.flask": [
         "JWT", "AuthHTTPException", "current_token", "require_scopes", "require_token",
     ],
