@@ -17,18 +17,22 @@ import asyncio
 import base64
 import logging
 import math
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote_plus, urlencode
 
+import httpcore
 import httpx
 from cachetools import TLRUCache, TTLCache
 
 from . import _flow  # the module: _flow may import this one
 from ._errors import IntrospectionUnavailable, InvalidToken, Reason, redact
+from ._jwks import _NETWORK_ERRORS, _Budget, _ClampedBackend, _Limits, _wire_url
 from ._jws import loads_strict
 from .introspection import Introspection
 
@@ -182,7 +186,7 @@ class _Core:
         return IntrospectionUnavailable(f"the introspection endpoint {problem}", retry_after=wait)
 
     def network_error(self, exc: Exception) -> IntrospectionUnavailable:
-        if isinstance(exc, httpx.TimeoutException):
+        if isinstance(exc, httpx.TimeoutException | httpcore.TimeoutException):
             return self.outage(f"timed out ({type(exc).__name__})")
         return self.outage(f"unreachable ({type(exc).__name__})")
 
@@ -242,13 +246,64 @@ class _Flight:
         self.error: InvalidToken | IntrospectionUnavailable | None = None
 
 
+class _ThreadBudget(_Budget):
+    """One deadline per calling thread: the sync pool is shared by every request thread, and a
+    pooled connection reused by another thread is clamped to that thread's deadline."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        super().__init__(0.0)
+
+    @property
+    def deadline(self) -> float:
+        # Unset means spent: only a request that set its deadline may touch a socket.
+        deadline: float = getattr(self._local, "deadline", 0.0)
+        return deadline
+
+    @deadline.setter
+    def deadline(self, value: float) -> None:
+        self._local.deadline = value
+
+
 class SyncIntrospector:
-    """Introspection for the WSGI side: a reused ``httpx.Client``, thread-safe."""
+    """Introspection for the WSGI side, thread-safe, on one httpcore connection pool.
+
+    Not ``httpx.Client``: its timeouts are per socket operation, so a peer that drips the status
+    line and headers a byte at a time (each byte inside ``timeout``) would hold a request thread
+    far past ``deadline``. Every socket operation here waits at most what the request has left
+    (the key fetches' clamped backend), and the environment's proxy is chosen as httpx would."""
 
     def __init__(self, config: Introspection, clock: Callable[[], float] = time.time) -> None:
         self._core = _Core(config, clock)
-        self._client = httpx.Client(**self._core.client_options())
+        url = httpx.URL(config.url)
+        self._limits = _Limits.of(
+            min(config.timeout, config.deadline),
+            config.max_bytes,
+            ca_bundle=config.ca_bundle,
+            trust_env=config.trust_env,
+        )
+        self._proxy = self._limits.proxy_for(url)
+        self._url = _wire_url(url, url.raw_path)
+        self._headers = [(b"host", url.netloc), (b"user-agent", b"jwt-middleware")] + [
+            (name.encode(), value.encode()) for name, value in self._core.headers.items()
+        ]
+        self._budget = _ThreadBudget()
+        self._pool = self._new_pool()
         self._flights: dict[bytes, _Flight] = {}
+        self._lock = threading.Lock()
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _after_fork(ref))
+
+    def _new_pool(self) -> httpcore.ConnectionPool:
+        pool_class = httpcore.ConnectionPool if self._proxy is None else httpcore.HTTPProxy
+        return pool_class(
+            network_backend=_ClampedBackend(self._budget), **self._limits.pool_options(self._proxy)
+        )
+
+    def _forked(self) -> None:
+        # A child must not share its parent's sockets, or wait on a parent thread's flight.
+        self._pool = self._new_pool()
+        self._flights = {}
         self._lock = threading.Lock()
 
     def introspect(self, token: str) -> dict[str, Any]:
@@ -279,27 +334,39 @@ class SyncIntrospector:
         finally:
             # The answer is in the cache before the flight ends, so a later call finds it.
             with self._lock:
-                del self._flights[digest]
+                self._flights.pop(digest, None)
             flight.done.set()
 
     def _ask(self, token: str, digest: bytes) -> dict[str, Any]:
         core = self._core
-        read = _Read(core, time.monotonic() + core.config.deadline)
+        deadline = time.monotonic() + core.config.deadline
+        self._budget.deadline = deadline
+        read = _Read(core, deadline)
+        body = core.body(token)
+        headers = [*self._headers, (b"content-length", str(len(body)).encode())]
         try:
-            with self._client.stream(
-                "POST", core.config.url, content=core.body(token), headers=core.headers
+            with self._pool.stream(
+                "POST", self._url, headers=headers, content=body, extensions=self._limits.extensions
             ) as response:
-                core.check_head(response.status_code, response.headers)
-                for chunk in response.iter_raw():
+                core.check_head(response.status, httpx.Headers(response.headers))
+                for chunk in response.iter_stream():
                     read.feed(chunk)
         except (InvalidToken, IntrospectionUnavailable):
             raise
-        except (httpx.HTTPError, httpx.StreamError, OSError, ValueError) as exc:
+        except (*_NETWORK_ERRORS, OSError, ValueError) as exc:
+            if self._budget.spent:
+                raise core.outage("took longer than the deadline") from None
             raise core.network_error(exc) from None
         return core.settle(digest, read.body())
 
     def close(self) -> None:
-        self._client.close()
+        self._pool.close()
+
+
+def _after_fork(ref: weakref.ReferenceType[SyncIntrospector]) -> None:
+    introspector = ref()
+    if introspector is not None:
+        introspector._forked()
 
 
 class AsyncIntrospector:

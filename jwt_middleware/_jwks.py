@@ -468,11 +468,10 @@ class _Limits:
             return self.proxy
         return _proxy_for(url) if self.trust_env else None
 
-    def pool_options(self, target: _Target) -> dict[str, Any]:
-        """Keywords for httpcore's connection pool, or for its proxy when ``target`` has one."""
-        if target.proxy is None:
+    def pool_options(self, proxy: _Proxy | None) -> dict[str, Any]:
+        """Keywords for httpcore's connection pool, or for its proxy when there is one."""
+        if proxy is None:
             return {"ssl_context": self.ssl_context}
-        proxy = target.proxy
         options = {
             "ssl_context": self.ssl_context,
             "proxy_url": proxy.url,
@@ -971,7 +970,7 @@ def _exchange(target: _Target, limits: _Limits, budget: _Budget) -> _Body:
     """One GET on httpcore's sync pool, each socket operation clamped to ``budget``; raises
     what the request ends with (httpcore's network errors as they are)."""
     pool_class = httpcore.ConnectionPool if target.proxy is None else httpcore.HTTPProxy
-    pool = pool_class(network_backend=_ClampedBackend(budget), **limits.pool_options(target))
+    pool = pool_class(network_backend=_ClampedBackend(budget), **limits.pool_options(target.proxy))
     with (
         pool,
         pool.stream(

@@ -138,7 +138,7 @@ class AsyncJWKS(_Remote):
         # A pool per request: its connection belongs to this loop, and none outlives the fetch.
         proxied = target.proxy is not None
         pool_class = httpcore.AsyncHTTPProxy if proxied else httpcore.AsyncConnectionPool
-        pool = pool_class(**limits.pool_options(target))
+        pool = pool_class(**limits.pool_options(target.proxy))
         try:
             async with (
                 pool,

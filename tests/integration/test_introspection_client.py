@@ -203,7 +203,11 @@ class Recording:
     answer: tuple[int, dict[str, str], bytes] = (200, {}, b"")
     #: Seconds between the body's bytes (0: all at once).
     drip: float = 0.0
+    #: Also drip the status line and headers, a byte every ``drip`` seconds.
+    drip_head: bool = False
     requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    #: Each request's target: the path, or the absolute URL a proxy is sent.
+    targets: list[str] = field(default_factory=list)
 
 
 @pytest.fixture
@@ -220,19 +224,22 @@ def recording() -> Iterator[Recording]:
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("content-length", "0")))
             record.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
+            record.targets.append(self.path)
             status, headers, answer = record.answer
-            self.send_response(status)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("content-length", str(len(answer)))
-            self.end_headers()
+            lines = [f"HTTP/1.1 {status} Whatever", *(f"{k}: {v}" for k, v in headers.items())]
+            lines += [f"content-length: {len(answer)}", "", ""]
+            head = "\r\n".join(lines).encode("latin-1")
             if not record.drip:
-                self.wfile.write(answer)
+                self.wfile.write(head + answer)
                 return
-            for index in range(len(answer)):
+            if not record.drip_head:
+                self.wfile.write(head)
+                head = b""
+            dripped = head + answer
+            for index in range(len(dripped)):
                 if stopping.wait(record.drip):
                     return
-                self.wfile.write(answer[index : index + 1])
+                self.wfile.write(dripped[index : index + 1])
                 self.wfile.flush()
 
     stopping = threading.Event()
@@ -581,6 +588,38 @@ def test_the_deadline_ends_a_dripping_answer(make: Make, recording: Recording) -
     error = driver.unavailable("t")
     assert time.monotonic() - started < 2.0
     assert "deadline" in error.detail
+
+
+def test_the_deadline_ends_dripping_headers(make: Make, recording: Recording) -> None:
+    """Status line and headers sent a byte every 0.2 s (each read within the 1 s timeout, the
+    head alone taking about 20 s) are cut at the 1 s deadline too."""
+    recording.drip = 0.2
+    recording.drip_head = True
+    driver = make(url=recording.url, timeout=1.0, deadline=1.0)
+    started = time.monotonic()
+    error = driver.unavailable("t")
+    assert time.monotonic() - started < 2.0
+    assert "deadline" in error.detail
+
+
+@pytest.mark.parametrize("trust_env", [True, False])
+def test_the_environment_proxy_carries_the_request_unless_trust_env_is_false(
+    make: Make, recording: Recording, monkeypatch: pytest.MonkeyPatch, trust_env: bool
+) -> None:
+    """http_proxy (the recording server, answering as a proxy would) gets the absolute-form
+    POST by default; with trust_env=False it is ignored and the endpoint (nothing listening
+    there) is unreachable."""
+    for name in ("no_proxy", "NO_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("http_proxy", recording.url.rsplit("/", 1)[0])
+    url = "http://127.0.0.1:9/introspect"  # discard: refused, or dropped by a firewall
+    driver = make(url=url, trust_env=trust_env, timeout=0.5, deadline=1.0)
+    if trust_env:
+        assert driver.introspect("t")["active"] is True
+        assert recording.targets == [url]
+    else:
+        driver.unavailable("t")
+        assert recording.targets == []
 
 
 def test_an_answer_over_max_bytes_is_refused(make: Make, issuer: LocalIssuer) -> None:
