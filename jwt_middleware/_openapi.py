@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,13 @@ BEARER = "bearerAuth"
 #: Limits of the one discovery fetch: the middleware's defaults for key fetches.
 DISCOVERY_TIMEOUT = 5.0
 DISCOVERY_MAX_BYTES = 512 * 1024
+#: Seconds a failed discovery fetch is remembered. FastAPI builds the document inside its async
+#: /openapi.json route, so each fetch blocks the event loop for up to its time limit; without
+#: this, anyone asking for the (public) document while the issuer is down could stall every
+#: request the app serves, the ones with cached keys included.
+RETRY_AFTER_FAILURE = 30.0
+#: The clock the failure memory runs on (a module global, so a test can move it).
+clock = time.monotonic
 
 
 @dataclass(frozen=True)
@@ -104,23 +112,35 @@ class Login:
         self.descriptions = dict(descriptions)
         self._fetch = fetch
         self._lock = threading.Lock()
+        self._failed: tuple[float, str] | None = None  # when, and what the error said
 
     def endpoints(self) -> Endpoints:
-        """The endpoints, read from discovery the first time (a failure is not kept: the next
-        document build tries again)."""
+        """The endpoints, read from discovery the first time. A failure is answered again,
+        without a fetch, for ``RETRY_AFTER_FAILURE`` seconds; the first build after that tries
+        again."""
         with self._lock:
             if self._endpoints is None:
-                assert self.issuer is not None
-                url = discovery_url(self.issuer)
-                where = f"the discovery document at {redact(url)}"
-                try:
-                    document = self._fetch(url)
-                except KeyFetchError as exc:
+                now = clock()
+                if self._failed is not None and now - self._failed[0] < RETRY_AFTER_FAILURE:
                     raise ConfigurationError(
-                        f"openapi_login could not read {where}: {exc}"
-                    ) from exc
-                self._endpoints = endpoints_from(document, self.issuer, where)
+                        f"{self._failed[1]} (not fetched again for {RETRY_AFTER_FAILURE:g}s)"
+                    )
+                try:
+                    self._endpoints = self._discover()
+                except ConfigurationError as exc:
+                    self._failed = (now, str(exc))
+                    raise
             return self._endpoints
+
+    def _discover(self) -> Endpoints:
+        assert self.issuer is not None
+        url = discovery_url(self.issuer)
+        where = f"the discovery document at {redact(url)}"
+        try:
+            document = self._fetch(url)
+        except KeyFetchError as exc:
+            raise ConfigurationError(f"openapi_login could not read {where}: {exc}") from exc
+        return endpoints_from(document, self.issuer, where)
 
     def rewrite(self, schema: dict[str, Any], guards: Mapping[str, Any]) -> dict[str, Any]:
         """``schema`` (built with each guard declaring its own scheme name, the keys of

@@ -25,6 +25,7 @@ from jwt_middleware import (
     Settings,
     SyncVerifier,
     VerifiedToken,
+    _openapi,
 )
 from jwt_middleware.fastapi import RequireScopes, openapi_login
 from jwt_middleware.testing import LocalIssuer
@@ -154,10 +155,13 @@ def test_discovery_is_read_once_and_not_at_startup(login_issuer: LocalIssuer) ->
 
 
 def test_an_unreachable_issuer_fails_the_document_clearly_then_recovers(
-    login_issuer: LocalIssuer,
+    login_issuer: LocalIssuer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With the issuer down, building the document raises a ConfigurationError naming the
-    discovery URL; the failure is not kept, so the next build succeeds once it is back."""
+    discovery URL; for RETRY_AFTER_FAILURE seconds that error is answered again without a
+    fetch (each one would block the event loop), and the first build after that succeeds."""
+    now = [1000.0]
+    monkeypatch.setattr(_openapi, "clock", lambda: now[0])
     app = orders_app()
     openapi_login(app, client_id=CLIENT, issuer=login_issuer.issuer)
     login_issuer.set_fault("down")
@@ -165,7 +169,14 @@ def test_an_unreachable_issuer_fails_the_document_clearly_then_recovers(
         app.openapi()
     assert login_issuer.discovery_url in str(caught.value)
     login_issuer.set_fault(None)
+    served = login_issuer.discovery_requests
+    now[0] += _openapi.RETRY_AFTER_FAILURE - 1
+    with pytest.raises(ConfigurationError, match="not fetched again"):
+        app.openapi()
+    assert login_issuer.discovery_requests == served
+    now[0] += 1
     assert "oauth2" in app.openapi()["components"]["securitySchemes"]
+    assert login_issuer.discovery_requests == served + 1
 
 
 @pytest.mark.parametrize(
