@@ -8,7 +8,6 @@
      ├── KeyFetchError                     the key server gave no usable document (safe to log)
      ├── RevocationStoreError              the revocation store could not answer
      ├── ReplayStoreError                  the DPoP replay store could not answer (or is full)
-     ├── IntrospectionError                the introspection endpoint gave no usable answer
      ├── ConnectionClosed (OSError)        the client went away (WebSocket expiry; ASGI only)
      ├── AuthError                         a request is refused; carries a stable ``reason``
      │    ├── InvalidRequest          400  error="invalid_request"   (RFC 6750 §3.1)
@@ -53,7 +52,6 @@ __all__ = [
     "ConfigurationError",
     "InsufficientAuthentication",
     "InsufficientScope",
-    "IntrospectionError",
     "IntrospectionUnavailable",
     "InvalidProof",
     "InvalidRequest",
@@ -199,13 +197,6 @@ class RevocationStoreError(JWTMiddlewareError):
 
 class ReplayStoreError(JWTMiddlewareError):
     """The DPoP replay store could not record a proof (network, timeout, full, …)."""
-
-
-class IntrospectionError(JWTMiddlewareError):
-    """The introspection endpoint did not give a usable answer. The message is safe to log."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(redact(message))
 
 
 class AuthError(JWTMiddlewareError):

@@ -323,7 +323,8 @@ class SyncIntrospector:
                 raise self._core.outage("took longer than the deadline (waiting)")
             if flight.error is not None:
                 raise _copy(flight.error)
-            assert flight.claims is not None
+            if flight.claims is None:  # the leader met something it does not know (a bug)
+                raise self._core.outage("failed (the request waited for ended in error)")
             return flight.claims
         try:
             flight.claims = self._ask(token, digest)

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 PUBLIC = [
     "AsyncVerifier", "AuthError", "CSRFRejected", "ConfigurationError", "DEFAULT_ALGORITHMS",
-    "InsufficientAuthentication", "InsufficientScope", "IntrospectionError",
+    "InsufficientAuthentication", "InsufficientScope",
     "IntrospectionUnavailable", "InvalidProof", "InvalidRequest", "InvalidToken", "Issuer",
     "IssuerPattern", "JWTCredentials", "JWTMiddleware", "JWTMiddlewareError", "JWTUser",
     "JWTWSGIMiddleware", "Key", "KeyFetchError", "KeySet", "KeysUnavailable", "MissingToken",

@@ -159,7 +159,6 @@ TREE: dict[type[BaseException], tuple[type[BaseException], ...]] = {
     UnusableKey: (ValueError,),
     jwt_middleware.KeyFetchError: (),
     RevocationStoreError: (),
-    jwt_middleware.IntrospectionError: (),
     AuthError: (),
     jwt_flask.AuthHTTPException: (WerkzeugHTTPException,),
     jwt_fastapi.AuthHTTPException: (HTTPException,),
