@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -15,12 +16,15 @@ from flask import Flask
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from jwt_middleware import JWTMiddleware, JWTWSGIMiddleware, Settings, requires_scopes
 from jwt_middleware.flask import current_token, require_scopes
 from jwt_middleware.introspection import Introspection
-from jwt_middleware.testing import LocalIssuer
+from jwt_middleware.testing import OMIT, LocalIssuer
 from tests.support.servers import bearer, uvicorn_in_thread, werkzeug_in_thread
 
 CLIENT = ("orders-api", "adapter-secret-never-logged")
@@ -225,3 +229,90 @@ def test_cache_hit_ratio_of_a_short_run(serve: Serve, issuer: LocalIssuer) -> No
     ratio = 1 - asked / 200
     print(f"introspection cache: {asked} requests for 200 calls, hit ratio {ratio:.0%}")
     assert asked == 20
+
+
+def test_an_answer_without_iss_is_the_issuers_own(serve: Serve, issuer: LocalIssuer) -> None:
+    """RFC 7662 makes iss optional: an answer without it is taken as the one issuer's own."""
+    base = serve()
+    answer = httpx.get(base + "/me", headers=bearer(issuer.opaque_token(subject="erin", iss=OMIT)))
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["sub"] == "erin"
+
+
+def test_an_answer_naming_another_issuer_is_401(serve: Serve, issuer: LocalIssuer) -> None:
+    """An answer whose iss is not the trusted issuer is refused: issuer_mismatch."""
+    base = serve()
+    token = issuer.opaque_token(iss="https://elsewhere.example/")
+    answer = httpx.get(base + "/me", headers=bearer(token))
+    assert answer.status_code == 401
+    assert answer.json()["reason"] == "issuer_mismatch"
+
+
+@pytest.mark.parametrize("token", ["one.dot", "three.dots.in.it"])
+def test_tokens_without_exactly_two_dots_are_introspected(
+    serve: Serve, issuer: LocalIssuer, token: str
+) -> None:
+    """Only a three-segment token is taken for a JWT: one with one dot or three is asked
+    about (here unknown: token_inactive), not refused as a malformed JWT."""
+    base = serve()
+    answer = httpx.get(base + "/me", headers=bearer(token))
+    assert answer.status_code == 401
+    assert answer.json()["reason"] == "token_inactive"
+    assert issuer.introspection_requests == 1
+
+
+def test_an_oversized_opaque_token_is_refused_unasked(serve: Serve, issuer: LocalIssuer) -> None:
+    """An opaque token over max_token_bytes is refused before any request to the endpoint."""
+    base = serve()
+    answer = httpx.get(base + "/me", headers=bearer("x" * 8193))
+    assert answer.status_code == 401
+    assert answer.json()["reason"] == "token_too_large"
+    assert issuer.introspection_requests == 0
+
+
+def test_jwts_true_asks_again_for_a_cached_jwt(serve: Serve, issuer: LocalIssuer) -> None:
+    """jwts=True: a JWT in the token cache (it gets in on its second use) is still asked about
+    on every request, and refused once revoked (the introspection cache is off here)."""
+    base = serve(jwts=True, cache_size=0)
+    token = issuer.mint(subject="carol")
+    for _ in range(2):
+        assert httpx.get(base + "/me", headers=bearer(token)).status_code == 200
+    issuer.revoke_opaque(token)
+    answer = httpx.get(base + "/me", headers=bearer(token))
+    assert answer.status_code == 401
+    assert answer.json()["reason"] == "token_inactive"
+    assert issuer.introspection_requests == 3
+
+
+def test_a_websocket_on_an_opaque_token_closes_at_its_exp(issuer: LocalIssuer) -> None:
+    """A WebSocket admitted on an opaque token is closed 1008 once the answer's exp passes, as
+    one on a JWT is: the answer's exp bounds the connection."""
+
+    async def endpoint(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text("hello")
+        await websocket.receive()
+
+    settings = Settings(
+        issuer=issuer.issuer,
+        audience=AUDIENCE,
+        jwks_url=issuer.jwks_url,
+        leeway=0,
+        introspection=Introspection(
+            url=issuer.introspection_url, client_id=CLIENT[0], client_secret=CLIENT[1]
+        ),
+    )
+    app = Starlette(routes=[WebSocketRoute("/ws", endpoint)])
+    app.add_middleware(JWTMiddleware, settings=settings)
+    limit = 10.0  # generous: the close is due within about 2 s
+    with uvicorn_in_thread(app) as port:
+        started = time.monotonic()
+        with connect(
+            f"ws://127.0.0.1:{port}/ws",
+            additional_headers=bearer(issuer.opaque_token(expires_in=2)),
+        ) as ws:
+            assert ws.recv(timeout=limit) == "hello"
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=limit)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    assert time.monotonic() - started < limit

@@ -651,3 +651,109 @@ def test_outage_warnings_are_throttled(
         driver.unavailable(f"token-{n}")
     assert len([r for r in logs.records if r.levelno == logging.WARNING]) == 1
     assert issuer.introspection_requests == 20
+
+
+# -- gaps found by mutation testing ------------------------------------------------------------
+
+
+def test_a_403_is_a_credentials_refusal_too(
+    make: Make, recording: Recording, logs: pytest.LogCaptureFixture
+) -> None:
+    """A 403 (as some servers answer bad client credentials) is the same refusal as a 401: the
+    configured Retry-After and an ERROR line about the credentials."""
+    recording.answer = (403, {}, b"")
+    error = make(url=recording.url, retry_after=7).unavailable("t")
+    assert "refused our client credentials (403)" in error.detail
+    assert error.retry_after == 7
+    errors = [r for r in logs.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "client credentials" in errors[0].getMessage()
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [("0", 1), ("1", 1), ("60", 60), ("61", 60), ("-5", 7), ("1.5", 7), ("1e3", 7), ("", 7)],
+)
+def test_retry_after_values(make: Make, recording: Recording, value: str, seconds: float) -> None:
+    """Retry-After in delta seconds is held within 1..60; any other form is ignored (the
+    configured retry_after) and the 503 still says what the endpoint answered."""
+    recording.answer = (503, {"retry-after": value} if value else {}, b"")
+    error = make(url=recording.url, retry_after=7).unavailable("t")
+    assert error.retry_after == seconds
+    assert "answered 503" in error.detail
+
+
+def test_concurrent_tasks_share_an_inactive_answer(issuer: LocalIssuer, clock: FakeClock) -> None:
+    """Waiting tasks get the one request's refusal too, each as its own exception."""
+    config = Introspection(
+        url=issuer.introspection_url,
+        client_id=CLIENT[0],
+        client_secret=CLIENT[1],
+        negative_cache_size=0,
+    )
+    issuer.set_fault("slow", paths=["introspection"], delay=0.5)
+
+    async def scenario() -> list[BaseException]:
+        client = AsyncIntrospector(config, clock)
+        tasks = [asyncio.create_task(client.introspect("junk")) for _ in range(5)]
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        await client.aclose()
+        return [r for r in results if isinstance(r, BaseException)]
+
+    errors = asyncio.run(scenario())
+    assert [getattr(e, "reason", e) for e in errors] == [Reason.TOKEN_INACTIVE] * 5
+    assert len({id(e) for e in errors}) == 5
+    assert issuer.introspection_requests == 1
+
+
+def test_waiters_of_an_outage_keep_its_retry_after(kind: str, issuer: LocalIssuer) -> None:
+    """Callers that waited on one failing request each get a 503 with the configured
+    Retry-After, not a default one."""
+    config = Introspection(
+        url=issuer.introspection_url,
+        client_id=CLIENT[0],
+        client_secret="not-the-secret",  # a slow 401: an outage every waiter shares
+        retry_after=7,
+    )
+    issuer.set_fault("slow", paths=["introspection"], delay=0.5)
+    if kind == "async":
+
+        async def scenario() -> list[Any]:
+            client = AsyncIntrospector(config)
+            tasks = [asyncio.create_task(client.introspect("t")) for _ in range(5)]
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            await client.aclose()
+            return results
+
+        results = asyncio.run(scenario())
+    else:
+        client = SyncIntrospector(config)
+        results = []
+        barrier = threading.Barrier(5)
+
+        def ask() -> None:
+            barrier.wait()
+            try:
+                results.append(client.introspect("t"))
+            except Exception as exc:
+                results.append(exc)
+
+        threads = [threading.Thread(target=ask) for _ in range(5)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        client.close()
+    assert len(results) == 5
+    assert all(isinstance(r, IntrospectionUnavailable) for r in results)
+    assert [r.retry_after for r in results] == [7] * 5
+    assert issuer.introspection_requests == 1
+
+
+def test_a_boolean_exp_does_not_bound_the_cache(make: Make, recording: Recording) -> None:
+    """ "exp": true is no time (JSON true is not a number): the answer is kept for cache_ttl,
+    not taken as expired in 1970."""
+    recording.answer = (200, {"content-type": "application/json"}, b'{"active":true,"exp":true}')
+    driver = make(url=recording.url)
+    driver.introspect("t")
+    driver.introspect("t")
+    assert len(recording.requests) == 1
