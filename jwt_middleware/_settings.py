@@ -323,24 +323,7 @@ class Issuer:
             raise ConfigurationError("clock must be a callable returning the time in seconds")
 
     def _check_fetch_client(self) -> None:
-        bundle = self.jwks_ca_bundle
-        if isinstance(bundle, str):
-            # Loaded now, so that a wrong path or a file that is no PEM fails at startup, not as
-            # a 503 on the first request that needs keys.
-            try:
-                ssl.create_default_context(cafile=bundle)
-            except FileNotFoundError:
-                raise ConfigurationError(f"jwks_ca_bundle: no file {bundle!r}") from None
-            except (OSError, ssl.SSLError, ValueError) as exc:
-                raise ConfigurationError(
-                    f"jwks_ca_bundle {bundle!r} holds no PEM CA certificate that loads "
-                    f"({type(exc).__name__})"
-                ) from None
-        elif bundle is not None and not isinstance(bundle, ssl.SSLContext):
-            raise ConfigurationError(
-                "jwks_ca_bundle must be the path of a PEM file or an ssl.SSLContext, "
-                f"got {type(bundle).__name__}"
-            )
+        check_ca_bundle(self.jwks_ca_bundle, "jwks_ca_bundle")
         if self.jwks_proxy is not None:
             check_proxy_url(self.jwks_proxy, "jwks_proxy")
         if self.key_store is not None:
@@ -1034,6 +1017,27 @@ def _names(what: str, value: str | Sequence[str] | None, waived: bool) -> frozen
 
 
 _LOOPBACK_NAMES = {"localhost"}
+
+
+def check_ca_bundle(bundle: object, what: str) -> None:
+    """A CA bundle setting: None, an ``ssl.SSLContext``, or the path of a PEM file, loaded now
+    so that a wrong path or a file that is no PEM fails at startup, not as a 503 on the first
+    request that needs the peer."""
+    if isinstance(bundle, str):
+        try:
+            ssl.create_default_context(cafile=bundle)
+        except FileNotFoundError:
+            raise ConfigurationError(f"{what}: no file {bundle!r}") from None
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise ConfigurationError(
+                f"{what} {bundle!r} holds no PEM CA certificate that loads "
+                f"({type(exc).__name__})"
+            ) from None
+    elif bundle is not None and not isinstance(bundle, ssl.SSLContext):
+        raise ConfigurationError(
+            f"{what} must be the path of a PEM file or an ssl.SSLContext, "
+            f"got {type(bundle).__name__}"
+        )
 
 
 def check_key_url(url: str, what: str) -> None:

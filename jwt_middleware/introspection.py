@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from ._errors import ConfigurationError
-from ._settings import check_key_url
+from ._settings import check_ca_bundle, check_key_url
 
 __all__ = ["Introspection"]
 
@@ -115,7 +115,7 @@ class Introspection:
             if not isinstance(getattr(self, name), bool):
                 raise ConfigurationError(f"introspection {name} must be True or False")
         self._check_numbers()
-        self._check_ca_bundle()
+        check_ca_bundle(self.ca_bundle, "introspection ca_bundle")
 
     def _check_numbers(self) -> None:
         for name in ("cache_ttl", "negative_ttl", "timeout", "deadline", "retry_after"):
@@ -136,25 +136,6 @@ class Introspection:
                 raise ConfigurationError(
                     f"introspection {name} must be an integer >= {least}, got {value!r}"
                 )
-
-    def _check_ca_bundle(self) -> None:
-        bundle = self.ca_bundle
-        if isinstance(bundle, str):
-            # Loaded now: a wrong path fails at startup, not as a 503 on the first opaque token.
-            try:
-                ssl.create_default_context(cafile=bundle)
-            except FileNotFoundError:
-                raise ConfigurationError(f"introspection ca_bundle: no file {bundle!r}") from None
-            except (OSError, ssl.SSLError, ValueError) as exc:
-                raise ConfigurationError(
-                    f"introspection ca_bundle {bundle!r} holds no PEM CA certificate that loads "
-                    f"({type(exc).__name__})"
-                ) from None
-        elif bundle is not None and not isinstance(bundle, ssl.SSLContext):
-            raise ConfigurationError(
-                "introspection ca_bundle must be the path of a PEM file or an ssl.SSLContext, "
-                f"got {type(bundle).__name__}"
-            )
 
     def ssl_context(self) -> ssl.SSLContext:
         """The trust store requests to the endpoint use."""
