@@ -108,6 +108,7 @@ class JWTMiddleware:
                 return
             send = with_cors
         verified = None
+        extra: list[tuple[bytes, bytes]] | None = None  # headers the checks add to the answer
         try:
             if (self._public or (self._passthrough and method == "OPTIONS")) and gate.unchecked(
                 method, route_path(scope), headers
@@ -126,13 +127,15 @@ class JWTMiddleware:
                     digest = token_digest(plain)
                     verified = self.verifier.cached(digest)
                     if verified is None and (token := plain_token(plain)) is not None:
+                        extra = []
                         verified = await self.verifier.verify(
-                            token, digest, request=_request(scope, kind)
+                            token, digest, request=_request(scope, kind, extra)
                         )
                 if verified is None and (found := gate.token(headers)) is not None:
                     raw, location = found
+                    extra = []
                     verified = await self.verifier.verify(
-                        raw, location=location, request=_request(scope, kind)
+                        raw, location=location, request=_request(scope, kind, extra)
                     )
                     if location == COOKIE:
                         gate.check_csrf(method, headers, verified, websocket=kind == "websocket")
@@ -154,6 +157,8 @@ class JWTMiddleware:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
+                if extra:
+                    message = {**message, "headers": [*message.get("headers", ()), *extra]}
             return send(message)
 
         try:
@@ -330,8 +335,10 @@ def route_path(scope: Scope) -> str:
     return path
 
 
-def _request(scope: Scope, kind: str) -> Request:
-    """What the sender checks (DPoP, client certificates) read of this request."""
+def _request(scope: Scope, kind: str, answer: list[tuple[bytes, bytes]]) -> Request:
+    """What the sender checks (DPoP, client certificates) read of this request; ``answer``
+    collects the headers they add to the response (HTTP only: a WebSocket handshake's
+    acceptance is the app's)."""
     client = scope.get("client")
     return Request(
         method=scope.get("method") or "GET",  # a WebSocket handshake is a GET
@@ -339,6 +346,7 @@ def _request(scope: Scope, kind: str) -> Request:
         path=scope["path"],
         headers=scope["headers"],
         peer=client[0] if client else None,
+        answer=answer if kind == "http" else None,
     )
 
 

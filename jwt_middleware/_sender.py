@@ -63,13 +63,16 @@ class Request(NamedTuple):
     ``path``: the full path as the client sent it, decoded (the ASGI ``path``; the WSGI
     ``SCRIPT_NAME + PATH_INFO``, as text); ``headers``: lower-case byte pairs, each repeated
     header once per value (the WSGI side splits comma-joined DPoP values back); ``peer``: the
-    client address the connection came from, or None."""
+    client address the connection came from, or None; ``answer``: a list, made for this
+    request, where the checks put headers the response must carry if the request goes on (a
+    fresh ``DPoP-Nonce``), or None where the caller cannot add any."""
 
     method: str
     scheme: str
     path: str
     headers: Sequence[tuple[bytes, bytes]]
     peer: str | None = None
+    answer: list[tuple[bytes, bytes]] | None = None
 
     def values(self, name: bytes) -> list[bytes]:
         return [value for key, value in self.headers if key == name]
@@ -101,14 +104,19 @@ class Nonces:
         return self._nonce(math.floor(now / self.lifetime))
 
     def accepts(self, nonce: object, now: float) -> bool:
+        return self.age(nonce, now) is not None
+
+    def age(self, nonce: object, now: float) -> int | None:
+        """0 for the current step's nonce, 1 for the previous step's (accepted, but gone at the
+        end of this step), None for anything else."""
         if not isinstance(nonce, str):
-            return False
+            return None
         step = math.floor(now / self.lifetime)
         given = nonce.encode("utf-8", "replace")
         # compare_digest on both, always: which one matched must not show in the timing.
         now_ok = hmac.compare_digest(given, self._nonce(step).encode())
         before_ok = hmac.compare_digest(given, self._nonce(step - 1).encode())
-        return now_ok or before_ok
+        return 0 if now_ok else 1 if before_ok else None
 
 
 class Sender:
@@ -181,8 +189,15 @@ class Sender:
             ath=self._ath(token, digest), jkt=jkt,
         )  # fmt: skip
         nonces = self.nonces
-        if nonces is not None and not nonces.accepts(proof.nonce, now):
-            raise UseDPoPNonce(nonces.current(now), "no nonce" if proof.nonce is None else "stale")
+        if nonces is not None:
+            age = nonces.age(proof.nonce, now)
+            if age is None:
+                stale = "no nonce" if proof.nonce is None else "stale"
+                raise UseDPoPNonce(nonces.current(now), stale)
+            if age and request.answer is not None:
+                # RFC 9449 §8.2, §9: the next nonce on a success, before the client's one
+                # lapses at the end of this step, saves it a use_dpop_nonce round trip.
+                request.answer.append((b"dpop-nonce", nonces.current(now).encode("ascii")))
         return proof
 
     def _ath(self, token: str, digest: bytes | None) -> str:

@@ -126,6 +126,7 @@ class JWTWSGIMiddleware:
         # The hot path, as in the ASGI middleware: a plain Bearer token is looked up by digest
         # and, when new and well formed, verified without a second extraction pass.
         raw = self._plain_token(environ) if self._plain else None
+        extra: list[tuple[bytes, bytes]] | None = None  # headers the checks add to the answer
         try:
             verified = None
             if raw is not None and not self._unchecked(method, path):
@@ -133,16 +134,21 @@ class JWTWSGIMiddleware:
                 digest = token_digest(plain)
                 verified = self.verifier.cached(digest)
                 if verified is None and (token := plain_token(plain)) is not None:
-                    verified = self.verifier.verify(token, digest, request=self._request(environ))
+                    extra = []
+                    request = self._request(environ, extra)
+                    verified = self.verifier.verify(token, digest, request=request)
                 if verified is not None:
                     environ[ENVIRON_TOKEN] = verified
                     environ[ENVIRON_LOCATION] = HEADER
                     environ[ENVIRON_RAW_TOKEN] = raw
             if verified is None:
-                self._full(environ, method, path)
+                extra = []
+                self._full(environ, method, path, extra)
         except AuthError as exc:
             gate.report(exc, "http", path)
             return refusal(exc, self.settings, start_response)
+        if extra:
+            return self.app(environ, _adding(start_response, extra))
         return self.app(environ, start_response)
 
     def _cors_layer(
@@ -167,8 +173,15 @@ class JWTWSGIMiddleware:
 
         return with_cors
 
-    def _full(self, environ: WSGIEnvironment, method: str | None, path: str) -> None:
-        """Every extraction rule, the verifier and (for a cookie) the CSRF checks."""
+    def _full(
+        self,
+        environ: WSGIEnvironment,
+        method: str | None,
+        path: str,
+        extra: list[tuple[bytes, bytes]],
+    ) -> None:
+        """Every extraction rule, the verifier and (for a cookie) the CSRF checks; ``extra``
+        collects the headers the checks add to the answer."""
         gate = self.gate
         headers = _headers(environ)
         if gate.unchecked(method, path, headers):
@@ -177,7 +190,8 @@ class JWTWSGIMiddleware:
         if found is None:
             return
         token, location = found
-        verified = self.verifier.verify(token, location=location, request=self._request(environ))
+        request = self._request(environ, extra)
+        verified = self.verifier.verify(token, location=location, request=request)
         if location == COOKIE:
             gate.check_csrf(method, _csrf_headers(environ), verified)
         environ[ENVIRON_TOKEN] = verified
@@ -196,8 +210,9 @@ class JWTWSGIMiddleware:
         token = value[7:]
         return token if token.isascii() else None
 
-    def _request(self, environ: WSGIEnvironment) -> Request:
-        """What the sender checks (DPoP, client certificates) read of this request."""
+    def _request(self, environ: WSGIEnvironment, answer: list[tuple[bytes, bytes]]) -> Request:
+        """What the sender checks (DPoP, client certificates) read of this request; ``answer``
+        collects the headers they add to the response."""
         # PEP 3333: the path is bytes as latin-1 text; clients sign it as UTF-8.
         raw = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
         path = raw.encode("latin-1", "replace").decode("utf-8", "replace")
@@ -215,6 +230,7 @@ class JWTWSGIMiddleware:
             path=path,
             headers=headers,
             peer=environ.get("REMOTE_ADDR"),
+            answer=answer,
         )
 
     def _unchecked(self, method: str | None, path: str) -> bool:
@@ -299,3 +315,13 @@ def _csrf_headers(environ: WSGIEnvironment) -> list[tuple[bytes, bytes]]:
         ),
     )
     return [(name, environ[key].encode("latin-1")) for key, name in named if key in environ]
+
+
+def _adding(start_response: StartResponse, extra: list[tuple[bytes, bytes]]) -> StartResponse:
+    """``start_response`` with ``extra`` added to the app's headers."""
+    added = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in extra]
+
+    def with_extra(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        return start_response(status, [*headers, *added], exc_info)
+
+    return with_extra

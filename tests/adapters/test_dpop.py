@@ -414,6 +414,33 @@ def test_a_nonce_is_asked_for_and_then_accepted(
     assert made_up.headers["dpop-nonce"] == nonce
 
 
+def test_a_nonce_about_to_lapse_is_answered_with_the_next_one(
+    serve: Callable[..., Api], issuer: LocalIssuer, key: SigningKey
+) -> None:
+    """A proof carrying the previous step's nonce (still accepted) is 200 with the current
+    nonce in DPoP-Nonce, so the client switches before its nonce lapses; a proof carrying the
+    current nonce gets no DPoP-Nonce."""
+    now = [time.time()]
+    api = serve(dpop_nonce_secret="x" * 32, dpop_nonce_lifetime=60, clock=lambda: now[0])
+    token = issuer.mint(dpop_key=key, expires_in=3600)
+    first = api.call(token, api.proof(key, token)).headers["dpop-nonce"]
+    current = api.call(token, api.proof(key, token, nonce=first))
+    _ok(current)
+    assert "dpop-nonce" not in current.headers
+    now[0] += 60  # the next step: ``first`` is the previous step's nonce now
+    lapsing = api.call(token, api.proof(key, token, nonce=first))
+    _ok(lapsing)
+    following = lapsing.headers["dpop-nonce"]
+    assert following != first
+    again = api.call(token, api.proof(key, token, nonce=following))
+    _ok(again)
+    assert "dpop-nonce" not in again.headers
+    now[0] += 60  # ``first`` is two steps old: refused, with the current nonce
+    stale = api.call(token, api.proof(key, token, nonce=first))
+    _refused(stale, 401, "use_dpop_nonce", "dpop_nonce")
+    assert stale.headers["dpop-nonce"] not in (first, following)
+
+
 # -- the replay store ------------------------------------------------------------------------
 
 

@@ -75,6 +75,16 @@ def test_a_nonce_is_accepted_in_its_step_and_the_next_only() -> None:
     assert nonces.current(660.0) != nonce
 
 
+def test_a_nonces_age_is_its_step_count_back() -> None:
+    """age(): 0 in the nonce's own step, 1 in the next (about to lapse), None after or unknown."""
+    nonces = Nonces(b"s" * 32, 60.0)
+    nonce = nonces.current(600.0)
+    assert [nonces.age(nonce, t) for t in (600.0, 659.9, 660.0, 719.9, 720.0)] == [
+        0, 0, 1, 1, None,
+    ]  # fmt: skip
+    assert nonces.age("made-up", 600.0) is None and nonces.age(7, 600.0) is None
+
+
 def test_instances_with_the_same_secret_agree_and_other_secrets_do_not() -> None:
     """Stateless: another instance with the secret accepts the nonce; another secret does not."""
     nonce = Nonces(b"s" * 32, 60.0).current(1000.0)
