@@ -3,6 +3,7 @@
     bash dev.sh bench                     # everything, about 10 minutes
     bash dev.sh bench --quick             # shorter runs, about 90 s
     bash dev.sh bench --only inprocess    # or e2e, or cold (repeatable)
+    bash dev.sh bench --against REV       # the cached-token hot path, this checkout vs REV
 
 Results are printed and written to bench/results/ (git-ignored): results.md and results.json.
 """
@@ -25,6 +26,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import against
 import cold
 import common
 import e2e
@@ -41,7 +43,18 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="shorter runs (about 90 s)")
     parser.add_argument("--only", action="append", choices=PARTS, help="this part only")
     parser.add_argument("--output", type=Path, default=common.BENCH / "results")
+    parser.add_argument(
+        "--against", metavar="REV", help="only compare the hot path with git revision REV"
+    )
+    parser.add_argument("--rounds", type=int, default=11, help="rounds per tree for --against")
     args = parser.parse_args()
+    if args.against is not None:
+        if args.only or args.quick:
+            parser.error("--against runs alone: no --only or --quick with it")
+        if args.rounds < 3:
+            parser.error("--rounds must be 3 or more: a median of fewer says nothing")
+        against.run(args.against, args.rounds)
+        return 0
     parts, quick = args.only or PARTS, args.quick
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the servers are stopped
     cores = common.cores()
