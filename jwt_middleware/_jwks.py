@@ -547,6 +547,9 @@ def _store_name(kind: str, url: str) -> str:
 #: Polling the store for the fetch another process is making: first and longest wait.
 _POLL_FIRST = 0.02
 _POLL_MAX = 0.2
+#: How far behind ours another host's clock may be when it stamps the document it fetched
+#: while we wait. A host further behind only costs a fetch: we make our own after the wait.
+_STORE_SKEW = 5.0
 
 
 class _Shared:
@@ -800,6 +803,9 @@ class _Remote:
         """Another process holds the lock: poll the store for the document it fetches, for at
         most half the fetch's deadline (None: give up and fetch ourselves with the rest)."""
         give_up = time.monotonic() + self.total / 2
+        # Only a document fetched after we asked counts: the lock is not signed, so whoever can
+        # write the store could set it and put back an old signed entry (keys since retired).
+        asked = self.clock() - _STORE_SKEW
         pause = _POLL_FIRST
         while time.monotonic() < give_up and not shared.down:
             yield _Pause(min(pause, max(0.0, give_up - time.monotonic())))
@@ -809,7 +815,7 @@ class _Remote:
                 if self.jwks_uri is None:
                     continue
             entry = yield from shared.load(_store_name("jwks", self.jwks_uri))
-            if entry is None or entry.fetched_at <= seen:
+            if entry is None or entry.fetched_at <= seen or entry.fetched_at < asked:
                 continue
             keyset = self._stored_keyset(entry)
             if keyset is not None:

@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -356,6 +357,33 @@ def test_a_lock_left_by_a_dead_holder_delays_the_fetch_by_half_the_deadline_at_m
     assert a.verify(issuer.mint(now=clock.now)).subject == "user-1"
     assert time.monotonic() - started < 0.5
     assert issuer.jwks_requests == 2
+
+
+@pytest.mark.parametrize("worker", [0, 1], ids=["async", "sync"])
+def test_an_old_signed_entry_put_back_under_a_lock_is_not_taken(
+    issuer: LocalIssuer, pair: Any, clock: FakeClock, raw: redis.Redis, worker: int
+) -> None:
+    """The lock is not signed: someone who can write Redis (but lacks the secret) holds it and
+    puts back a genuine signed entry from two hours ago, holding a key since retired. A worker
+    waiting on the lock takes only a document fetched after it asked, so it fetches the keys
+    itself and a token signed by the retired key stays refused."""
+    retired = issuer.current_key
+    _, then = pair(clock=FakeClock(clock.now - 7200))
+    then.verify(issuer.mint(now=clock.now - 7200))  # a worker two hours ago stores k1's JWKS
+    name = _store_name("jwks", issuer.jwks_url)
+    captured = raw.get(PREFIX + name)
+    assert captured is not None and b"fetched_at" in captured
+    issuer.rotate(retire_old=True)
+    raw.delete(PREFIX + name)
+    raw.set("jwt_middleware:keys-lock:" + name, b"intruder", px=60_000)
+    replay = threading.Timer(0.2, lambda: raw.set(PREFIX + name, captured))
+    replay.start()
+    try:
+        waiting = pair(jwks_timeout=1.0)[worker]
+        assert waiting.refused(issuer.mint(now=clock.now, key=retired)) == "kid_unknown"
+    finally:
+        replay.join()
+    assert issuer.jwks_requests == 2  # its own fetch, after half its deadline
 
 
 # -- a fleet of worker processes ---------------------------------------------------------------
