@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import math
 import os
 import threading
 import time
@@ -47,6 +46,8 @@ _MAX_RETRY_AFTER = 60.0
 _WARN_EVERY = 10.0
 _ERROR_EVERY = 60.0
 _INACTIVE = "the introspection endpoint says the token is not active"
+#: exp values past this (year 5138) are not dates; as for a JWT's claims.
+_MAX_EXP = 10**11
 
 
 class _Throttle:
@@ -132,10 +133,14 @@ class _Core:
         if status == 200:
             encoding = headers.get("content-encoding", "identity").strip().lower()
             if encoding != "identity":
-                raise self.outage(f"answered with Content-Encoding {encoding[:30]!r} (refused)")
+                raise self.outage(
+                    f"answered with Content-Encoding {encoding[:30]!r} (refused)", kind="coding"
+                )
             media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
             if media != "application/json":
-                raise self.outage(f"answered with Content-Type {media[:60]!r}, not JSON")
+                raise self.outage(
+                    f"answered with Content-Type {media[:60]!r}, not JSON", kind="type"
+                )
             return
         if status in (401, 403):
             if self._throttle.allows("credentials", _ERROR_EVERY):
@@ -150,8 +155,10 @@ class _Core:
                 retry_after=self.config.retry_after,
             )
         if 300 <= status < 400:
-            raise self.outage(f"answered with a redirect ({status}), which is never followed")
-        raise self.outage(f"answered {status}", retry_after=_retry_after(headers))
+            raise self.outage(
+                f"answered with a redirect ({status}), which is never followed", kind="redirect"
+            )
+        raise self.outage(f"answered {status}", kind="status", retry_after=_retry_after(headers))
 
     def settle(self, digest: bytes, body: bytes) -> dict[str, Any]:
         """What a 200 answer's body means: the active members (cached), or InvalidToken."""
@@ -169,7 +176,9 @@ class _Core:
         now = self.clock()
         until = now + self.config.cache_ttl
         exp = answer.get("exp")
-        if isinstance(exp, int | float) and not isinstance(exp, bool) and math.isfinite(exp):
+        # The range first: math.isfinite(10**400) raises OverflowError. An exp out of range
+        # bounds nothing here; the claim checks refuse it.
+        if isinstance(exp, int | float) and not isinstance(exp, bool) and 0 <= exp <= _MAX_EXP:
             until = min(until, float(exp))
         # An answer already past its exp is handed on uncached: the claim checks refuse it.
         if until > now and self._active is not None:
@@ -177,10 +186,15 @@ class _Core:
                 self._active[digest] = _Entry(until, answer)
         return answer
 
-    def outage(self, problem: str, *, retry_after: float | None = None) -> IntrospectionUnavailable:
-        """The 503 for an endpoint that gave no usable answer, logged (throttled) without the
-        token, the secret or URL credentials."""
-        if self._throttle.allows(problem.split(" (")[0][:40], _WARN_EVERY):
+    def outage(
+        self, problem: str, *, kind: str | None = None, retry_after: float | None = None
+    ) -> IntrospectionUnavailable:
+        """The 503 for an endpoint that gave no usable answer, logged (throttled per ``kind``)
+        without the token, the secret or URL credentials. ``kind`` must be given, fixed, when
+        ``problem`` holds text the endpoint chose: each distinct kind gets its own line."""
+        if kind is None:
+            kind = problem.split(" (")[0][:40]
+        if self._throttle.allows(kind, _WARN_EVERY):
             logger.warning("jwt_middleware: introspection endpoint %s %s", self.shown, problem)
         wait = self.config.retry_after if retry_after is None else retry_after
         return IntrospectionUnavailable(f"the introspection endpoint {problem}", retry_after=wait)

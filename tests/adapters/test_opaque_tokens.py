@@ -316,3 +316,16 @@ def test_a_websocket_on_an_opaque_token_closes_at_its_exp(issuer: LocalIssuer) -
                 ws.recv(timeout=limit)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
     assert time.monotonic() - started < limit
+
+
+def test_an_exp_too_large_for_a_float_is_a_401_not_an_error(
+    serve: Serve, issuer: LocalIssuer
+) -> None:
+    """An active answer whose exp is a 400-digit integer (no float holds it): the cache bound
+    ignores it, the claim checks refuse it, 401 invalid_token, never a verifier error."""
+    base = serve()
+    token = issuer.opaque_token(exp=10**400)
+    answer = httpx.get(base + "/me", headers=bearer(token))
+    assert answer.status_code == 401, answer.text
+    challenge = answer.headers["www-authenticate"]
+    assert 'error="invalid_token"' in challenge and "verifier_error" not in challenge

@@ -757,3 +757,16 @@ def test_a_boolean_exp_does_not_bound_the_cache(make: Make, recording: Recording
     driver.introspect("t")
     driver.introspect("t")
     assert len(recording.requests) == 1
+
+
+def test_endpoint_chosen_text_cannot_multiply_warnings(
+    make: Make, recording: Recording, logs: pytest.LogCaptureFixture
+) -> None:
+    """Answers whose Content-Type changes every time (text the endpoint chooses) are one kind
+    of trouble: one warning per interval, not one per answer."""
+    driver = make(url=recording.url)
+    for n in range(20):
+        recording.answer = (200, {"content-type": f"text/x-{n}"}, b"{}")
+        driver.unavailable(f"t{n}")
+    warnings = [r for r in logs.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
