@@ -16,10 +16,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import os
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +29,14 @@ from cachetools import TLRUCache, TTLCache
 
 from . import _flow  # the module: _flow may import this one
 from ._errors import IntrospectionUnavailable, InvalidToken, Reason, redact
-from ._jwks import _NETWORK_ERRORS, _Budget, _ClampedBackend, _Limits, _wire_url
+from ._jwks import (
+    _NETWORK_ERRORS,
+    _Budget,
+    _ClampedBackend,
+    _Limits,
+    _wire_url,
+    reset_after_fork,
+)
 from ._jws import loads_strict
 from .introspection import Introspection
 
@@ -305,8 +310,7 @@ class SyncIntrospector:
         self._pool = self._new_pool()
         self._flights: dict[bytes, _Flight] = {}
         self._lock = threading.Lock()
-        ref = weakref.ref(self)
-        os.register_at_fork(after_in_child=lambda: _after_fork(ref))
+        reset_after_fork(self)
 
     def _new_pool(self) -> httpcore.ConnectionPool:
         pool_class = httpcore.ConnectionPool if self._proxy is None else httpcore.HTTPProxy
@@ -376,12 +380,6 @@ class SyncIntrospector:
 
     def close(self) -> None:
         self._pool.close()
-
-
-def _after_fork(ref: weakref.ReferenceType[SyncIntrospector]) -> None:
-    introspector = ref()
-    if introspector is not None:
-        introspector._forked()
 
 
 class AsyncIntrospector:

@@ -1020,10 +1020,22 @@ def fetch_jwks(url: str, *, timeout: float, max_bytes: int) -> Any:
     return body.result()[0]
 
 
-def _after_fork(ref: weakref.ReferenceType[SyncJWKS]) -> None:
-    remote = ref()
-    if remote is not None:
-        remote._forked()
+#: Objects whose ``_forked()`` runs in every child right after a fork. One hook for all: a
+#: callback per object can never be removed, and would pile up as resolved issuers come and go.
+_FORK_RESETS: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def reset_after_fork(obj: Any) -> None:
+    """Call ``obj._forked()`` in every child forked from now on, for as long as ``obj`` lives."""
+    _FORK_RESETS.add(obj)
+
+
+def _reset_all() -> None:
+    for obj in list(_FORK_RESETS):
+        obj._forked()
+
+
+os.register_at_fork(after_in_child=_reset_all)
 
 
 class SyncJWKS(_Remote):
@@ -1040,8 +1052,7 @@ class SyncJWKS(_Remote):
         self._forked()
         # Also reset right at fork (not only on the next refresh): a child forked while a
         # refresh was in flight would otherwise never start another one.
-        ref = weakref.ref(self)
-        os.register_at_fork(after_in_child=lambda: _after_fork(ref))
+        reset_after_fork(self)
 
     def _forked(self) -> None:
         # gunicorn --preload builds the app before forking workers: a child must not inherit a

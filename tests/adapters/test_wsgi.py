@@ -7,6 +7,7 @@ werkzeug server or a real ``os.fork``.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -593,6 +594,19 @@ def test_fork_during_a_fetch_in_flight_does_not_deadlock_the_child(
     assert _fork_and_request(mw, token, lambda: clock.advance(31)) == 0
     thread.join(timeout=15)
     assert outcome == [200]
+
+
+def test_fork_hooks_do_not_pile_up_as_key_caches_come_and_go(issuer: LocalIssuer) -> None:
+    """Every sync key cache is reset in a forked child through one process-wide hook that holds
+    it weakly: 200 caches made and dropped (as resolved issuers are) leave nothing behind."""
+    from jwt_middleware import _jwks
+
+    gc.collect()
+    before = len(_jwks._FORK_RESETS)
+    for _ in range(200):
+        _jwks.SyncJWKS(Settings(issuer=issuer.issuer, audience="a", jwks_url=issuer.jwks_url))
+    gc.collect()
+    assert len(_jwks._FORK_RESETS) == before
 
 
 # -- hostile input -------------------------------------------------------------------------------
