@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from starlette.exceptions import HTTPException
+
 from ._errors import ConfigurationError, KeyFetchError, redact, scope_names
 from ._jwks import discovery_url, fetch_jwks
 from ._settings import check_key_url
@@ -27,13 +29,31 @@ BEARER = "bearerAuth"
 #: Limits of the one discovery fetch: the middleware's defaults for key fetches.
 DISCOVERY_TIMEOUT = 5.0
 DISCOVERY_MAX_BYTES = 512 * 1024
-#: Seconds a failed discovery fetch is remembered. FastAPI builds the document inside its async
-#: /openapi.json route, so each fetch blocks the event loop for up to its time limit; without
-#: this, anyone asking for the (public) document while the issuer is down could stall every
-#: request the app serves, the ones with cached keys included.
+#: Seconds a failed discovery fetch is remembered (from its end), before another is tried.
 RETRY_AFTER_FAILURE = 30.0
+#: Seconds the first document build waits for a fetch it started. FastAPI builds the document
+#: inside its async /openapi.json route, so this wait blocks the event loop: it happens once
+#: per fetch, and the fetch runs in a thread of its own, so that anyone asking for the (public)
+#: document while the issuer is slow or down cannot stall the requests the app serves.
+FIRST_WAIT = 1.0
 #: The clock the failure memory runs on (a module global, so a test can move it).
 clock = time.monotonic
+
+
+class LoginUnavailable(ConfigurationError, HTTPException):
+    """The login's endpoints are not known (yet): the discovery document could not be read, or
+    is being read. A ConfigurationError for whoever builds the document; for FastAPI's
+    /openapi.json route, whose builder it escapes, a 503 with ``Retry-After`` (an HTTPException),
+    never a 500 and a traceback."""
+
+    def __init__(self, message: str) -> None:
+        HTTPException.__init__(
+            self, 503, message, headers={"Retry-After": str(int(RETRY_AFTER_FAILURE))}
+        )
+        Exception.__init__(self, message)
+
+    def __str__(self) -> str:
+        return str(self.detail)
 
 
 @dataclass(frozen=True)
@@ -112,25 +132,56 @@ class Login:
         self.descriptions = dict(descriptions)
         self._fetch = fetch
         self._lock = threading.Lock()
-        self._failed: tuple[float, str] | None = None  # when, and what the error said
+        self._failed: tuple[float, str] | None = None  # when it ended, what the error said
+        self._fetching: threading.Event | None = None  # set when the fetch in flight ends
 
     def endpoints(self) -> Endpoints:
-        """The endpoints, read from discovery the first time. A failure is answered again,
-        without a fetch, for ``RETRY_AFTER_FAILURE`` seconds; the first build after that tries
-        again."""
+        """The endpoints, read from discovery the first time, in a thread; the call that
+        starts the fetch waits for it ``FIRST_WAIT`` seconds at most, later calls not at all
+        while it runs. A failure is answered again, with no fetch, for ``RETRY_AFTER_FAILURE``
+        seconds. Raises :class:`LoginUnavailable` until the endpoints are known."""
         with self._lock:
-            if self._endpoints is None:
-                now = clock()
-                if self._failed is not None and now - self._failed[0] < RETRY_AFTER_FAILURE:
-                    raise ConfigurationError(
-                        f"{self._failed[1]} (not fetched again for {RETRY_AFTER_FAILURE:g}s)"
+            if self._endpoints is not None:
+                return self._endpoints
+            started = self._fetching is None
+            if started:
+                failed = self._failed
+                if failed is not None and clock() - failed[0] < RETRY_AFTER_FAILURE:
+                    raise LoginUnavailable(
+                        f"{failed[1]} (not fetched again for {RETRY_AFTER_FAILURE:g}s)"
                     )
-                try:
-                    self._endpoints = self._discover()
-                except ConfigurationError as exc:
-                    self._failed = (now, str(exc))
-                    raise
-            return self._endpoints
+                self._fetching = threading.Event()
+                threading.Thread(
+                    target=self._fetch_now, args=(self._fetching,), daemon=True
+                ).start()
+            fetching = self._fetching
+            assert fetching is not None
+        if started:
+            fetching.wait(FIRST_WAIT)  # outside the lock: the fetch thread needs it
+        with self._lock:
+            if self._endpoints is not None:
+                return self._endpoints
+            if self._fetching is None and self._failed is not None:
+                raise LoginUnavailable(self._failed[1])
+        assert self.issuer is not None
+        raise LoginUnavailable(
+            f"openapi_login is still reading the discovery document at "
+            f"{redact(discovery_url(self.issuer))}"
+        )
+
+    def _fetch_now(self, done: threading.Event) -> None:
+        try:
+            endpoints = self._discover()
+        except ConfigurationError as exc:
+            with self._lock:
+                self._failed = (clock(), str(exc))
+                self._fetching = None
+        else:
+            with self._lock:
+                self._endpoints = endpoints
+                self._fetching = None
+        finally:
+            done.set()
 
     def _discover(self) -> Endpoints:
         assert self.issuer is not None

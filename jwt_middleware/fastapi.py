@@ -126,8 +126,10 @@ def openapi_login(
     up for ``client_id`` as a public client with PKCE (S256). No client secret is ever used.
 
     The endpoints come from ``issuer``'s discovery document (``authorization_endpoint``,
-    ``token_endpoint``), read once when the OpenAPI document is first built, never at startup;
-    or give ``authorization_url`` and ``token_url`` and nothing is fetched. ``scopes`` are ticked
+    ``token_endpoint``), read once, in a thread, when the OpenAPI document is first asked for
+    (never at startup): until then, and for 30 s after a failed read, ``/openapi.json`` is a
+    503 with ``Retry-After`` (``app.openapi()`` raises a ConfigurationError). Or give
+    ``authorization_url`` and ``token_url`` and nothing is fetched. ``scopes`` are ticked
     beforehand in the Authorize dialog; every scope the routes require is offered.
     ``scope_descriptions`` labels scopes (and offers more, such as ``openid``).
     ``authorize_params`` go into the authorization request as is (e.g. ``{"audience": ...}``

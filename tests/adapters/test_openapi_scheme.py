@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
+import time
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 from urllib.parse import parse_qs, urlsplit
@@ -29,6 +30,7 @@ from jwt_middleware import (
 )
 from jwt_middleware.fastapi import RequireScopes, openapi_login
 from jwt_middleware.testing import LocalIssuer
+from tests.support.servers import uvicorn_in_thread
 
 CLIENT = "docs"
 REDIRECT = "http://127.0.0.1:9/docs/oauth2-redirect"
@@ -177,6 +179,42 @@ def test_an_unreachable_issuer_fails_the_document_clearly_then_recovers(
     now[0] += 1
     assert "oauth2" in app.openapi()["components"]["securitySchemes"]
     assert login_issuer.discovery_requests == served + 1
+
+
+def test_a_slow_issuer_never_stalls_the_app(login_issuer: LocalIssuer) -> None:
+    """Under uvicorn, with discovery taking 3 s: the first /openapi.json waits FIRST_WAIT at
+    most and is a 503 with Retry-After (the fetch goes on in a thread); asking again meanwhile
+    costs no wait and no second fetch; a request to a guarded route sent during all of this is
+    answered at once; once the fetch ends, the document has the login."""
+    settings = Settings(
+        issuer=login_issuer.issuer,
+        audience=login_issuer.audience,
+        jwks_url=login_issuer.jwks_url,
+        public_paths={"/openapi.json"},
+        warm_up=True,
+    )
+    app = orders_app(settings)
+    openapi_login(app, client_id=CLIENT, issuer=login_issuer.issuer)
+    token = {"authorization": f"Bearer {login_issuer.mint(scope='read list')}"}
+    login_issuer.set_fault("slow", paths=("discovery",), delay=3.0)
+    with uvicorn_in_thread(app) as port, httpx.Client(base_url=f"http://127.0.0.1:{port}") as c:
+        assert c.get("/orders", headers=token).status_code == 200
+        started = time.monotonic()
+        first = c.get("/openapi.json")
+        assert time.monotonic() - started < _openapi.FIRST_WAIT + 0.5
+        assert first.status_code == 503, first.text
+        assert first.headers["retry-after"] == str(int(_openapi.RETRY_AFTER_FAILURE))
+        assert "still reading the discovery document" in first.json()["detail"]
+        started = time.monotonic()
+        assert c.get("/openapi.json").status_code == 503
+        assert c.get("/orders", headers=token).status_code == 200
+        assert time.monotonic() - started < 0.5
+        deadline = time.monotonic() + 10
+        while (answer := c.get("/openapi.json")).status_code == 503:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    assert "oauth2" in answer.json()["components"]["securitySchemes"]
+    assert login_issuer.discovery_requests == 1  # one fetch, however often it was asked
 
 
 @pytest.mark.parametrize(
