@@ -547,6 +547,21 @@ def _store_name(kind: str, url: str) -> str:
 #: Polling the store for the fetch another process is making: first and longest wait.
 _POLL_FIRST = 0.02
 _POLL_MAX = 0.2
+#: Longest wait for one key-store call; never more than half the time the fetch has left, so a
+#: store that hangs (paused, or dripping its answer past its socket timeout) leaves the fetch
+#: time to go to the key server itself: a store outage means fetching directly, never a 503.
+_STORE_CALL_MAX = 1.0
+
+
+def store_call_limit(left: float) -> float:
+    """Seconds one key-store call may take when the fetch has ``left`` seconds."""
+    return min(_STORE_CALL_MAX, left / 2)
+
+
+def store_too_slow(limit: float) -> KeyStoreError:
+    return KeyStoreError(f"the key store did not answer within {limit:.2g}s")
+
+
 #: How far behind ours another host's clock may be when it stamps the document it fetched
 #: while we wait. A host further behind only costs a fetch: we make our own after the wait.
 _STORE_SKEW = 5.0
@@ -1130,12 +1145,27 @@ class SyncJWKS(_Remote):
         if isinstance(step, _Pause):
             time.sleep(max(0.0, min(step.seconds, budget.deadline - time.monotonic())))
             return None
-        if budget.spent:  # the store's own timeout must not carry the fetch past its deadline
+        left = budget.deadline - time.monotonic()
+        if left <= 0:
             return KeyStoreError(_TOO_SLOW)
+        # In a thread of its own, waited for a bounded time: the store client's socket timeout
+        # bounds each read, not the call (a store that drips its answer), and it may have none.
+        limit = store_call_limit(left)
+        answers: list[Any] = []
+
+        def call() -> None:
+            try:
+                answers.append(getattr(self.store, step.method)(*step.args))
+            except Exception as exc:
+                answers.append(exc)
+
+        worker = threading.Thread(target=call, name="jwks-key-store", daemon=True)
         try:
-            return getattr(self.store, step.method)(*step.args)
-        except Exception as exc:
-            return exc
+            worker.start()
+        except RuntimeError as exc:  # no thread to be had
+            return KeyStoreError(f"could not start a key store call ({exc})")
+        worker.join(limit)
+        return answers[0] if answers else store_too_slow(limit)
 
     def close(self) -> None:
         """Wait (until its deadline at most) for a fetch in flight to finish, its logging and

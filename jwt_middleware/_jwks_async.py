@@ -26,6 +26,8 @@ from ._jwks import (
     _Step,
     _StoreCall,
     _Target,
+    store_call_limit,
+    store_too_slow,
 )
 from ._keys import KeySet
 from ._settings import Issuer
@@ -85,8 +87,9 @@ class AsyncJWKS(_Remote):
 
     async def _run(self, flight: asyncio.Future[None], kid: str | None) -> None:
         outcome: _Outcome = KeyFetchError("fetch cancelled")
+        deadline = asyncio.get_running_loop().time() + self.total
         try:
-            outcome = await asyncio.wait_for(self._fetch(kid), timeout=self.total)
+            outcome = await asyncio.wait_for(self._fetch(kid, deadline), timeout=self.total)
         except asyncio.TimeoutError:
             outcome = KeyFetchError(_TOO_SLOW)
         finally:
@@ -104,16 +107,16 @@ class AsyncJWKS(_Remote):
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _fetch(self, kid: str | None) -> _Outcome:
+    async def _fetch(self, kid: str | None, deadline: float) -> _Outcome:
         flow = self._flow(kid)
         step = _advance(flow, None)
         while _is_step(step):
-            step = _advance(flow, await self._make(step))
+            step = _advance(flow, await self._make(step, deadline))
         outcome: _Outcome = step
         return outcome
 
-    async def _make(self, step: _Step) -> Any:
-        """The answer to one step of the flow."""
+    async def _make(self, step: _Step, deadline: float) -> Any:
+        """The answer to one step of the flow (``deadline``: the fetch's, in loop time)."""
         if isinstance(step, _Target):
             return await self._answer(step)
         if isinstance(step, _Pause):
@@ -121,14 +124,19 @@ class AsyncJWKS(_Remote):
             return None
         assert isinstance(step, _StoreCall)
         method = getattr(self.store, step.method)
+        # Bounded, so a store that hangs leaves the fetch time to reach the key server itself.
+        limit = store_call_limit(deadline - asyncio.get_running_loop().time())
         try:
             if is_async(self.store):
-                return await method(*step.args)
+                return await asyncio.wait_for(method(*step.args), limit)
             if isinstance(self.store, MemoryKeyStore):
                 return method(*step.args)  # a dict behind a lock: it never blocks for long
             # A sync store (redis-py, a database client) blocks on its socket: off the loop.
             # Its calls are few (a fetch's worth, once per max age), so a thread costs nothing.
-            return await asyncio.to_thread(method, *step.args)
+            # A thread cannot be cancelled: past the limit it is left to end on its own.
+            return await asyncio.wait_for(asyncio.to_thread(method, *step.args), limit)
+        except asyncio.TimeoutError:
+            return store_too_slow(limit)
         except Exception as exc:
             return exc
 

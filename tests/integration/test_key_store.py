@@ -286,6 +286,35 @@ def test_a_redis_that_is_down_means_fetching_directly(
     assert all("ConnectionError" in r.getMessage() for r in failures)
 
 
+@pytest.mark.parametrize("kind", ["async", "sync"])
+def test_a_redis_that_stops_answering_means_fetching_directly(
+    issuer: LocalIssuer, make_settings: Any, clock: FakeClock, spare_redis: RedisServer, kind: str
+) -> None:
+    """A Redis paused (CLIENT PAUSE) under a client with no socket timeout of its own: each
+    store call is given at most half of what the fetch has left, so the key cache gives up on
+    the store and fetches for itself within the fetch's deadline; the token verifies."""
+    import redis.asyncio
+
+    if kind == "async":
+        store: Any = AsyncRedisKeyStore(
+            redis.asyncio.Redis.from_url(spare_redis.url), secret=SECRET
+        )
+    else:
+        store = RedisKeyStore(redis.Redis.from_url(spare_redis.url), secret=SECRET)
+    driver = Both(kind, make_settings(clock=clock, key_store=store, jwks_timeout=1.0))
+    admin = redis.Redis.from_url(spare_redis.url, socket_timeout=5)
+    admin.client_pause(20_000, all=True)
+    try:
+        started = time.monotonic()
+        assert driver.verify(issuer.mint(now=clock.now)).subject == "user-1"
+        assert time.monotonic() - started < 2.0  # the fetch's deadline: 2 x jwks_timeout
+        assert issuer.jwks_requests == 1
+    finally:
+        admin.close()
+        spare_redis.stop()  # paused, it would keep every later command waiting (UNPAUSE too)
+        driver.close()
+
+
 def test_junk_in_redis_is_fetched_over_and_replaced(
     issuer: LocalIssuer, pair: Any, clock: FakeClock, raw: redis.Redis
 ) -> None:
