@@ -222,7 +222,7 @@ class _Core:
 def _retry_after(headers: httpx.Headers) -> float | None:
     """The endpoint's ``Retry-After`` in seconds (the delta form only), bounded."""
     value = headers.get("retry-after", "").strip()
-    if not value.isdigit() or len(value) > 6:
+    if not (value.isascii() and value.isdigit()) or len(value) > 6:  # "²".isdigit() holds
         return None
     return min(max(1.0, float(value)), _MAX_RETRY_AFTER)
 

@@ -286,7 +286,7 @@ class _Body:
             fields.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
         _check_media_type(fields.get("content-type", []), target)
         for length in fields.get("content-length", []):
-            if not length.isdigit() or int(length) > max_bytes:
+            if not (length.isascii() and length.isdigit()) or int(length) > max_bytes:
                 raise KeyFetchError(f"{shown} sent a body over {max_bytes} bytes")
         self.max_age = _parse_max_age(", ".join(fields.get("cache-control", [])))
         self._coding = _coding(fields.get("content-encoding", []), shown)

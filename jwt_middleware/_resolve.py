@@ -142,7 +142,8 @@ class _Budget:
     def take(self, now: float) -> float:
         """0 when one admission is allowed now (and taken); else seconds until one is."""
         if self.at is not None:
-            self.left = min(self.capacity, self.left + (now - self.at) * self.rate)
+            # A clock stepped back refills nothing, and takes nothing back either.
+            self.left = min(self.capacity, self.left + max(0.0, now - self.at) * self.rate)
         self.at = now
         if self.left >= 1.0:
             self.left -= 1.0

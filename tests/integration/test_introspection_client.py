@@ -671,7 +671,17 @@ def test_a_403_is_a_credentials_refusal_too(
 
 @pytest.mark.parametrize(
     ("value", "seconds"),
-    [("0", 1), ("1", 1), ("60", 60), ("61", 60), ("-5", 7), ("1.5", 7), ("1e3", 7), ("", 7)],
+    [
+        ("0", 1),
+        ("1", 1),
+        ("60", 60),
+        ("61", 60),
+        ("-5", 7),
+        ("1.5", 7),
+        ("1e3", 7),
+        ("", 7),
+        ("\u00b2", 7),  # "²".isdigit() holds
+    ],
 )
 def test_retry_after_values(make: Make, recording: Recording, value: str, seconds: float) -> None:
     """Retry-After in delta seconds is held within 1..60; any other form is ignored (the

@@ -136,3 +136,12 @@ def test_the_admission_budget_refills_over_a_minute() -> None:
     assert budget.take(1020.0) == 0.0
     assert budget.take(1020.0) > 0
     assert [budget.take(2000.0) for _ in range(4)][:3] == [0.0, 0.0, 0.0]  # capped at 3
+
+
+def test_a_clock_stepped_back_neither_refills_nor_drains_the_budget() -> None:
+    """An hour back (NTP): no admissions are taken back, so one is due in 20 s as before,
+    not in an hour's worth of refill."""
+    budget = _Budget(3)
+    assert [budget.take(5000.0) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert budget.take(1400.0) == pytest.approx(20.0)
+    assert budget.take(1420.0) == 0.0
