@@ -114,6 +114,11 @@ class _Core:
             self._form += [("client_id", config.client_id), ("client_secret", config.client_secret)]
         self._throttle = _Throttle()
 
+    def forked(self) -> None:
+        """New locks in a forked child (the caches are kept: they hold no sockets)."""
+        self._lock = threading.Lock()
+        self._throttle = _Throttle()
+
     # -- caches --------------------------------------------------------------------------------
 
     def cached(self, digest: bytes) -> dict[str, Any] | None:
@@ -319,10 +324,12 @@ class SyncIntrospector:
         )
 
     def _forked(self) -> None:
-        # A child must not share its parent's sockets, or wait on a parent thread's flight.
+        # A child must not share its parent's sockets, wait on a parent thread's flight, or
+        # inherit a lock some parent thread held at the fork (nothing would release it).
         self._pool = self._new_pool()
         self._flights = {}
         self._lock = threading.Lock()
+        self._core.forked()
 
     def introspect(self, token: str) -> dict[str, Any]:
         """The active token's members (read-only, shared); raises InvalidToken (token_inactive) or

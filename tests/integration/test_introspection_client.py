@@ -9,6 +9,8 @@ import asyncio
 import base64
 import http.server
 import logging
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -780,3 +782,36 @@ def test_endpoint_chosen_text_cannot_multiply_warnings(
         driver.unavailable(f"t{n}")
     warnings = [r for r in logs.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_forked_while_a_lock_is_held_does_not_deadlock(
+    issuer: LocalIssuer, clock: FakeClock
+) -> None:
+    """Forked while another thread holds the cache lock (as gunicorn --preload may fork): the
+    child's introspector has locks of its own, and answers."""
+    config = Introspection(
+        url=issuer.introspection_url, client_id=CLIENT[0], client_secret=CLIENT[1]
+    )
+    client = SyncIntrospector(config, clock)
+    token = issuer.opaque_token()
+    with client._core._lock:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            code = 1
+            try:
+                code = 0 if client.introspect(token)["active"] is True else 2
+            finally:
+                os._exit(code)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.02)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child deadlocked")
+    assert os.waitstatus_to_exitcode(status) == 0
+    client.close()
