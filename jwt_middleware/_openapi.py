@@ -151,9 +151,13 @@ class Login:
                         f"{failed[1]} (not fetched again for {RETRY_AFTER_FAILURE:g}s)"
                     )
                 self._fetching = threading.Event()
-                threading.Thread(
-                    target=self._fetch_now, args=(self._fetching,), daemon=True
-                ).start()
+                try:
+                    threading.Thread(
+                        target=self._fetch_now, args=(self._fetching,), daemon=True
+                    ).start()
+                except RuntimeError:  # no thread to be had: try again on the next build
+                    self._fetching = None
+                    raise LoginUnavailable("openapi_login could not start its read") from None
             fetching = self._fetching
             assert fetching is not None
         if started:
@@ -172,9 +176,10 @@ class Login:
     def _fetch_now(self, done: threading.Event) -> None:
         try:
             endpoints = self._discover()
-        except ConfigurationError as exc:
+        except Exception as exc:  # whatever it is, the next build must not wait on it forever
+            problem = str(exc) if isinstance(exc, ConfigurationError) else type(exc).__name__
             with self._lock:
-                self._failed = (clock(), str(exc))
+                self._failed = (clock(), problem)
                 self._fetching = None
         else:
             with self._lock:

@@ -217,6 +217,38 @@ def test_a_slow_issuer_never_stalls_the_app(login_issuer: LocalIssuer) -> None:
     assert login_issuer.discovery_requests == 1  # one fetch, however often it was asked
 
 
+def test_a_read_that_breaks_unexpectedly_is_a_failure_not_a_read_forever(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A discovery read that raises something unforeseen ends like any failed read: the build
+    says what, the next one within RETRY_AFTER_FAILURE says so without reading, and the one
+    after that reads again (it would otherwise wait on a read that never ends)."""
+    now = [1000.0]
+    monkeypatch.setattr(_openapi, "clock", lambda: now[0])
+    reads: list[str] = []
+
+    def fetch(url: str) -> Any:
+        reads.append(url)
+        raise ValueError("unforeseen")
+
+    login = _openapi.Login(
+        issuer="https://login.example.com/",
+        authorization_url=None,
+        token_url=None,
+        scheme_name="oauth2",
+        descriptions={},
+        fetch=fetch,
+    )
+    with pytest.raises(ConfigurationError, match="ValueError"):
+        login.endpoints()
+    with pytest.raises(ConfigurationError, match="not fetched again"):
+        login.endpoints()
+    now[0] += _openapi.RETRY_AFTER_FAILURE
+    with pytest.raises(ConfigurationError, match="ValueError"):
+        login.endpoints()
+    assert len(reads) == 2
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
