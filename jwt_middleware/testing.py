@@ -668,7 +668,10 @@ class LocalIssuer:
     def port(self) -> int:
         """The listening port (fixed at the first ``start()``; kept across ``down``/recovery)."""
         if not self._bound:
-            raise RuntimeError("LocalIssuer is not started")
+            raise RuntimeError(
+                "LocalIssuer is not started: use it as a context manager "
+                "(`with LocalIssuer() as issuer:`) or call start() first"
+            )
         return self._port
 
     @property

@@ -516,3 +516,9 @@ def test_stop_is_prompt_with_a_slow_request_in_flight(local: LocalIssuer) -> Non
     thread.join(5)
     assert not thread.is_alive()
     assert len(outcome) == 1 and isinstance(outcome[0], httpx.TransportError)
+
+
+def test_an_issuer_not_started_says_how_to_start_it() -> None:
+    """Its URLs before start(): a RuntimeError that names both ways to start it."""
+    with pytest.raises(RuntimeError, match=r"with LocalIssuer\(\) as issuer.*start\(\)"):
+        _ = LocalIssuer().jwks_url
