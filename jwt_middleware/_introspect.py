@@ -53,6 +53,10 @@ _ERROR_EVERY = 60.0
 _INACTIVE = "the introspection endpoint says the token is not active"
 #: exp values past this (year 5138) are not dates; as for a JWT's claims.
 _MAX_EXP = 10**11
+#: The sync client's connection pool, as httpx.Client's defaults.
+_MAX_CONNECTIONS = 100
+_MAX_KEEPALIVE = 20
+_KEEPALIVE_EXPIRY = 5.0
 
 
 class _Throttle:
@@ -320,7 +324,13 @@ class SyncIntrospector:
     def _new_pool(self) -> httpcore.ConnectionPool:
         pool_class = httpcore.ConnectionPool if self._proxy is None else httpcore.HTTPProxy
         return pool_class(
-            network_backend=_ClampedBackend(self._budget), **self._limits.pool_options(self._proxy)
+            network_backend=_ClampedBackend(self._budget),
+            # httpx.Client's limits: httpcore's own default (10) would make the 11th request
+            # thread wait for a connection, and time out, behind ten slow answers.
+            max_connections=_MAX_CONNECTIONS,
+            max_keepalive_connections=_MAX_KEEPALIVE,
+            keepalive_expiry=_KEEPALIVE_EXPIRY,
+            **self._limits.pool_options(self._proxy),
         )
 
     def _forked(self) -> None:

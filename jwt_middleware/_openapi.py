@@ -21,7 +21,7 @@ from typing import Any
 from starlette.exceptions import HTTPException
 
 from ._errors import ConfigurationError, KeyFetchError, redact, scope_names
-from ._jwks import discovery_url, fetch_jwks
+from ._jwks import discovery_url, fetch_jwks, reset_after_fork
 from ._settings import check_key_url
 
 #: The scheme name ``RequireScopes`` declares (an ``HTTPBearer``), replaced by the login's.
@@ -40,11 +40,13 @@ FIRST_WAIT = 1.0
 clock = time.monotonic
 
 
-class LoginUnavailable(ConfigurationError, HTTPException):
+class LoginUnavailable(HTTPException, ConfigurationError):
     """The login's endpoints are not known (yet): the discovery document could not be read, or
     is being read. A ConfigurationError for whoever builds the document; for FastAPI's
     /openapi.json route, whose builder it escapes, a 503 with ``Retry-After`` (an HTTPException),
-    never a 500 and a traceback."""
+    never a 500 and a traceback. HTTPException first: Starlette picks the handler by the
+    class order, and an app's handler for ValueError (a ConfigurationError is one) must not
+    answer for it."""
 
     def __init__(self, message: str) -> None:
         HTTPException.__init__(
@@ -134,6 +136,13 @@ class Login:
         self._lock = threading.Lock()
         self._failed: tuple[float, str] | None = None  # when it ended, what the error said
         self._fetching: threading.Event | None = None  # set when the fetch in flight ends
+        reset_after_fork(self)
+
+    def _forked(self) -> None:
+        # gunicorn --preload: a read in flight at the fork has no thread in the child, which
+        # would otherwise say "still reading" for good.
+        self._lock = threading.Lock()
+        self._fetching = None
 
     def endpoints(self) -> Endpoints:
         """The endpoints, read from discovery the first time, in a thread; the call that

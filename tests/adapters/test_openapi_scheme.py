@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import secrets
+import signal
 import time
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any
@@ -18,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 from fastapi import APIRouter, Depends, FastAPI
+from starlette.responses import JSONResponse
 from starlette.testclient import TestClient
 
 from jwt_middleware import (
@@ -247,6 +250,62 @@ def test_a_read_that_breaks_unexpectedly_is_a_failure_not_a_read_forever(
     with pytest.raises(ConfigurationError, match="ValueError"):
         login.endpoints()
     assert len(reads) == 2
+
+
+def test_an_apps_value_error_handler_does_not_answer_for_the_login(
+    login_issuer: LocalIssuer,
+) -> None:
+    """An app with a handler for ValueError (which a ConfigurationError is): /openapi.json with
+    the issuer down is still the login's 503 with Retry-After, not that handler's answer."""
+    app = orders_app()
+
+    @app.exception_handler(ValueError)
+    async def bad_input(request: Any, exc: ValueError) -> JSONResponse:
+        return JSONResponse({"error": "bad input"}, status_code=400)
+
+    openapi_login(app, client_id=CLIENT, issuer=login_issuer.issuer)
+    login_issuer.set_fault("down")
+    with TestClient(app) as client:
+        answer = client.get("/openapi.json")
+    assert answer.status_code == 503, answer.text
+    assert answer.headers["retry-after"] == str(int(_openapi.RETRY_AFTER_FAILURE))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_forked_during_a_read_reads_for_itself(login_issuer: LocalIssuer) -> None:
+    """Forked while the parent's discovery read is in flight (gunicorn --preload): the child,
+    which lacks the reading thread, starts its own read instead of "still reading" for good."""
+    app = orders_app()
+    openapi_login(app, client_id=CLIENT, issuer=login_issuer.issuer)
+    login_issuer.set_fault("slow", paths=("discovery",), delay=1.5)
+    with pytest.raises(ConfigurationError, match="still reading"):
+        app.openapi()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            deadline = time.monotonic() + 8
+            while time.monotonic() < deadline:
+                try:
+                    schemes = app.openapi()["components"]["securitySchemes"]
+                except ConfigurationError:
+                    time.sleep(0.1)
+                    continue
+                code = 0 if "oauth2" in schemes else 2
+                break
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child never finished")
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 @pytest.mark.parametrize(

@@ -815,3 +815,36 @@ def test_a_child_forked_while_a_lock_is_held_does_not_deadlock(
         pytest.fail("the forked child deadlocked")
     assert os.waitstatus_to_exitcode(status) == 0
     client.close()
+
+
+def test_twenty_threads_get_twenty_slow_answers_in_time(
+    issuer: LocalIssuer, clock: FakeClock
+) -> None:
+    """The sync client's pool lets as many requests out at once as httpx.Client would: twenty
+    threads asking about twenty tokens an endpoint answers in 1 s all get their answer within
+    the 1.8 s deadline (with ten connections, ten would wait and time out)."""
+    config = Introspection(
+        url=issuer.introspection_url,
+        client_id=CLIENT[0],
+        client_secret=CLIENT[1],
+        timeout=1.8,
+        deadline=1.8,
+    )
+    client = SyncIntrospector(config, clock)
+    tokens = [issuer.opaque_token() for _ in range(20)]
+    issuer.set_fault("slow", paths=["introspection"], delay=1.0)
+    outcomes: list[str] = []
+
+    def ask(token: str) -> None:
+        try:
+            outcomes.append("active" if client.introspect(token)["active"] else "?")
+        except IntrospectionUnavailable:
+            outcomes.append("unavailable")
+
+    threads = [threading.Thread(target=ask, args=(token,)) for token in tokens]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    client.close()
+    assert outcomes == ["active"] * 20
