@@ -47,6 +47,7 @@ Transport limits (every key server is hostile):
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import logging
 import os
@@ -560,6 +561,15 @@ def store_call_limit(left: float) -> float:
 
 def store_too_slow(limit: float) -> KeyStoreError:
     return KeyStoreError(f"the key store did not answer within {limit:.2g}s")
+
+
+def late_release(step: _StoreCall, answer: Any) -> tuple[Any, ...] | None:
+    """The release() arguments that undo a store call answered after the fetch gave up on it,
+    if it needs undoing: a lock taken too late would hold every other process off until it
+    expired, and nobody would be fetching."""
+    if step.method == "acquire" and isinstance(answer, str):
+        return (step.args[0], answer)
+    return None
 
 
 #: How far behind ours another host's clock may be when it stamps the document it fetched
@@ -1152,12 +1162,21 @@ class SyncJWKS(_Remote):
         # bounds each read, not the call (a store that drips its answer), and it may have none.
         limit = store_call_limit(left)
         answers: list[Any] = []
+        handoff = threading.Lock()  # the answer goes to the fetch, or (too late) is undone
+        abandoned: list[bool] = []
+        store = self.store
 
         def call() -> None:
             try:
-                answers.append(getattr(self.store, step.method)(*step.args))
+                answer = getattr(store, step.method)(*step.args)
             except Exception as exc:
-                answers.append(exc)
+                answer = exc
+            with handoff:
+                undo = late_release(step, answer) if abandoned else None
+                answers.append(answer)
+            if undo is not None:
+                with contextlib.suppress(Exception):  # it expires anyway
+                    store.release(*undo)
 
         worker = threading.Thread(target=call, name="jwks-key-store", daemon=True)
         try:
@@ -1165,7 +1184,11 @@ class SyncJWKS(_Remote):
         except RuntimeError as exc:  # no thread to be had
             return KeyStoreError(f"could not start a key store call ({exc})")
         worker.join(limit)
-        return answers[0] if answers else store_too_slow(limit)
+        with handoff:
+            if answers:
+                return answers[0]
+            abandoned.append(True)
+        return store_too_slow(limit)
 
     def close(self) -> None:
         """Wait (until its deadline at most) for a fetch in flight to finish, its logging and

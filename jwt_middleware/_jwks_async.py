@@ -7,6 +7,7 @@ imports asyncio.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from typing import Any
 
@@ -26,6 +27,7 @@ from ._jwks import (
     _Step,
     _StoreCall,
     _Target,
+    late_release,
     store_call_limit,
     store_too_slow,
 )
@@ -126,19 +128,44 @@ class AsyncJWKS(_Remote):
         method = getattr(self.store, step.method)
         # Bounded, so a store that hangs leaves the fetch time to reach the key server itself.
         limit = store_call_limit(deadline - asyncio.get_running_loop().time())
-        try:
-            if is_async(self.store):
-                return await asyncio.wait_for(method(*step.args), limit)
-            if isinstance(self.store, MemoryKeyStore):
+        if isinstance(self.store, MemoryKeyStore):
+            try:
                 return method(*step.args)  # a dict behind a lock: it never blocks for long
-            # A sync store (redis-py, a database client) blocks on its socket: off the loop.
-            # Its calls are few (a fetch's worth, once per max age), so a thread costs nothing.
-            # A thread cannot be cancelled: past the limit it is left to end on its own.
-            return await asyncio.wait_for(asyncio.to_thread(method, *step.args), limit)
+            except Exception as exc:
+                return exc
+        # A sync store (redis-py, a database client) blocks on its socket: off the loop. Its
+        # calls are few (a fetch's worth, once per max age), so a thread costs nothing.
+        call = asyncio.ensure_future(
+            method(*step.args) if is_async(self.store) else asyncio.to_thread(method, *step.args)
+        )
+        try:
+            # Shielded: a call given up on goes on, so that a lock it takes late is released.
+            return await asyncio.wait_for(asyncio.shield(call), limit)
         except asyncio.TimeoutError:
             return store_too_slow(limit)
         except Exception as exc:
             return exc
+        finally:
+            if not call.done():
+                call.add_done_callback(functools.partial(self._late, step))
+
+    def _late(self, step: _StoreCall, call: asyncio.Future[Any]) -> None:
+        """A store call answered after the fetch gave up on it: undo what needs undoing."""
+        if call.cancelled() or call.exception() is not None:
+            return
+        undo = late_release(step, call.result())
+        if undo is None:
+            return
+        release = self.store.release
+        done = release(*undo) if is_async(self.store) else asyncio.to_thread(release, *undo)
+        task = asyncio.ensure_future(done)
+        self._tasks.add(task)  # asyncio keeps only weak references to tasks
+        task.add_done_callback(self._released)
+
+    def _released(self, task: asyncio.Future[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # it expires anyway: retrieved, so never reported as lost
 
     async def _answer(self, target: _Target) -> _Answer:
         """One GET, or the exception it ended with."""

@@ -33,6 +33,7 @@ from jwt_middleware._wsgi import JWTWSGIMiddleware
 from jwt_middleware.keystore import (
     AsyncRedisKeyStore,
     CorruptEntry,
+    MemoryKeyStore,
     RedisKeyStore,
     StoredDocument,
 )
@@ -313,6 +314,55 @@ def test_a_redis_that_stops_answering_means_fetching_directly(
         admin.close()
         spare_redis.stop()  # paused, it would keep every later command waiting (UNPAUSE too)
         driver.close()
+
+
+class _SlowToLock:
+    """A MemoryKeyStore shared with others, whose acquire() answers only after ``delay``."""
+
+    def __init__(self, shared: MemoryKeyStore, delay: float) -> None:
+        self.shared, self.delay = shared, delay
+
+    def load(self, name: str, max_bytes: int) -> Any:
+        return self.shared.load(name, max_bytes)
+
+    def save(self, name: str, document: Any, ttl: float) -> None:
+        self.shared.save(name, document, ttl)
+
+    def acquire(self, name: str, ttl: float) -> str | None:
+        time.sleep(self.delay)
+        return self.shared.acquire(name, ttl)
+
+    def release(self, name: str, token: str) -> None:
+        self.shared.release(name, token)
+
+
+@pytest.mark.parametrize("kind", ["async", "sync"])
+def test_a_lock_taken_after_the_fetch_gave_up_on_it_is_released(
+    issuer: LocalIssuer, make_settings: Any, clock: FakeClock, kind: str
+) -> None:
+    """One worker's acquire() answers at 1.5 s, past its 1 s bound: it fetches directly, and
+    the lock its late call took is released, so the next worker needing keys takes the lock
+    and fetches at once instead of waiting half its deadline for a fetch nobody is making."""
+    shared = MemoryKeyStore()
+    slow = Both(
+        kind, make_settings(clock=clock, key_store=_SlowToLock(shared, 1.5), jwks_timeout=1.0)
+    )
+    quick = Both("sync", make_settings(clock=clock, key_store=shared))
+    try:
+        assert slow.verify(issuer.mint(now=clock.now)).subject == "user-1"
+        # The late acquire lands and is undone (on the event loop, which a server keeps
+        # running: here it runs only inside run()).
+        if kind == "async":
+            slow.run(asyncio.sleep(0.8))
+        else:
+            time.sleep(0.8)
+        issuer.rotate()
+        started = time.monotonic()
+        assert quick.verify(issuer.mint(now=clock.now)).subject == "user-1"
+        assert time.monotonic() - started < 1.0
+    finally:
+        slow.close()
+        quick.close()
 
 
 def test_junk_in_redis_is_fetched_over_and_replaced(
