@@ -36,6 +36,9 @@ RETRY_AFTER_FAILURE = 30.0
 #: per fetch, and the fetch runs in a thread of its own, so that anyone asking for the (public)
 #: document while the issuer is slow or down cannot stall the requests the app serves.
 FIRST_WAIT = 1.0
+#: The Retry-After while a read is in flight: it ends within the fetch's limit (10 s), most
+#: often well before.
+READING_RETRY_AFTER = 2.0
 #: The clock the failure memory runs on (a module global, so a test can move it).
 clock = time.monotonic
 
@@ -48,10 +51,8 @@ class LoginUnavailable(HTTPException, ConfigurationError):
     class order, and an app's handler for ValueError (a ConfigurationError is one) must not
     answer for it."""
 
-    def __init__(self, message: str) -> None:
-        HTTPException.__init__(
-            self, 503, message, headers={"Retry-After": str(int(RETRY_AFTER_FAILURE))}
-        )
+    def __init__(self, message: str, retry_after: float = RETRY_AFTER_FAILURE) -> None:
+        HTTPException.__init__(self, 503, message, headers={"Retry-After": str(int(retry_after))})
         Exception.__init__(self, message)
 
     def __str__(self) -> str:
@@ -179,7 +180,8 @@ class Login:
         assert self.issuer is not None
         raise LoginUnavailable(
             f"openapi_login is still reading the discovery document at "
-            f"{redact(discovery_url(self.issuer))}"
+            f"{redact(discovery_url(self.issuer))}",
+            retry_after=READING_RETRY_AFTER,
         )
 
     def _fetch_now(self, done: threading.Event) -> None:
