@@ -11,7 +11,6 @@ import base64
 import hashlib
 import os
 import secrets
-import signal
 import time
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any
@@ -33,6 +32,7 @@ from jwt_middleware import (
 )
 from jwt_middleware.fastapi import RequireScopes, openapi_login
 from jwt_middleware.testing import LocalIssuer
+from tests.support.forking import wait_child
 from tests.support.servers import uvicorn_in_thread
 
 CLIENT = "docs"
@@ -295,17 +295,7 @@ def test_a_child_forked_during_a_read_reads_for_itself(login_issuer: LocalIssuer
                 break
         finally:
             os._exit(code)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        time.sleep(0.05)
-    else:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        pytest.fail("the forked child never finished")
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert wait_child(pid) == 0
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,6 @@ import gc
 import json
 import logging
 import os
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +25,7 @@ from jwt_middleware._wsgi import JWTWSGIMiddleware, get_token
 from jwt_middleware.testing import LocalIssuer, SigningKey, generate_key
 from tests.support.challenges import with_dpop
 from tests.support.clock import FakeClock
+from tests.support.forking import wait_child
 from tests.support.servers import bearer, closing, json_body, raw_request, serve_wsgi
 
 __all__ = ["serve_wsgi"]  # a fixture, used by name
@@ -521,19 +521,6 @@ def test_concurrent_requests_over_real_http_share_one_fetch(
 # -- fork ----------------------------------------------------------------------------------------
 
 
-def _wait_child(pid: int, timeout: float = 15.0) -> int:
-    """The child's exit status; killed (and the test failed) if it has not exited in time."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.02)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    pytest.fail("the forked child did not finish (deadlock?)")
-
-
 def _fork_and_request(mw: JWTWSGIMiddleware, token: str, before: Callable[[], None]) -> int:
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
@@ -544,7 +531,7 @@ def _fork_and_request(mw: JWTWSGIMiddleware, token: str, before: Callable[[], No
             code = 0 if response.status_code == 200 else 100 + response.status_code % 100
         finally:
             os._exit(code)
-    return _wait_child(pid)
+    return wait_child(pid)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")

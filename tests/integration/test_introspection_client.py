@@ -10,7 +10,6 @@ import base64
 import http.server
 import logging
 import os
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +24,7 @@ from jwt_middleware._introspect import AsyncIntrospector, SyncIntrospector
 from jwt_middleware.introspection import Introspection
 from jwt_middleware.testing import LocalIssuer
 from tests.support.clock import FakeClock
+from tests.support.forking import wait_child
 from tests.support.servers import Blocking
 
 CLIENT = ("orders-api", "s:e cr+t%2F-never-logged")  # characters Basic must form-encode
@@ -803,17 +803,7 @@ def test_a_child_forked_while_a_lock_is_held_does_not_deadlock(
                 code = 0 if client.introspect(token)["active"] is True else 2
             finally:
                 os._exit(code)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        time.sleep(0.02)
-    else:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        pytest.fail("the forked child deadlocked")
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert wait_child(pid, timeout=10) == 0
     client.close()
 
 
